@@ -1,0 +1,1 @@
+"""The ``scenegrad`` command line (:mod:`scenegrad.apps.cli`) and the demo app."""

@@ -1,0 +1,3 @@
+from scenegrad.apps.cli import main
+
+main()

@@ -1,0 +1,34 @@
+// Shared macros for code compiled by both the host C++ compiler and nvcc.
+#pragma once
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define SG_HD __host__ __device__ __forceinline__
+#else
+#define SG_HD inline
+#endif
+
+namespace scenegrad {
+
+template <typename T>
+SG_HD T sg_min(T a, T b) { return a < b ? a : b; }
+
+template <typename T>
+SG_HD T sg_max(T a, T b) { return a > b ? a : b; }
+
+template <typename T>
+SG_HD bool sg_isfinite(T x) { return (x - x) == (x - x); }  // NaN and inf give NaN
+
+#if defined(__CUDA_ARCH__)
+template <typename T>
+SG_HD T sg_floor(T x) { return floor(x); }
+template <typename T>
+SG_HD T sg_ceil(T x) { return ceil(x); }
+#else
+template <typename T>
+SG_HD T sg_floor(T x) { return std::floor(x); }
+template <typename T>
+SG_HD T sg_ceil(T x) { return std::ceil(x); }
+#endif
+
+}  // namespace scenegrad

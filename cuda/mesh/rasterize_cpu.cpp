@@ -1,0 +1,170 @@
+// CPU launcher of the rasterizer: triangles binned into 16x16 tiles, tiles shaded in parallel
+// (OpenMP), each tile keeping its own depth buffer. The per-pixel math is in rasterize.h.
+#include <algorithm>
+#include <vector>
+
+#include "common/checks.h"
+#include "mesh/ops.h"
+#include "mesh/rasterize.h"
+
+namespace scenegrad {
+namespace mesh {
+namespace {
+
+constexpr int kTile = 16;
+
+template <typename T>
+void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int W, T* rast, T* db) {
+    std::vector<TriSetup<T>> setups((size_t)B * NT);
+    std::vector<uint8_t> valid((size_t)B * NT);
+#ifdef SCENEGRAD_OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (int64_t bt = 0; bt < (int64_t)B * NT; ++bt) {
+        const int64_t b = bt / NT, t = bt % NT;
+        const T* base = pos + b * V * 4;
+        valid[bt] = setup_triangle(base + 4 * tri[3 * t], base + 4 * tri[3 * t + 1], base + 4 * tri[3 * t + 2],
+                                   W, H, setups[bt]);
+    }
+
+    const int tiles_x = (W + kTile - 1) / kTile, tiles_y = (H + kTile - 1) / kTile;
+    const int tiles = tiles_x * tiles_y;
+    // bins[b * tiles + tile] lists triangle ids in increasing order (the depth-tie rule).
+    std::vector<std::vector<int32_t>> bins((size_t)B * tiles);
+#ifdef SCENEGRAD_OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (int b = 0; b < B; ++b) {
+        for (int t = 0; t < NT; ++t) {
+            const int64_t bt = (int64_t)b * NT + t;
+            if (!valid[bt]) continue;
+            const TriSetup<T>& s = setups[bt];
+            for (int ty = s.y0 / kTile; ty <= s.y1 / kTile; ++ty)
+                for (int tx = s.x0 / kTile; tx <= s.x1 / kTile; ++tx)
+                    bins[(size_t)b * tiles + ty * tiles_x + tx].push_back(t);
+        }
+    }
+
+    std::vector<T> px(W), py(H);
+    for (int i = 0; i < W; ++i) px[i] = ndc_x<T>(i, W);
+    for (int i = 0; i < H; ++i) py[i] = ndc_y<T>(i, H);
+
+#ifdef SCENEGRAD_OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+    for (int64_t job = 0; job < (int64_t)B * tiles; ++job) {
+        const int b = (int)(job / tiles), tile = (int)(job % tiles);
+        const int ox = (tile % tiles_x) * kTile, oy = (tile / tiles_x) * kTile;
+        const int ex = std::min(ox + kTile, W) - 1, ey = std::min(oy + kTile, H) - 1;
+        T best_z[kTile * kTile];
+        int32_t best_id[kTile * kTile];
+        std::fill(best_id, best_id + kTile * kTile, -1);
+        for (int32_t t : bins[job]) {
+            const TriSetup<T>& s = setups[(size_t)b * NT + t];
+            const int x0 = std::max(s.x0, ox), x1 = std::min(s.x1, ex);
+            const int y0 = std::max(s.y0, oy), y1 = std::min(s.y1, ey);
+            for (int iy = y0; iy <= y1; ++iy) {
+                for (int ix = x0; ix <= x1; ++ix) {
+                    T zw;
+                    if (!covers(s, px[ix], py[iy], zw)) continue;
+                    const int k = (iy - oy) * kTile + (ix - ox);
+                    if (best_id[k] < 0 || zw < best_z[k]) {
+                        best_z[k] = zw;
+                        best_id[k] = t;
+                    }
+                }
+            }
+        }
+        for (int iy = oy; iy <= ey; ++iy) {
+            for (int ix = ox; ix <= ex; ++ix) {
+                const int32_t t = best_id[(iy - oy) * kTile + (ix - ox)];
+                const int64_t o = (((int64_t)b * H + iy) * W + ix) * 4;
+                if (t < 0) {
+                    for (int c = 0; c < 4; ++c) rast[o + c] = db[o + c] = T(0);
+                    continue;
+                }
+                pixel_outputs(setups[(size_t)b * NT + t], px[ix], py[iy], W, H, rast + o, db + o);
+                rast[o + 3] = T(t + 1);
+            }
+        }
+    }
+}
+
+template <typename T>
+void backward(const T* pos, int B, int V, const int32_t* tri, int H, int W, const T* rast, const T* grad_rast,
+              const T* grad_db, T* grad_pos) {
+#ifdef SCENEGRAD_OPENMP
+#pragma omp parallel for schedule(dynamic, 4)
+#endif
+    for (int64_t row = 0; row < (int64_t)B * H; ++row) {
+        const int64_t b = row / H;
+        const int iy = (int)(row % H);
+        const T* base = pos + b * V * 4;
+        for (int ix = 0; ix < W; ++ix) {
+            const int64_t o = (row * W + ix) * 4;
+            const int t = (int)rast[o + 3] - 1;
+            if (t < 0) continue;
+            const T* g = grad_rast + o;
+            const T* gdb = grad_db ? grad_db + o : nullptr;
+            bool any = g[0] != T(0) || g[1] != T(0) || g[2] != T(0);
+            if (gdb) any = any || gdb[0] != T(0) || gdb[1] != T(0) || gdb[2] != T(0) || gdb[3] != T(0);
+            if (!any) continue;
+            const int32_t* idx = tri + 3 * t;
+            TriSetup<T> s;
+            if (!invert_tri_matrix(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], s.A)) continue;
+            for (int i = 0; i < 3; ++i) s.z[i] = base[4 * idx[i] + 2];
+            T gv[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+            pixel_outputs_backward(s, ndc_x<T>(ix, W), ndc_y<T>(iy, H), W, H, g, gdb, gv);
+            for (int i = 0; i < 3; ++i) {
+                T* dst = grad_pos + (b * V + idx[i]) * 4;
+                for (int c = 0; c < 4; ++c) {
+#ifdef SCENEGRAD_OPENMP
+#pragma omp atomic
+#endif
+                    dst[c] += gv[4 * i + c];
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> rasterize_fwd_cpu(const torch::Tensor& pos, const torch::Tensor& tri,
+                                             int64_t height, int64_t width) {
+    check_rasterize_inputs(pos, tri, height, width);
+    SG_CHECK_CPU(pos);
+    const int B = (int)pos.size(0), V = (int)pos.size(1), NT = (int)tri.size(0);
+    if (NT > 0) {
+        TORCH_CHECK(tri.min().item<int>() >= 0 && tri.max().item<int>() < V,
+                    "tri holds vertex indices outside [0, ", V, ")");
+    }
+    auto rast = torch::empty({B, height, width, 4}, pos.options());
+    auto db = torch::empty({B, height, width, 4}, pos.options());
+    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_fwd_cpu", [&] {
+        forward<scalar_t>(pos.data_ptr<scalar_t>(), B, V, tri.data_ptr<int32_t>(), NT, (int)height, (int)width,
+                          rast.data_ptr<scalar_t>(), db.data_ptr<scalar_t>());
+    });
+    return {rast, db};
+}
+
+torch::Tensor rasterize_bwd_cpu(const torch::Tensor& pos, const torch::Tensor& tri, const torch::Tensor& rast,
+                                const torch::Tensor& grad_rast, const c10::optional<torch::Tensor>& grad_db) {
+    check_rasterize_inputs(pos, tri, rast.size(1), rast.size(2));
+    SG_CHECK_CPU(pos);
+    const int B = (int)pos.size(0), V = (int)pos.size(1);
+    const int H = (int)rast.size(1), W = (int)rast.size(2);
+    auto gr = grad_rast.contiguous();
+    torch::Tensor gdb;
+    if (grad_db.has_value() && grad_db->defined()) gdb = grad_db->contiguous();
+    auto grad_pos = torch::zeros_like(pos);
+    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_bwd_cpu", [&] {
+        backward<scalar_t>(pos.data_ptr<scalar_t>(), B, V, tri.data_ptr<int32_t>(), H, W,
+                           rast.contiguous().data_ptr<scalar_t>(), gr.data_ptr<scalar_t>(),
+                           gdb.defined() ? gdb.data_ptr<scalar_t>() : nullptr, grad_pos.data_ptr<scalar_t>());
+    });
+    return grad_pos;
+}
+
+}  // namespace mesh
+}  // namespace scenegrad
