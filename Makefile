@@ -1,0 +1,35 @@
+# The two set-up commands of the README. Each creates the virtual environment and installs
+# scenegrad into it on first use, so either can be run first on a fresh machine.
+#   make demo   runs the main job on the bundled default input
+#   make test   runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.scenegrad-installed
+# torch is installed first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/scenegrad info --build
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_rasterize.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache benchmarks/results

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One call on a machine with a GPU: build the CUDA kernels, run the CUDA tests, run the GPU
+# benchmarks. Results land in $OUT (when set, as on the device tool) or benchmarks/results/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR="${OUT:-benchmarks/results}"
+mkdir -p "$OUT_DIR"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+    # On a GPU machine take torch's CUDA build (TORCH_SPEC overrides).
+    .venv/bin/pip install -q "${TORCH_SPEC:-torch==2.14.1}"
+    .venv/bin/pip install -q -e ".[dev]"
+fi
+PY=.venv/bin/python
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
+$PY -m scenegrad.apps info --build | tee "$OUT_DIR/info.txt"
+status=0
+$PY -m pytest -q -m cuda -k "cuda" tests 2>&1 | tee "$OUT_DIR/cuda_tests.txt" || status=1
+$PY -m pytest -q tests/render 2>&1 | tail -n 5 | tee -a "$OUT_DIR/cuda_tests.txt" || status=1
+$PY benchmarks/bench_mesh.py --device cuda --json "$OUT_DIR/mesh_cuda.json" 2>&1 | tee "$OUT_DIR/bench_mesh.txt" || status=1
+exit $status

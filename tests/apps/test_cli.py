@@ -1,0 +1,59 @@
+"""The ``scenegrad`` command line: fast ``--help``, ``info`` for bug reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(sys.executable).with_name("scenegrad")
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "scenegrad.apps", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "COLUMNS": "120"}, check=False,
+    )
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = (
+        "import sys\n"
+        "from scenegrad.apps.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "assert 'torch' not in sys.modules, 'scenegrad --help imported torch'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "info" in result.stdout
+
+
+def test_console_script_installed():
+    assert SCRIPT.exists(), "the scenegrad console script is not installed next to this Python"
+    result = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and "info" in result.stdout
+
+
+def test_info_json():
+    result = run("info", "--json")
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    for key in ("scenegrad", "python", "torch cuda", "c++ compiler", "native build", "cuda devices", "backends"):
+        assert key in facts, key
+    assert facts["packages"]["torch"].startswith("2.")
+    assert "mesh (cpu)" in facts["backends"]
+
+
+def test_info_build_reports_native(native):
+    result = run("info", "--build", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "native build: built:" in result.stdout
+    assert "mesh (cpu): native" in result.stdout
+
+
+def test_unknown_command_fails_clearly():
+    result = run("frobnicate")
+    assert result.returncode != 0
+    assert "frobnicate" in result.stderr or "invalid" in result.stderr.lower()
