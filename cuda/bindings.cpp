@@ -11,33 +11,47 @@
 namespace scenegrad {
 namespace {
 
+using torch::Tensor;
+using OptTensor = c10::optional<Tensor>;
+
 [[noreturn]] void no_cuda(const char* op) {
     TORCH_CHECK(false, op, ": got CUDA tensors, but scenegrad's native kernels were built without CUDA "
                 "(torch without CUDA or no nvcc at build time); use backend='reference'");
 }
 
-std::vector<torch::Tensor> rasterize_fwd(const torch::Tensor& pos, const torch::Tensor& tri, int64_t height,
-                                         int64_t width) {
-    if (pos.is_cuda()) {
+// Calls area::op_cuda(args...) for CUDA tensors and area::op_cpu(args...) otherwise.
 #ifdef SCENEGRAD_WITH_CUDA
-        return mesh::rasterize_fwd_cuda(pos, tri, height, width);
+#define SG_DISPATCH(area, op, device_tensor, ...) \
+    return (device_tensor).is_cuda() ? area::op##_cuda(__VA_ARGS__) : area::op##_cpu(__VA_ARGS__)
 #else
-        no_cuda("rasterize");
+#define SG_DISPATCH(area, op, device_tensor, ...) \
+    if ((device_tensor).is_cuda()) no_cuda(#op);  \
+    return area::op##_cpu(__VA_ARGS__)
 #endif
-    }
-    return mesh::rasterize_fwd_cpu(pos, tri, height, width);
+
+Tensor value_or_undefined(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
+
+std::vector<Tensor> rasterize_fwd(const Tensor& pos, const Tensor& tri, int64_t height, int64_t width) {
+    SG_DISPATCH(mesh, rasterize_fwd, pos, pos, tri, height, width);
 }
 
-torch::Tensor rasterize_bwd(const torch::Tensor& pos, const torch::Tensor& tri, const torch::Tensor& rast,
-                            const torch::Tensor& grad_rast, const c10::optional<torch::Tensor>& grad_db) {
-    if (pos.is_cuda()) {
-#ifdef SCENEGRAD_WITH_CUDA
-        return mesh::rasterize_bwd_cuda(pos, tri, rast, grad_rast, grad_db);
-#else
-        no_cuda("rasterize backward");
-#endif
-    }
-    return mesh::rasterize_bwd_cpu(pos, tri, rast, grad_rast, grad_db);
+Tensor rasterize_bwd(const Tensor& pos, const Tensor& tri, const Tensor& rast, const Tensor& grad_rast,
+                     const OptTensor& grad_db) {
+    SG_DISPATCH(mesh, rasterize_bwd, pos, pos, tri, rast, grad_rast, grad_db);
+}
+
+std::vector<Tensor> interpolate_fwd(const Tensor& attr, const Tensor& rast, const Tensor& tri,
+                                    const OptTensor& rast_db, const Tensor& diff) {
+    const Tensor db = value_or_undefined(rast_db);
+    SG_DISPATCH(mesh, interpolate_fwd, rast, attr, rast, tri, db, diff);
+}
+
+std::vector<Tensor> interpolate_bwd(const Tensor& attr, const Tensor& rast, const Tensor& tri,
+                                    const OptTensor& rast_db, const Tensor& diff, const Tensor& grad_out,
+                                    const OptTensor& grad_out_da) {
+    const Tensor db = value_or_undefined(rast_db);
+    const Tensor gda = value_or_undefined(grad_out_da);
+    SG_DISPATCH(mesh, interpolate_bwd, rast, attr, rast, tri, db, diff, grad_out, gda);
 }
 
 bool with_cuda() {
@@ -65,4 +79,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("openmp_threads", &scenegrad::openmp_threads, "OpenMP threads of the CPU launchers (1 without OpenMP)");
     m.def("rasterize_fwd", &scenegrad::rasterize_fwd, "rasterize triangles (see scenegrad.render.mesh.rasterize)");
     m.def("rasterize_bwd", &scenegrad::rasterize_bwd, "gradient of rasterize with respect to pos");
+    m.def("interpolate_fwd", &scenegrad::interpolate_fwd, "interpolate vertex attributes (see render.mesh.interpolate)");
+    m.def("interpolate_bwd", &scenegrad::interpolate_bwd, "gradients of interpolate to attr, rast and rast_db");
 }

@@ -277,8 +277,11 @@ def cached_library() -> Path | None:
 
 
 def _short(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[-1][:300] if text else type(error).__name__
+    """The first compiler error line of a failed build (else its last line)."""
+    text = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    errors = [line for line in text if "error" in line.lower() and "ninja" not in line.lower()]
+    line = errors[0] if errors else (text[-1] if text else type(error).__name__)
+    return line[:300]
 
 
 def _reset_for_tests() -> None:

@@ -8,6 +8,15 @@
 #define SG_HD inline
 #endif
 
+// OpenMP pragmas that also work inside macro arguments (AT_DISPATCH_* lambdas), and vanish
+// where OpenMP is not available: SG_OMP(parallel for schedule(static)).
+#ifdef SCENEGRAD_OPENMP
+#define SG_PRAGMA(x) _Pragma(#x)
+#define SG_OMP(x) SG_PRAGMA(omp x)
+#else
+#define SG_OMP(x)
+#endif
+
 namespace scenegrad {
 
 template <typename T>

@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "mesh/interpolate.h"
+
 namespace scenegrad {
 namespace mesh {
 
@@ -15,7 +17,25 @@ torch::Tensor rasterize_bwd_cpu(const torch::Tensor& pos, const torch::Tensor& t
                                 const torch::Tensor& rast, const torch::Tensor& grad_rast,
                                 const c10::optional<torch::Tensor>& grad_db);
 
+// attr [B, V, A] or [V, A], rast [B, H, W, 4], rast_db [B, H, W, 4] or undefined, diff [D] int32
+// -> {out [B, H, W, A], out_da [B, H, W, 2 D]}.
+std::vector<torch::Tensor> interpolate_fwd_cpu(const torch::Tensor& attr, const torch::Tensor& rast,
+                                               const torch::Tensor& tri, const torch::Tensor& rast_db,
+                                               const torch::Tensor& diff);
+// -> {grad_attr (attr's shape), grad_rast [B, H, W, 4], grad_db [B, H, W, 4] (undefined without D)}.
+std::vector<torch::Tensor> interpolate_bwd_cpu(const torch::Tensor& attr, const torch::Tensor& rast,
+                                               const torch::Tensor& tri, const torch::Tensor& rast_db,
+                                               const torch::Tensor& diff, const torch::Tensor& grad_out,
+                                               const torch::Tensor& grad_out_da);
+
 #ifdef SCENEGRAD_WITH_CUDA
+std::vector<torch::Tensor> interpolate_fwd_cuda(const torch::Tensor& attr, const torch::Tensor& rast,
+                                                const torch::Tensor& tri, const torch::Tensor& rast_db,
+                                                const torch::Tensor& diff);
+std::vector<torch::Tensor> interpolate_bwd_cuda(const torch::Tensor& attr, const torch::Tensor& rast,
+                                                const torch::Tensor& tri, const torch::Tensor& rast_db,
+                                                const torch::Tensor& diff, const torch::Tensor& grad_out,
+                                                const torch::Tensor& grad_out_da);
 std::vector<torch::Tensor> rasterize_fwd_cuda(const torch::Tensor& pos, const torch::Tensor& tri,
                                               int64_t height, int64_t width);
 torch::Tensor rasterize_bwd_cuda(const torch::Tensor& pos, const torch::Tensor& tri,
@@ -35,6 +55,33 @@ inline void check_rasterize_inputs(const torch::Tensor& pos, const torch::Tensor
     TORCH_CHECK(pos.device() == tri.device(), "pos and tri must be on the same device");
     TORCH_CHECK(height > 0 && width > 0, "resolution must be positive, got ", height, "x", width);
     TORCH_CHECK(tri.size(0) < (1 << 24), "at most 2^24 - 1 triangles (ids are stored in float32)");
+}
+
+// Checks shared by both interpolate launchers; returns the dimensions the kernels need.
+inline InterpolateDims check_interpolate_inputs(const torch::Tensor& attr, const torch::Tensor& rast,
+                                               const torch::Tensor& tri, const torch::Tensor& rast_db,
+                                               const torch::Tensor& diff) {
+    TORCH_CHECK(rast.dim() == 4 && rast.size(3) == 4, "rast must have shape [B, H, W, 4], got ", rast.sizes());
+    TORCH_CHECK(attr.dim() == 2 || attr.dim() == 3, "attr must have shape [B, V, A] or [V, A], got ", attr.sizes());
+    TORCH_CHECK(attr.dim() == 2 || attr.size(0) == rast.size(0), "attr batch ", attr.size(0),
+                " does not match rast batch ", rast.size(0));
+    TORCH_CHECK(attr.scalar_type() == rast.scalar_type(), "attr and rast must have the same dtype");
+    TORCH_CHECK(tri.dim() == 2 && tri.size(1) == 3 && tri.scalar_type() == torch::kInt32, "tri must be [T, 3] int32");
+    TORCH_CHECK(attr.is_contiguous() && rast.is_contiguous() && tri.is_contiguous(), "inputs must be contiguous");
+    TORCH_CHECK(attr.device() == rast.device() && tri.device() == rast.device(), "inputs must share a device");
+    TORCH_CHECK(diff.scalar_type() == torch::kInt32 && diff.dim() == 1, "diff must be a 1-D int32 tensor");
+    InterpolateDims d;
+    d.pixels = rast.size(0) * rast.size(1) * rast.size(2);
+    d.hw = rast.size(1) * rast.size(2);
+    d.attr_batched = attr.dim() == 3;
+    d.V = (int)attr.size(attr.dim() - 2);
+    d.A = (int)attr.size(attr.dim() - 1);
+    d.D = (int)diff.size(0);
+    if (d.D > 0) {
+        TORCH_CHECK(rast_db.defined() && rast_db.sizes() == rast.sizes() && rast_db.is_contiguous(),
+                    "attribute derivatives need rast_db with rast's shape");
+    }
+    return d;
 }
 
 }  // namespace mesh

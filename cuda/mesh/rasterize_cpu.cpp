@@ -17,9 +17,7 @@ template <typename T>
 void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int W, T* rast, T* db) {
     std::vector<TriSetup<T>> setups((size_t)B * NT);
     std::vector<uint8_t> valid((size_t)B * NT);
-#ifdef SCENEGRAD_OPENMP
-#pragma omp parallel for schedule(static)
-#endif
+SG_OMP(parallel for schedule(static))
     for (int64_t bt = 0; bt < (int64_t)B * NT; ++bt) {
         const int64_t b = bt / NT, t = bt % NT;
         const T* base = pos + b * V * 4;
@@ -31,9 +29,7 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
     const int tiles = tiles_x * tiles_y;
     // bins[b * tiles + tile] lists triangle ids in increasing order (the depth-tie rule).
     std::vector<std::vector<int32_t>> bins((size_t)B * tiles);
-#ifdef SCENEGRAD_OPENMP
-#pragma omp parallel for schedule(static)
-#endif
+SG_OMP(parallel for schedule(static))
     for (int b = 0; b < B; ++b) {
         for (int t = 0; t < NT; ++t) {
             const int64_t bt = (int64_t)b * NT + t;
@@ -49,9 +45,7 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
     for (int i = 0; i < W; ++i) px[i] = ndc_x<T>(i, W);
     for (int i = 0; i < H; ++i) py[i] = ndc_y<T>(i, H);
 
-#ifdef SCENEGRAD_OPENMP
-#pragma omp parallel for schedule(dynamic, 1)
-#endif
+SG_OMP(parallel for schedule(dynamic, 1))
     for (int64_t job = 0; job < (int64_t)B * tiles; ++job) {
         const int b = (int)(job / tiles), tile = (int)(job % tiles);
         const int ox = (tile % tiles_x) * kTile, oy = (tile / tiles_x) * kTile;
@@ -93,9 +87,7 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
 template <typename T>
 void backward(const T* pos, int B, int V, const int32_t* tri, int H, int W, const T* rast, const T* grad_rast,
               const T* grad_db, T* grad_pos) {
-#ifdef SCENEGRAD_OPENMP
-#pragma omp parallel for schedule(dynamic, 4)
-#endif
+SG_OMP(parallel for schedule(dynamic, 4))
     for (int64_t row = 0; row < (int64_t)B * H; ++row) {
         const int64_t b = row / H;
         const int iy = (int)(row % H);
@@ -118,9 +110,7 @@ void backward(const T* pos, int B, int V, const int32_t* tri, int H, int W, cons
             for (int i = 0; i < 3; ++i) {
                 T* dst = grad_pos + (b * V + idx[i]) * 4;
                 for (int c = 0; c < 4; ++c) {
-#ifdef SCENEGRAD_OPENMP
-#pragma omp atomic
-#endif
+SG_OMP(atomic)
                     dst[c] += gv[4 * i + c];
                 }
             }
