@@ -78,29 +78,33 @@ def main() -> None:
     if not args.quick:
         cases += [(1_000_000, 1024, 1), (1_000_000, 1024, 8)]
     for min_faces, size, views in cases:
-        vertices, faces, mesh_name = load_mesh(min_faces)
-        cams = orbit_cameras(vertices, views, size, device)
-        v = torch.tensor(vertices, device=device)
-        pos = world_to_clip(cams, v.expand(views, -1, -1), near=0.01, far=100.0).contiguous()
-        tri = torch.tensor(faces, device=device)
-        case = f"{mesh_name} {size}² ×{views}"
-        cot = torch.randn(views, size, size, 4, device=device)
-
-        bench.run(case, "native fwd", lambda: rasterize(pos, tri, (size, size), backend="native"))
-
-        def fwd_bwd(backend: str) -> None:
-            p = pos.detach().requires_grad_(True)
-            rast, _ = rasterize(p, tri, (size, size), backend=backend)
-            (rast[..., :3] * cot[..., :3]).sum().backward()
-
-        bench.run(case, "native fwd+bwd", lambda: fwd_bwd("native"))
-        if len(faces) * size * size * views <= 5000 * 512 * 512 * 8:
-            bench.run(case, "reference fwd", lambda: rasterize(pos, tri, (size, size), backend="reference"),
-                      repeat=2, warmup=0)
-        else:
-            bench.skip(case, "reference fwd", "too slow at this size (pure torch, O(pixels x faces))")
-        open3d_raycast(bench, case, vertices, faces, cams, size)
+        run_case(bench, device, min_faces, size, views)
     bench.finish(baseline="reference fwd")
+
+
+def run_case(bench: Benchmark, device: torch.device, min_faces: int, size: int, views: int) -> None:
+    vertices, faces, mesh_name = load_mesh(min_faces)
+    cams = orbit_cameras(vertices, views, size, device)
+    v = torch.tensor(vertices, device=device)
+    pos = world_to_clip(cams, v.expand(views, -1, -1), near=0.01, far=100.0).contiguous()
+    tri = torch.tensor(faces, device=device)
+    case = f"{mesh_name} {size}² ×{views}"
+    cot = torch.randn(views, size, size, 4, device=device)
+
+    bench.run(case, "native fwd", lambda: rasterize(pos, tri, (size, size), backend="native"))
+
+    def fwd_bwd(backend: str) -> None:
+        p = pos.detach().requires_grad_(True)
+        rast, _ = rasterize(p, tri, (size, size), backend=backend)
+        (rast[..., :3] * cot[..., :3]).sum().backward()
+
+    bench.run(case, "native fwd+bwd", lambda: fwd_bwd("native"))
+    if len(faces) * size * size * views <= 5000 * 512 * 512 * 8:
+        bench.run(case, "reference fwd", lambda: rasterize(pos, tri, (size, size), backend="reference"),
+                  repeat=2, warmup=0)
+    else:
+        bench.skip(case, "reference fwd", "too slow at this size (pure torch, O(pixels x faces))")
+    open3d_raycast(bench, case, vertices, faces, cams, size)
 
 
 def open3d_raycast(bench: Benchmark, case: str, vertices, faces, cams, size: int) -> None:

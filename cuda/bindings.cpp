@@ -54,6 +54,16 @@ std::vector<Tensor> interpolate_bwd(const Tensor& attr, const Tensor& rast, cons
     SG_DISPATCH(mesh, interpolate_bwd, rast, attr, rast, tri, db, diff, grad_out, gda);
 }
 
+Tensor antialias_fwd(const Tensor& color, const Tensor& rast, const Tensor& pos, const Tensor& tri,
+                     const Tensor& opposite) {
+    SG_DISPATCH(mesh, antialias_fwd, color, color, rast, pos, tri, opposite);
+}
+
+std::vector<Tensor> antialias_bwd(const Tensor& color, const Tensor& rast, const Tensor& pos, const Tensor& tri,
+                                  const Tensor& opposite, const Tensor& grad_out) {
+    SG_DISPATCH(mesh, antialias_bwd, color, color, rast, pos, tri, opposite, grad_out);
+}
+
 bool with_cuda() {
 #ifdef SCENEGRAD_WITH_CUDA
     return true;
@@ -81,4 +91,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("rasterize_bwd", &scenegrad::rasterize_bwd, "gradient of rasterize with respect to pos");
     m.def("interpolate_fwd", &scenegrad::interpolate_fwd, "interpolate vertex attributes (see render.mesh.interpolate)");
     m.def("interpolate_bwd", &scenegrad::interpolate_bwd, "gradients of interpolate to attr, rast and rast_db");
+    m.def("antialias_fwd", &scenegrad::antialias_fwd, "silhouette antialiasing (see render.mesh.antialias)");
+    m.def("antialias_bwd", &scenegrad::antialias_bwd, "gradients of antialias to color and pos");
 }

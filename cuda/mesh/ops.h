@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "mesh/antialias.h"
 #include "mesh/interpolate.h"
 
 namespace scenegrad {
@@ -28,7 +29,21 @@ std::vector<torch::Tensor> interpolate_bwd_cpu(const torch::Tensor& attr, const 
                                                const torch::Tensor& diff, const torch::Tensor& grad_out,
                                                const torch::Tensor& grad_out_da);
 
+// color [B, H, W, C], rast [B, H, W, 4], pos [B, V, 4] or [V, 4], tri [T, 3], opposite [T, 3] int32
+// -> out [B, H, W, C].
+torch::Tensor antialias_fwd_cpu(const torch::Tensor& color, const torch::Tensor& rast, const torch::Tensor& pos,
+                                const torch::Tensor& tri, const torch::Tensor& opposite);
+// -> {grad_color [B, H, W, C], grad_pos (pos's shape)}.
+std::vector<torch::Tensor> antialias_bwd_cpu(const torch::Tensor& color, const torch::Tensor& rast,
+                                             const torch::Tensor& pos, const torch::Tensor& tri,
+                                             const torch::Tensor& opposite, const torch::Tensor& grad_out);
+
 #ifdef SCENEGRAD_WITH_CUDA
+torch::Tensor antialias_fwd_cuda(const torch::Tensor& color, const torch::Tensor& rast, const torch::Tensor& pos,
+                                 const torch::Tensor& tri, const torch::Tensor& opposite);
+std::vector<torch::Tensor> antialias_bwd_cuda(const torch::Tensor& color, const torch::Tensor& rast,
+                                              const torch::Tensor& pos, const torch::Tensor& tri,
+                                              const torch::Tensor& opposite, const torch::Tensor& grad_out);
 std::vector<torch::Tensor> interpolate_fwd_cuda(const torch::Tensor& attr, const torch::Tensor& rast,
                                                 const torch::Tensor& tri, const torch::Tensor& rast_db,
                                                 const torch::Tensor& diff);
@@ -82,6 +97,38 @@ inline InterpolateDims check_interpolate_inputs(const torch::Tensor& attr, const
                     "attribute derivatives need rast_db with rast's shape");
     }
     return d;
+}
+
+// Checks shared by both antialias launchers; returns the dimensions the kernels need.
+inline AntialiasDims check_antialias_inputs(const torch::Tensor& color, const torch::Tensor& rast,
+                                           const torch::Tensor& pos, const torch::Tensor& tri,
+                                           const torch::Tensor& opposite) {
+    TORCH_CHECK(color.dim() == 4, "color must have shape [B, H, W, C], got ", color.sizes());
+    TORCH_CHECK(rast.dim() == 4 && rast.size(3) == 4 && rast.size(0) == color.size(0) &&
+                    rast.size(1) == color.size(1) && rast.size(2) == color.size(2),
+                "rast must have shape [B, H, W, 4] matching color, got ", rast.sizes());
+    TORCH_CHECK((pos.dim() == 3 && pos.size(0) == color.size(0) && pos.size(2) == 4) ||
+                    (pos.dim() == 2 && pos.size(1) == 4),
+                "pos must have shape [B, V, 4] or [V, 4], got ", pos.sizes());
+    TORCH_CHECK(tri.dim() == 2 && tri.size(1) == 3 && tri.scalar_type() == torch::kInt32, "tri must be [T, 3] int32");
+    TORCH_CHECK(opposite.sizes() == tri.sizes() && opposite.scalar_type() == torch::kInt32,
+                "opposite must be [T, 3] int32 (from antialias_topology)");
+    TORCH_CHECK(color.scalar_type() == rast.scalar_type() && pos.scalar_type() == rast.scalar_type(),
+                "color, rast and pos must have the same dtype");
+    TORCH_CHECK(color.is_contiguous() && rast.is_contiguous() && pos.is_contiguous() && tri.is_contiguous() &&
+                    opposite.is_contiguous(),
+                "inputs must be contiguous");
+    TORCH_CHECK(color.device() == rast.device() && pos.device() == rast.device() && tri.device() == rast.device() &&
+                    opposite.device() == rast.device(),
+                "inputs must share a device");
+    AntialiasDims dm;
+    dm.B = (int)color.size(0);
+    dm.H = (int)color.size(1);
+    dm.W = (int)color.size(2);
+    dm.C = (int)color.size(3);
+    dm.pos_batched = pos.dim() == 3;
+    dm.V = (int)pos.size(pos.dim() - 2);
+    return dm;
 }
 
 }  // namespace mesh

@@ -2,12 +2,21 @@
 
 - :func:`rasterize`: clip-space triangles to per-pixel barycentrics, depth and triangle ids.
 - :func:`interpolate`: vertex attributes to pixels (and their screen-space derivatives).
+- :func:`antialias`: analytic silhouette antialiasing, the source of gradients at visibility edges.
 
 Each primitive has a native C++/CUDA implementation and a pure-PyTorch twin in
 :mod:`scenegrad.render._reference`; ``backend=`` picks one (:mod:`scenegrad.render.backend`).
 """
 
+from scenegrad.render.mesh.antialias import antialias, antialias_topology
 from scenegrad.render.mesh.interpolate import Interpolated, interpolate
 from scenegrad.render.mesh.rasterize import Rasterized, rasterize
 
-__all__ = ["Interpolated", "Rasterized", "interpolate", "rasterize"]
+__all__ = [
+    "Interpolated",
+    "Rasterized",
+    "antialias",
+    "antialias_topology",
+    "interpolate",
+    "rasterize",
+]

@@ -167,8 +167,9 @@ def test_sources_compile_without_openmp(tmp_path):
     cxx = build.find_compiler()
     if cxx is None:
         pytest.skip("no C++ compiler")
-    from torch.utils import cpp_extension
     import sysconfig
+
+    from torch.utils import cpp_extension
 
     includes = [f"-I{p}" for p in cpp_extension.include_paths()] + [
         f"-I{sysconfig.get_paths()['include']}", f"-I{build.SOURCE_DIR}",

@@ -41,7 +41,7 @@ def test_native_matches_reference(native, batched, diff):
     assert outs[0][1].shape[-1] == 2 * expected_d
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-5, atol=1e-5)
-    for got, want in zip(grads[0], grads[1]):
+    for got, want in zip(grads[0], grads[1], strict=True):
         assert want.abs().sum() > 0
         # Only u, v (channels 0, 1) of rast receive gradient.
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
@@ -126,5 +126,5 @@ def test_cuda_matches_cpu(native):
         out, out_da = interpolate(a, r, tri.to(device), db.to(device), diff_attrs="all", backend="native")
         (out.sum() + out_da.square().sum()).backward()
         res.append([t.detach().cpu() for t in (out, out_da, a.grad, r.grad)])
-    for got, want in zip(res[1], res[0]):
+    for got, want in zip(res[1], res[0], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
