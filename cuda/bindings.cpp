@@ -64,6 +64,18 @@ std::vector<Tensor> antialias_bwd(const Tensor& color, const Tensor& rast, const
     SG_DISPATCH(mesh, antialias_bwd, color, color, rast, pos, tri, opposite, grad_out);
 }
 
+Tensor texture_fwd(const Tensor& buf, const Tensor& offsets, const Tensor& sizes, const Tensor& uv,
+                   const OptTensor& lod, int64_t boundary, int64_t filter) {
+    const Tensor l = value_or_undefined(lod);
+    SG_DISPATCH(mesh, texture_fwd, uv, buf, offsets, sizes, uv, l, boundary, filter);
+}
+
+std::vector<Tensor> texture_bwd(const Tensor& buf, const Tensor& offsets, const Tensor& sizes, const Tensor& uv,
+                                const OptTensor& lod, int64_t boundary, int64_t filter, const Tensor& grad_out) {
+    const Tensor l = value_or_undefined(lod);
+    SG_DISPATCH(mesh, texture_bwd, uv, buf, offsets, sizes, uv, l, boundary, filter, grad_out);
+}
+
 bool with_cuda() {
 #ifdef SCENEGRAD_WITH_CUDA
     return true;
@@ -93,4 +105,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("interpolate_bwd", &scenegrad::interpolate_bwd, "gradients of interpolate to attr, rast and rast_db");
     m.def("antialias_fwd", &scenegrad::antialias_fwd, "silhouette antialiasing (see render.mesh.antialias)");
     m.def("antialias_bwd", &scenegrad::antialias_bwd, "gradients of antialias to color and pos");
+    m.def("texture_fwd", &scenegrad::texture_fwd, "texture lookups (see render.mesh.texture)");
+    m.def("texture_bwd", &scenegrad::texture_bwd, "gradients of texture to texels, uv and lod");
 }

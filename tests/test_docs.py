@@ -17,6 +17,7 @@ MODULES = [
     "scenegrad.render.mesh.rasterize",
     "scenegrad.render.mesh.interpolate",
     "scenegrad.render.mesh.antialias",
+    "scenegrad.render.mesh.texture",
 ]
 
 

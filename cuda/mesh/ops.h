@@ -6,6 +6,7 @@
 
 #include "mesh/antialias.h"
 #include "mesh/interpolate.h"
+#include "mesh/texture.h"
 
 namespace scenegrad {
 namespace mesh {
@@ -38,7 +39,23 @@ std::vector<torch::Tensor> antialias_bwd_cpu(const torch::Tensor& color, const t
                                              const torch::Tensor& pos, const torch::Tensor& tri,
                                              const torch::Tensor& opposite, const torch::Tensor& grad_out);
 
+// buf [Bt, total, C] flattened mip pyramid(s), offsets [L] int64, sizes [L, 2] int32 (h, w),
+// uv [B, Ho, Wo, 2], lod [B, Ho, Wo] or undefined -> out [B, Ho, Wo, C].
+torch::Tensor texture_fwd_cpu(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
+                              const torch::Tensor& uv, const torch::Tensor& lod, int64_t boundary, int64_t filter);
+// -> {grad_buf, grad_uv, grad_lod (undefined without lod)}.
+std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& buf, const torch::Tensor& offsets,
+                                           const torch::Tensor& sizes, const torch::Tensor& uv,
+                                           const torch::Tensor& lod, int64_t boundary, int64_t filter,
+                                           const torch::Tensor& grad_out);
+
 #ifdef SCENEGRAD_WITH_CUDA
+torch::Tensor texture_fwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
+                               const torch::Tensor& uv, const torch::Tensor& lod, int64_t boundary, int64_t filter);
+std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets,
+                                            const torch::Tensor& sizes, const torch::Tensor& uv,
+                                            const torch::Tensor& lod, int64_t boundary, int64_t filter,
+                                            const torch::Tensor& grad_out);
 torch::Tensor antialias_fwd_cuda(const torch::Tensor& color, const torch::Tensor& rast, const torch::Tensor& pos,
                                  const torch::Tensor& tri, const torch::Tensor& opposite);
 std::vector<torch::Tensor> antialias_bwd_cuda(const torch::Tensor& color, const torch::Tensor& rast,
@@ -129,6 +146,51 @@ inline AntialiasDims check_antialias_inputs(const torch::Tensor& color, const to
     dm.pos_batched = pos.dim() == 3;
     dm.V = (int)pos.size(pos.dim() - 2);
     return dm;
+}
+
+// Checks shared by both texture launchers; returns the dimensions the kernels need.
+inline TextureDims check_texture_inputs(const torch::Tensor& buf, const torch::Tensor& offsets,
+                                       const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& lod,
+                                       int64_t boundary, int64_t filter) {
+    TORCH_CHECK(buf.dim() == 3, "buf must have shape [Bt, texels, C], got ", buf.sizes());
+    TORCH_CHECK(uv.dim() == 4 && uv.size(3) == 2, "uv must have shape [B, H, W, 2], got ", uv.sizes());
+    TORCH_CHECK(buf.size(0) == 1 || buf.size(0) == uv.size(0), "texture batch ", buf.size(0),
+                " must be 1 or match uv batch ", uv.size(0));
+    TORCH_CHECK(offsets.dim() == 1 && offsets.scalar_type() == torch::kInt64, "offsets must be [L] int64");
+    TORCH_CHECK(sizes.dim() == 2 && sizes.size(0) == offsets.size(0) && sizes.size(1) == 2 &&
+                    sizes.scalar_type() == torch::kInt32,
+                "sizes must be [L, 2] int32");
+    TORCH_CHECK(offsets.size(0) >= 1 && offsets.size(0) <= kMaxTexLevels, "1 to ", kMaxTexLevels, " texture levels");
+    TORCH_CHECK(offsets.device().is_cpu() && sizes.device().is_cpu(), "offsets and sizes live on the CPU");
+    TORCH_CHECK(buf.scalar_type() == uv.scalar_type(), "texture and uv must have the same dtype");
+    TORCH_CHECK(buf.is_contiguous() && uv.is_contiguous(), "texture and uv must be contiguous");
+    TORCH_CHECK(buf.device() == uv.device(), "texture and uv must share a device");
+    TORCH_CHECK(boundary >= 0 && boundary <= 2 && filter >= 0 && filter <= 2, "bad boundary or filter mode");
+    if (filter == 2) {
+        TORCH_CHECK(lod.defined() && lod.dim() == 3 && lod.size(0) == uv.size(0) && lod.size(1) == uv.size(1) &&
+                        lod.size(2) == uv.size(2) && lod.is_contiguous() && lod.scalar_type() == uv.scalar_type(),
+                    "mipmapped lookups need lod [B, H, W] matching uv");
+    }
+    TextureDims d;
+    d.pixels = uv.size(0) * uv.size(1) * uv.size(2);
+    d.hw = uv.size(1) * uv.size(2);
+    d.tex_batched = buf.size(0) > 1;
+    d.total = buf.size(1);
+    d.C = (int)buf.size(2);
+    d.levels = (int)offsets.size(0);
+    d.boundary = (int)boundary;
+    d.filter = (int)filter;
+    auto off = offsets.contiguous();
+    auto sz = sizes.contiguous();
+    for (int l = 0; l < d.levels; ++l) {
+        d.offsets[l] = off.data_ptr<int64_t>()[l];
+        d.sizes[2 * l] = sz.data_ptr<int32_t>()[2 * l];
+        d.sizes[2 * l + 1] = sz.data_ptr<int32_t>()[2 * l + 1];
+        TORCH_CHECK(d.sizes[2 * l] > 0 && d.sizes[2 * l + 1] > 0 &&
+                        d.offsets[l] + (int64_t)d.sizes[2 * l] * d.sizes[2 * l + 1] <= d.total,
+                    "texture level ", l, " does not fit in buf");
+    }
+    return d;
 }
 
 }  // namespace mesh

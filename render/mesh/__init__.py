@@ -2,6 +2,7 @@
 
 - :func:`rasterize`: clip-space triangles to per-pixel barycentrics, depth and triangle ids.
 - :func:`interpolate`: vertex attributes to pixels (and their screen-space derivatives).
+- :func:`texture`: texture lookups (bilinear, trilinear mipmaps, wrap/clamp/zero, cube maps).
 - :func:`antialias`: analytic silhouette antialiasing, the source of gradients at visibility edges.
 
 Each primitive has a native C++/CUDA implementation and a pure-PyTorch twin in
@@ -11,6 +12,7 @@ Each primitive has a native C++/CUDA implementation and a pure-PyTorch twin in
 from scenegrad.render.mesh.antialias import antialias, antialias_topology
 from scenegrad.render.mesh.interpolate import Interpolated, interpolate
 from scenegrad.render.mesh.rasterize import Rasterized, rasterize
+from scenegrad.render.mesh.texture import mip_pyramid, texture
 
 __all__ = [
     "Interpolated",
@@ -18,5 +20,7 @@ __all__ = [
     "antialias",
     "antialias_topology",
     "interpolate",
+    "mip_pyramid",
     "rasterize",
+    "texture",
 ]
