@@ -16,11 +16,14 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,open3d]"
 	@touch $(STAMP)
 
+# Until the video pipeline lands, the demo builds the native kernels, reports the machine, and
+# renders an orbit video of the built-in textured torus with the differentiable mesh renderer.
 demo: $(STAMP)
 	$(VENV)/bin/scenegrad info --build
+	$(VENV)/bin/scenegrad render-mesh --out demo_out --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -29,7 +32,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_rasterize.py
+	$(PY) benchmarks/bench_mesh.py
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache benchmarks/results
+	rm -rf build dist *.egg-info .pytest_cache benchmarks/results demo_out

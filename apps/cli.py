@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 import tyro
 
@@ -23,8 +24,38 @@ def info(build: bool = False, json_output: Annotated[bool, tyro.conf.arg(name="j
     print(json.dumps(facts, indent=2) if json_output else format_text(facts))
 
 
+def render_mesh(
+    mesh: Path | None = None,
+    out: Path = Path("scenegrad_out"),
+    frames: int = 48,
+    size: int = 384,
+    shading: Literal["none", "lambert", "phong"] = "phong",
+    device: str = "cpu",
+    overwrite: bool = False,
+) -> None:
+    """Render an orbit video of a mesh (OBJ, PLY, GLB/glTF) with scenegrad's mesh renderer.
+
+    Args:
+        mesh: Mesh file to draw; the default is a built-in textured torus.
+        out: Output folder: orbit.mp4 and first_frame.png are written there.
+        frames: Number of frames on the orbit.
+        size: Image width and height in pixels.
+        shading: Shading model.
+        device: Torch device, e.g. cpu or cuda.
+        overwrite: Replace existing outputs in the folder.
+    """
+    from scenegrad.apps import render_mesh as command
+
+    try:
+        command.run(mesh, out, frames, size, shading, device, overwrite)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        print(f"scenegrad render-mesh: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+
+
 COMMANDS = {
     "info": info,
+    "render-mesh": render_mesh,
 }
 
 

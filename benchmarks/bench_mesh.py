@@ -2,16 +2,17 @@
 
 Cases: Spot (5.8k faces, from ../shared/data/meshes/spot; an icosphere of similar size where that
 is absent) at 512x512, and a ~1M-face mesh (Spot subdivided, or an icosphere) at 1024x1024,
-each seen by 1 and 8 orbiting cameras. Implementations: scenegrad native (forward, and
-forward+backward with a random cotangent), the pure-torch reference (small cases only), and
-Open3D's RaycastingScene for the visibility pass where Open3D is installed.
+each seen by 1 and 8 orbiting cameras. Figures: rasterize forward and forward+backward (native;
+the pure-torch reference on the small cases), Open3D's RaycastingScene for the visibility pass
+where Open3D is installed, and for Spot the full textured render (rasterize + interpolate +
+trilinear texture + antialias + Lambert shading) forward and forward+backward, native and
+reference. Speed-ups are against the reference rasterizer.
 
     python benchmarks/bench_mesh.py [--quick] [--device cuda] [--json PATH]
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Benchmark, parse_args  # noqa: E402
 
+from scenegrad.datasets.synthetic import orbit_cameras  # noqa: E402
 from scenegrad.render.conventions import world_to_clip  # noqa: E402
 from scenegrad.render.mesh import rasterize  # noqa: E402
 
@@ -43,33 +45,6 @@ def load_mesh(min_faces: int) -> tuple[np.ndarray, np.ndarray, str]:
     return vertices.astype(np.float32), faces.astype(np.int32), f"{name} {len(faces) / 1000:.0f}k"
 
 
-def orbit_cameras(vertices: np.ndarray, views: int, size: int, device: torch.device):
-    """OpenCV cameras on a circle around the mesh, all looking at its centre."""
-    from scenegrad.render.cameras import Cameras
-
-    centre = vertices.mean(0)
-    radius = float(np.linalg.norm(vertices - centre, axis=1).max())
-    Rs, ts = [], []
-    for k in range(views):
-        angle = 2 * math.pi * k / views
-        eye = centre + 2.5 * radius * np.array([math.sin(angle), -0.3, math.cos(angle)])
-        forward = (centre - eye) / np.linalg.norm(centre - eye)
-        right = np.cross(forward, [0.0, -1.0, 0.0])
-        right /= np.linalg.norm(right)
-        down = np.cross(forward, right)
-        R = np.stack([right, down, forward])  # rows: camera axes in world coordinates
-        Rs.append(R)
-        ts.append(-R @ eye)
-    f = 1.2 * size
-    n = views
-    return Cameras(
-        fx=torch.full((n,), f), fy=torch.full((n,), f),
-        cx=torch.full((n,), size / 2), cy=torch.full((n,), size / 2),
-        R=torch.tensor(np.stack(Rs), dtype=torch.float32), t=torch.tensor(np.stack(ts), dtype=torch.float32),
-        width=torch.full((n,), size), height=torch.full((n,), size),
-    ).to(device)
-
-
 def main() -> None:
     args = parse_args("mesh")
     device = torch.device(args.device)
@@ -82,9 +57,41 @@ def main() -> None:
     bench.finish(baseline="reference fwd")
 
 
+def full_render(bench: Benchmark, case: str, cams, size: int, device: torch.device, backend: str) -> None:
+    """rasterize + interpolate + texture (trilinear) + antialias of the textured Spot, forward and
+    forward+backward (to vertices and texture)."""
+    from scenegrad.datasets.meshes import load_mesh
+    from scenegrad.render.mesh import antialias_topology, render_mesh
+
+    if not SPOT.exists():
+        bench.skip(case, f"{backend} render", "needs the textured Spot mesh (../shared/data)")
+        return
+    mesh = load_mesh(SPOT).to(device=device)
+    topology = antialias_topology(mesh.faces)
+    label = "native" if backend == "native" else "reference"
+
+    def forward() -> None:
+        with torch.no_grad():
+            render_mesh(mesh, cams, shading="lambert", topology=topology, backend=backend, near=0.01, far=100.0)
+
+    def forward_backward() -> None:
+        vertices = mesh.vertices.detach().requires_grad_(True)
+        tex = mesh.texture.detach().requires_grad_(True)
+        m = type(mesh)(vertices=vertices, faces=mesh.faces, normals=mesh.normals, uvs=mesh.uvs,
+                       uv_faces=mesh.uv_faces, texture=tex)
+        out = render_mesh(m, cams, shading="lambert", topology=topology, backend=backend, near=0.01, far=100.0)
+        out.color.square().mean().backward()
+
+    repeat = None if backend == "native" else 2
+    bench.run(case, f"{label} render fwd", forward, repeat=repeat)
+    bench.run(case, f"{label} render fwd+bwd", forward_backward, repeat=repeat)
+
+
 def run_case(bench: Benchmark, device: torch.device, min_faces: int, size: int, views: int) -> None:
     vertices, faces, mesh_name = load_mesh(min_faces)
-    cams = orbit_cameras(vertices, views, size, device)
+    centre = vertices.mean(0)
+    radius = float(np.linalg.norm(vertices - centre, axis=1).max())
+    cams = orbit_cameras(views, 2.5 * radius, size, size, 1.2 * size, centre=tuple(centre.tolist())).to(device)
     v = torch.tensor(vertices, device=device)
     pos = world_to_clip(cams, v.expand(views, -1, -1), near=0.01, far=100.0).contiguous()
     tri = torch.tensor(faces, device=device)
@@ -105,6 +112,10 @@ def run_case(bench: Benchmark, device: torch.device, min_faces: int, size: int, 
     else:
         bench.skip(case, "reference fwd", "too slow at this size (pure torch, O(pixels x faces))")
     open3d_raycast(bench, case, vertices, faces, cams, size)
+    if min_faces <= 5000:
+        full_render(bench, case, cams, size, device, "native")
+        if views == 1:
+            full_render(bench, case, cams, size, device, "reference")
 
 
 def open3d_raycast(bench: Benchmark, case: str, vertices, faces, cams, size: int) -> None:

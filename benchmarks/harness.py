@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -156,4 +157,4 @@ def _print_table(name: str, timings: list[Timing], ratios: dict[str, dict[str, f
             t.case, t.impl, f"{t.median_ms:.2f}", f"{t.min_ms:.2f}–{t.max_ms:.2f}", str(t.runs),
             f"{ratio:.2f}×" if ratio is not None else "–", t.note,
         )
-    Console().print(table)
+    Console(width=max(140, shutil.get_terminal_size().columns)).print(table)

@@ -18,6 +18,9 @@ MODULES = [
     "scenegrad.render.mesh.interpolate",
     "scenegrad.render.mesh.antialias",
     "scenegrad.render.mesh.texture",
+    "scenegrad.render.mesh.mesh",
+    "scenegrad.render.mesh.render",
+    "scenegrad.datasets.meshes",
 ]
 
 

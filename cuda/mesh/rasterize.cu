@@ -84,7 +84,10 @@ __global__ void backward_kernel(const T* pos, int B, int V, const int32_t* tri, 
     const int32_t* idx = tri + 3 * t;
     TriSetup<T> s;
     if (!invert_tri_matrix(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], s.A)) return;
-    for (int i = 0; i < 3; ++i) s.z[i] = base[4 * idx[i] + 2];
+    for (int i = 0; i < 3; ++i) {
+        s.z[i] = base[4 * idx[i] + 2];
+        s.w[i] = base[4 * idx[i] + 3];
+    }
     T gv[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     pixel_outputs_backward(s, ndc_x<T>(ix, W), ndc_y<T>(iy, H), W, H, g, gdb, gv);
     for (int i = 0; i < 3; ++i)

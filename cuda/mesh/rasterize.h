@@ -5,7 +5,8 @@
 // pixel whose centre has normalised device coordinates p = (px, py, 1),
 //     alpha = A p,   S = alpha0 + alpha1 + alpha2,
 //     lambda = alpha / S          (perspective-correct barycentrics; u = lambda0, v = lambda1)
-//     z/w = alpha . z             (the depth written to the depth buffer)
+//     z/w = (alpha . z) / (alpha . w)   (the depth; alpha . w = 1 in exact arithmetic, and
+//                                         dividing by it cancels most float32 rounding)
 // The pixel is covered when all alpha_i >= 0 and S > 0, which is exactly "inside the triangle
 // and in front of the camera" even for triangles that cross w = 0, so no clipping is needed.
 // Fragments with z/w outside [-1, 1] (before the near plane or after the far one) are dropped.
@@ -26,6 +27,7 @@ template <typename T>
 struct TriSetup {
     T A[9];      // M^-1, row major
     T z[3];      // clip-space z of the vertices
+    T w[3];      // clip-space w of the vertices
     int x0, x1;  // pixel columns that may be covered, inclusive; x1 < x0 when none
     int y0, y1;  // pixel rows that may be covered, inclusive
 };
@@ -74,6 +76,9 @@ SG_HD bool setup_triangle(const T* v0, const T* v1, const T* v2, int W, int H, T
     s.z[0] = v0[2];
     s.z[1] = v1[2];
     s.z[2] = v2[2];
+    s.w[0] = v0[3];
+    s.w[1] = v1[3];
+    s.w[2] = v2[3];
     int x0 = 0, x1 = W - 1, y0 = 0, y1 = H - 1;
     if (v0[3] > T(0) && v1[3] > T(0) && v2[3] > T(0)) {
         const T* v[3] = {v0, v1, v2};
@@ -109,6 +114,12 @@ SG_HD void tri_alpha(const T* A, T px, T py, T* alpha) {
     alpha[2] = A[6] * px + A[7] * py + A[8];
 }
 
+// z/w of the point with weights alpha.
+template <typename T>
+SG_HD T tri_depth(const TriSetup<T>& s, const T* a) {
+    return (a[0] * s.z[0] + a[1] * s.z[1] + a[2] * s.z[2]) / (a[0] * s.w[0] + a[1] * s.w[1] + a[2] * s.w[2]);
+}
+
 // Coverage and depth of one pixel; writes z/w when covered.
 template <typename T>
 SG_HD bool covers(const TriSetup<T>& s, T px, T py, T& zw) {
@@ -116,7 +127,7 @@ SG_HD bool covers(const TriSetup<T>& s, T px, T py, T& zw) {
     tri_alpha(s.A, px, py, a);
     if (a[0] < T(0) || a[1] < T(0) || a[2] < T(0)) return false;
     if (!(a[0] + a[1] + a[2] > T(0))) return false;
-    zw = a[0] * s.z[0] + a[1] * s.z[1] + a[2] * s.z[2];
+    zw = tri_depth(s, a);
     return zw >= T(-1) && zw <= T(1);
 }
 
@@ -130,7 +141,7 @@ SG_HD void pixel_outputs(const TriSetup<T>& s, T px, T py, int W, int H, T* rast
     const T l0 = a[0] / S, l1 = a[1] / S;
     rast[0] = l0;
     rast[1] = l1;
-    rast[2] = a[0] * s.z[0] + a[1] * s.z[1] + a[2] * s.z[2];
+    rast[2] = tri_depth(s, a);
     const T sx = T(2) / T(W), sy = T(-2) / T(H);
     const T cx = s.A[0] + s.A[3] + s.A[6];
     const T cy = s.A[1] + s.A[4] + s.A[7];
@@ -172,12 +183,17 @@ SG_HD void pixel_outputs_backward(const TriSetup<T>& s, T px, T py, int W, int H
         }
     }
     // lambda = alpha / S and S = sum(alpha): d lambda_j / d alpha_i = (delta_ij - lambda_j) / S.
+    // z/w = (alpha . z) / (alpha . w) =: Az / Aw.
     const T dot = glam[0] * lam[0] + glam[1] * lam[1] + glam[2] * lam[2];
     const T p[3] = {px, py, T(1)};
+    const T Aw = a[0] * s.w[0] + a[1] * s.w[1] + a[2] * s.w[2];
+    const T zw = (a[0] * s.z[0] + a[1] * s.z[1] + a[2] * s.z[2]) / Aw;
+    const T gz = g[2] / Aw;
     for (int i = 0; i < 3; ++i) {
-        const T galpha = (glam[i] - dot) / S + gS + g[2] * s.z[i];
+        const T galpha = (glam[i] - dot) / S + gS + gz * (s.z[i] - zw * s.w[i]);
         for (int k = 0; k < 3; ++k) gA[3 * i + k] += galpha * p[k];
-        gv[4 * i + 2] += g[2] * a[i];  // z/w = alpha . z
+        gv[4 * i + 2] += gz * a[i];        // through z_i
+        gv[4 * i + 3] -= gz * zw * a[i];   // through w_i in the denominator (and via A below)
     }
     // A = M^-1: dL/dM = -A^T gA A^T.
     T t[9];  // t = A^T gA

@@ -3,7 +3,7 @@
 The math (homogeneous rasterization, see ``cuda/mesh/rasterize.h``): for a triangle with clip-space
 vertices (x_i, y_i, z_i, w_i), ``M = [[x0 x1 x2], [y0 y1 y2], [w0 w1 w2]]``, ``A = M^-1``; at a pixel
 centre with NDC ``p = (px, py, 1)``, ``alpha = A p``; covered when every ``alpha_i >= 0``, their sum
-``S > 0`` and ``-1 <= z/w <= 1`` with ``z/w = alpha . z``; barycentrics ``(u, v) = alpha[:2] / S``.
+``S > 0`` and ``-1 <= z/w <= 1`` with ``z/w = (alpha . z) / (alpha . w)``; barycentrics ``(u, v) = alpha[:2] / S``.
 The nearest fragment wins, ties going to the lower triangle id.
 
 Coverage is decided without gradient; the winners' outputs are recomputed with differentiable
@@ -76,8 +76,10 @@ def _nearest_triangle(pos: Tensor, tri: Tensor, height: int, width: int) -> Tens
         ok = (det != 0) & torch.isfinite(det) & (v[..., 3] > 0).any(-1)  # [B, Tc]
         A = A[..., None, :, :]  # [B, Tc, 1, 3, 3]
         a0, a1, a2 = _alpha(A, px, py)  # [B, Tc, HW]
-        z = v[..., 2]
-        zw = a0 * z[..., 0:1] + a1 * z[..., 1:2] + a2 * z[..., 2:3]
+        z, w = v[..., 2], v[..., 3]
+        zw = (a0 * z[..., 0:1] + a1 * z[..., 1:2] + a2 * z[..., 2:3]) / (
+            a0 * w[..., 0:1] + a1 * w[..., 1:2] + a2 * w[..., 2:3]
+        )
         covered = (a0 >= 0) & (a1 >= 0) & (a2 >= 0) & (a0 + a1 + a2 > 0) & (zw >= -1) & (zw <= 1)
         covered &= ok[..., None]
         zw = torch.where(covered, zw, torch.full_like(zw, float("inf")))
@@ -111,7 +113,9 @@ def rasterize(pos: Tensor, tri: Tensor, resolution: tuple[int, int]) -> tuple[Te
     S = a0 + a1 + a2
     S = torch.where(hit, S, torch.ones_like(S))
     u, w = a0 / S, a1 / S
-    zw = a0 * v[..., 0, 2] + a1 * v[..., 1, 2] + a2 * v[..., 2, 2]
+    aw = a0 * v[..., 0, 3] + a1 * v[..., 1, 3] + a2 * v[..., 2, 3]
+    aw = torch.where(hit, aw, torch.ones_like(aw))
+    zw = (a0 * v[..., 0, 2] + a1 * v[..., 1, 2] + a2 * v[..., 2, 2]) / aw
     sx, sy = 2.0 / width, -2.0 / height
     cx = A[..., 0, 0] + A[..., 1, 0] + A[..., 2, 0]
     cy = A[..., 0, 1] + A[..., 1, 1] + A[..., 2, 1]

@@ -57,3 +57,25 @@ def test_unknown_command_fails_clearly():
     result = run("frobnicate")
     assert result.returncode != 0
     assert "frobnicate" in result.stderr or "invalid" in result.stderr.lower()
+
+
+def test_render_mesh_writes_a_video_and_refuses_to_overwrite(native, tmp_path):
+    import imageio.v3 as iio
+
+    out = tmp_path / "out"
+    result = run("render-mesh", "--out", str(out), "--frames", "3", "--size", "64", timeout=300)
+    assert result.returncode == 0, result.stderr
+    frames = list(iio.imiter(out / "orbit.mp4"))
+    assert len(frames) == 3 and frames[0].shape == (64, 64, 3)
+    first = iio.imread(out / "first_frame.png")
+    assert first.shape == (64, 64, 3) and first.min() < 200, "the torus is not in the picture"
+    before = (out / "orbit.mp4").read_bytes()
+    again = run("render-mesh", "--out", str(out), "--frames", "2", "--size", "32")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert (out / "orbit.mp4").read_bytes() == before, "an existing output was overwritten"
+
+
+def test_render_mesh_reports_a_missing_file(tmp_path):
+    result = run("render-mesh", str(tmp_path / "nope.obj"), "--out", str(tmp_path / "o"))
+    assert result.returncode != 0
+    assert "nope.obj" in result.stderr
