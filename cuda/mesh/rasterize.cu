@@ -75,19 +75,13 @@ __global__ void backward_kernel(const T* pos, int B, int V, const int32_t* tri, 
     if (t < 0) return;
     const T* g = grad_rast + 4 * p;
     const T* gdb = grad_db ? grad_db + 4 * p : nullptr;
-    bool any = g[0] != T(0) || g[1] != T(0) || g[2] != T(0);
-    if (gdb) any = any || gdb[0] != T(0) || gdb[1] != T(0) || gdb[2] != T(0) || gdb[3] != T(0);
-    if (!any) return;
+    if (zero_gradient(g, gdb)) return;
     const int64_t b = p / ((int64_t)H * W);
     const int iy = (int)((p / W) % H), ix = (int)(p % W);
     const T* base = pos + b * V * 4;
     const int32_t* idx = tri + 3 * t;
     TriSetup<T> s;
-    if (!invert_tri_matrix(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], s.A)) return;
-    for (int i = 0; i < 3; ++i) {
-        s.z[i] = base[4 * idx[i] + 2];
-        s.w[i] = base[4 * idx[i] + 3];
-    }
+    if (!load_triangle(base, idx, s)) return;
     T gv[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     pixel_outputs_backward(s, ndc_x<T>(ix, W), ndc_y<T>(iy, H), W, H, g, gdb, gv);
     for (int i = 0; i < 3; ++i)

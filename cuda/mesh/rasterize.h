@@ -63,6 +63,26 @@ SG_HD bool invert_tri_matrix(const T* v0, const T* v1, const T* v2, T* A) {
     return true;
 }
 
+// M^-1 and the vertices' z and w of triangle idx[0..2] of the vertex array base ([V, 4]);
+// false when the triangle is singular.
+template <typename T>
+SG_HD bool load_triangle(const T* base, const int32_t* idx, TriSetup<T>& s) {
+    if (!invert_tri_matrix(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], s.A)) return false;
+    for (int i = 0; i < 3; ++i) {
+        s.z[i] = base[4 * idx[i] + 2];
+        s.w[i] = base[4 * idx[i] + 3];
+    }
+    return true;
+}
+
+// Does the pixel's incoming gradient (rast channels u, v, z/w and, if given, rast_db) vanish?
+template <typename T>
+SG_HD bool zero_gradient(const T* g, const T* gdb) {
+    bool any = g[0] != T(0) || g[1] != T(0) || g[2] != T(0);
+    if (gdb) any = any || gdb[0] != T(0) || gdb[1] != T(0) || gdb[2] != T(0) || gdb[3] != T(0);
+    return !any;
+}
+
 // Screen bounding box of the triangle, clamped to the image; conservative (whole image) when a
 // vertex is at or behind w = 0. Returns false when the triangle cannot cover any pixel.
 template <typename T>

@@ -17,7 +17,7 @@ template <typename T>
 void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int W, T* rast, T* db) {
     std::vector<TriSetup<T>> setups((size_t)B * NT);
     std::vector<uint8_t> valid((size_t)B * NT);
-SG_OMP(parallel for schedule(static))
+    SG_OMP(parallel for schedule(static))
     for (int64_t bt = 0; bt < (int64_t)B * NT; ++bt) {
         const int64_t b = bt / NT, t = bt % NT;
         const T* base = pos + b * V * 4;
@@ -29,7 +29,7 @@ SG_OMP(parallel for schedule(static))
     const int tiles = tiles_x * tiles_y;
     // bins[b * tiles + tile] lists triangle ids in increasing order (the depth-tie rule).
     std::vector<std::vector<int32_t>> bins((size_t)B * tiles);
-SG_OMP(parallel for schedule(static))
+    SG_OMP(parallel for schedule(static))
     for (int b = 0; b < B; ++b) {
         for (int t = 0; t < NT; ++t) {
             const int64_t bt = (int64_t)b * NT + t;
@@ -45,7 +45,7 @@ SG_OMP(parallel for schedule(static))
     for (int i = 0; i < W; ++i) px[i] = ndc_x<T>(i, W);
     for (int i = 0; i < H; ++i) py[i] = ndc_y<T>(i, H);
 
-SG_OMP(parallel for schedule(dynamic, 1))
+    SG_OMP(parallel for schedule(dynamic, 1))
     for (int64_t job = 0; job < (int64_t)B * tiles; ++job) {
         const int b = (int)(job / tiles), tile = (int)(job % tiles);
         const int ox = (tile % tiles_x) * kTile, oy = (tile / tiles_x) * kTile;
@@ -87,7 +87,7 @@ SG_OMP(parallel for schedule(dynamic, 1))
 template <typename T>
 void backward(const T* pos, int B, int V, const int32_t* tri, int H, int W, const T* rast, const T* grad_rast,
               const T* grad_db, T* grad_pos) {
-SG_OMP(parallel for schedule(dynamic, 4))
+    SG_OMP(parallel for schedule(dynamic, 4))
     for (int64_t row = 0; row < (int64_t)B * H; ++row) {
         const int64_t b = row / H;
         const int iy = (int)(row % H);
@@ -98,22 +98,16 @@ SG_OMP(parallel for schedule(dynamic, 4))
             if (t < 0) continue;
             const T* g = grad_rast + o;
             const T* gdb = grad_db ? grad_db + o : nullptr;
-            bool any = g[0] != T(0) || g[1] != T(0) || g[2] != T(0);
-            if (gdb) any = any || gdb[0] != T(0) || gdb[1] != T(0) || gdb[2] != T(0) || gdb[3] != T(0);
-            if (!any) continue;
+            if (zero_gradient(g, gdb)) continue;
             const int32_t* idx = tri + 3 * t;
             TriSetup<T> s;
-            if (!invert_tri_matrix(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], s.A)) continue;
-            for (int i = 0; i < 3; ++i) {
-        s.z[i] = base[4 * idx[i] + 2];
-        s.w[i] = base[4 * idx[i] + 3];
-    }
+            if (!load_triangle(base, idx, s)) continue;
             T gv[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
             pixel_outputs_backward(s, ndc_x<T>(ix, W), ndc_y<T>(iy, H), W, H, g, gdb, gv);
             for (int i = 0; i < 3; ++i) {
                 T* dst = grad_pos + (b * V + idx[i]) * 4;
                 for (int c = 0; c < 4; ++c) {
-SG_OMP(atomic)
+                    SG_OMP(atomic)
                     dst[c] += gv[4 * i + c];
                 }
             }

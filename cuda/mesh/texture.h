@@ -137,6 +137,9 @@ SG_HD void texture_pixel_backward(const T* buf, const TextureDims& d, T u, T v, 
     const int64_t* offsets = d.offsets;
     const int32_t* sizes = d.sizes;
     gu = gv = glod = T(0);
+    bool any = false;
+    for (int c = 0; c < d.C; ++c) any = any || g[c] != T(0);
+    if (!any) return;  // e.g. background pixels composited away: nothing to scatter
     if (d.filter == kNearest) {
         const int64_t idx = nearest_tap(u, v, sizes[0], sizes[1], offsets[0], d.boundary);
         if (idx >= 0)
