@@ -10,7 +10,6 @@ the per-pixel math in ``cuda/mesh/texture.h``. The pure-PyTorch twin is
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from scenegrad.render import backend as _backend
@@ -23,17 +22,43 @@ MAX_MIP_LEVELS = 16
 
 
 def mip_pyramid(tex: Tensor, max_mip_level: int | None = None) -> list[Tensor]:
-    """Mip levels of ``tex [B, H, W, C]``: each level is the previous one halved (area average,
-    sizes rounded down, at least 1), down to 1x1 or ``max_mip_level`` levels below the base."""
+    """Mip levels of ``tex [B, H, W, C]``: each level averages 2x2 blocks of the previous one
+    (sizes halve, rounded down; a 1-texel axis stays 1; an odd last row or column is dropped),
+    down to 1x1 or ``max_mip_level`` levels below the base. Differentiable."""
     levels = [tex]
     limit = MAX_MIP_LEVELS - 1 if max_mip_level is None else min(max_mip_level, MAX_MIP_LEVELS - 1)
     while len(levels) <= limit:
         h, w = levels[-1].shape[1:3]
         if h == 1 and w == 1:
             break
-        size = (max(1, h // 2), max(1, w // 2))
-        levels.append(F.interpolate(levels[-1].permute(0, 3, 1, 2), size=size, mode="area").permute(0, 2, 3, 1))
+        levels.append(_Downsample2x.apply(levels[-1]))
     return levels
+
+
+class _Downsample2x(torch.autograd.Function):
+    """2x2 box filter along rows and columns of ``[B, H, W, C]`` (an axis of size 1 is kept)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        h, w = x.shape[1:3]
+        ctx.shape = x.shape
+        if h > 1:
+            x = 0.5 * (x[:, 0 : h - 1 : 2] + x[:, 1:h:2])
+        if w > 1:
+            x = 0.5 * (x[:, :, 0 : w - 1 : 2] + x[:, :, 1:w:2])
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        B, h, w, C = ctx.shape
+        sy, sx = (2 if h > 1 else 1), (2 if w > 1 else 1)
+        h2, w2 = grad.shape[1:3]
+        up = (grad / (sy * sx))[:, :, None, :, None].expand(B, h2, sy, w2, sx, C).reshape(B, h2 * sy, w2 * sx, C)
+        if up.shape[1] == h and up.shape[2] == w:
+            return up
+        out = grad.new_zeros(ctx.shape)
+        out[:, : up.shape[1], : up.shape[2]] = up
+        return out
 
 
 def texture(

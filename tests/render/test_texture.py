@@ -157,3 +157,15 @@ def test_cuda_matches_cpu(native):
         res.append([x.detach().cpu() for x in (out, t.grad, u.grad)])
     for got, want in zip(res[1], res[0], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item()))
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 6, 2), (2, 5, 7, 1), (1, 1, 5, 1), (1, 3, 1, 2)])
+def test_mip_pyramid_is_a_box_filter_with_exact_gradient(shape):
+    x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+    levels = mip_pyramid(x)
+    assert levels[-1].shape[1:3] == (1, 1)
+    h, w = shape[1:3]
+    if h > 1 and w > 1:
+        expected = x[:, : h // 2 * 2, : w // 2 * 2].reshape(shape[0], h // 2, 2, w // 2, 2, shape[3]).mean((2, 4))
+        torch.testing.assert_close(levels[1], expected)
+    assert torch.autograd.gradcheck(lambda t: torch.cat([lvl.reshape(-1) for lvl in mip_pyramid(t)]), (x,))
