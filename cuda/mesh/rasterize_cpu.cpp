@@ -1,6 +1,7 @@
 // CPU launcher of the rasterizer: triangles binned into 16x16 tiles, tiles shaded in parallel
 // (OpenMP), each tile keeping its own depth buffer. The per-pixel math is in rasterize.h.
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "common/checks.h"
@@ -15,8 +16,9 @@ constexpr int kTile = 16;
 
 template <typename T>
 void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int W, T* rast, T* db) {
-    std::vector<TriSetup<T>> setups((size_t)B * NT);
-    std::vector<uint8_t> valid((size_t)B * NT);
+    // Set-ups are plain data: allocate without zero-filling (a million triangles is ~100 MB).
+    std::unique_ptr<TriSetup<T>[]> setups(new TriSetup<T>[(size_t)B * NT]);
+    std::unique_ptr<uint8_t[]> valid(new uint8_t[(size_t)B * NT]);
     SG_OMP(parallel for schedule(static))
     for (int64_t bt = 0; bt < (int64_t)B * NT; ++bt) {
         const int64_t b = bt / NT, t = bt % NT;
@@ -27,17 +29,31 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
 
     const int tiles_x = (W + kTile - 1) / kTile, tiles_y = (H + kTile - 1) / kTile;
     const int tiles = tiles_x * tiles_y;
-    // bins[b * tiles + tile] lists triangle ids in increasing order (the depth-tie rule).
-    std::vector<std::vector<int32_t>> bins((size_t)B * tiles);
-    SG_OMP(parallel for schedule(static))
+    // Bins in one flat array (counting sort by tile): bin_start[b * tiles + tile] ..
+    // bin_start[.. + 1] list triangle ids in increasing order (the depth-tie rule).
+    std::vector<int64_t> bin_start((size_t)B * tiles + 1, 0);
     for (int b = 0; b < B; ++b) {
         for (int t = 0; t < NT; ++t) {
             const int64_t bt = (int64_t)b * NT + t;
             if (!valid[bt]) continue;
             const TriSetup<T>& s = setups[bt];
             for (int ty = s.y0 / kTile; ty <= s.y1 / kTile; ++ty)
-                for (int tx = s.x0 / kTile; tx <= s.x1 / kTile; ++tx)
-                    bins[(size_t)b * tiles + ty * tiles_x + tx].push_back(t);
+                for (int tx = s.x0 / kTile; tx <= s.x1 / kTile; ++tx) ++bin_start[(size_t)b * tiles + ty * tiles_x + tx + 1];
+        }
+    }
+    for (size_t k = 1; k < bin_start.size(); ++k) bin_start[k] += bin_start[k - 1];
+    std::unique_ptr<int32_t[]> bin_items(new int32_t[std::max<int64_t>(1, bin_start.back())]);
+    {
+        std::vector<int64_t> fill(bin_start.begin(), bin_start.end() - 1);
+        for (int b = 0; b < B; ++b) {
+            for (int t = 0; t < NT; ++t) {
+                const int64_t bt = (int64_t)b * NT + t;
+                if (!valid[bt]) continue;
+                const TriSetup<T>& s = setups[bt];
+                for (int ty = s.y0 / kTile; ty <= s.y1 / kTile; ++ty)
+                    for (int tx = s.x0 / kTile; tx <= s.x1 / kTile; ++tx)
+                        bin_items[fill[(size_t)b * tiles + ty * tiles_x + tx]++] = t;
+            }
         }
     }
 
@@ -53,7 +69,8 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
         T best_z[kTile * kTile];
         int32_t best_id[kTile * kTile];
         std::fill(best_id, best_id + kTile * kTile, -1);
-        for (int32_t t : bins[job]) {
+        for (int64_t k = bin_start[job]; k < bin_start[job + 1]; ++k) {
+            const int32_t t = bin_items[k];
             const TriSetup<T>& s = setups[(size_t)b * NT + t];
             const int x0 = std::max(s.x0, ox), x1 = std::min(s.x1, ex);
             const int y0 = std::max(s.y0, oy), y1 = std::min(s.y1, ey);
