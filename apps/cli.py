@@ -25,7 +25,7 @@ def info(build: bool = False, json_output: Annotated[bool, tyro.conf.arg(name="j
 
 
 def render_mesh(
-    mesh: Path | None = None,
+    mesh: tyro.conf.Positional[Path | None] = None,
     out: Path = Path("scenegrad_out"),
     frames: int = 48,
     size: int = 384,

@@ -14,7 +14,7 @@ def run(mesh_path: Path | None, out: Path, frames: int, size: int, shading: str,
     from tqdm import tqdm
 
     from scenegrad.datasets.synthetic import orbit_cameras, torus_mesh
-    from scenegrad.render.mesh import antialias_topology, render_mesh
+    from scenegrad.render.mesh import Lights, antialias_topology, render_mesh
 
     targets = [out / "orbit.mp4", out / "first_frame.png"]
     existing = [p for p in targets if p.exists()]
@@ -25,22 +25,26 @@ def run(mesh_path: Path | None, out: Path, frames: int, size: int, shading: str,
 
         mesh = load_mesh(mesh_path)
         name = mesh_path.name
+        up = (0.0, 1.0, 0.0)  # OBJ, PLY and glTF models are +Y up
     else:
         mesh = torus_mesh()
         name = "built-in torus"
+        up = (0.0, -1.0, 0.0)
     mesh = mesh.to(device=torch.device(device))
     lo, hi = mesh.vertices.min(0).values, mesh.vertices.max(0).values
     centre, radius = ((lo + hi) / 2).tolist(), (hi - lo).norm().item() / 2
-    cams = orbit_cameras(frames, 3.0 * radius, size, size, 1.4 * size, centre=tuple(centre))
+    cams = orbit_cameras(frames, 3.0 * radius, size, size, 1.4 * size, centre=tuple(centre), up=up)
     topology = antialias_topology(mesh.faces)
+    # A key light from above and to the side, whichever way is up.
+    lights = Lights(directions=torch.tensor([[0.4, 0.0, 0.6]]) + torch.tensor([up]))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     writer = imageio.get_writer(out / "orbit.mp4", fps=30, codec="libx264", quality=8, macro_block_size=1)
     try:
         with torch.no_grad():
             for k in tqdm(range(frames), desc=f"rendering {name}", unit="frame"):
-                result = render_mesh(mesh, cams[k : k + 1], shading=shading, background=1.0, topology=topology,
-                                     near=0.01 * radius, far=100 * radius)
+                result = render_mesh(mesh, cams[k : k + 1], shading=shading, lights=lights, background=1.0,
+                                     topology=topology, near=0.01 * radius, far=100 * radius)
                 image = (result.color[0].clamp(0, 1) * 255).round().byte().cpu().numpy()
                 writer.append_data(image)
                 if k == 0:

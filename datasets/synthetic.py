@@ -47,16 +47,22 @@ def torus_mesh(
 
 
 def orbit_cameras(count: int, radius: float, width: int, height: int, focal: float,
-                  centre: tuple[float, float, float] = (0.0, 0.0, 0.0), elevation: float = 0.35) -> Cameras:
+                  centre: tuple[float, float, float] = (0.0, 0.0, 0.0), elevation: float = 0.35,
+                  up: tuple[float, float, float] = (0.0, -1.0, 0.0)) -> Cameras:
     """``count`` OpenCV cameras evenly spaced on a circle of ``radius`` around ``centre`` (in the
-    world X-Z plane, raised by ``elevation * radius`` towards world -Y, i.e. up), looking at it."""
+    world X-Z plane, raised by ``elevation * radius`` along ``up``), looking at it, with ``up``
+    pointing up in their images. The default ``up`` is -Y (OpenCV/COLMAP worlds, +Y down); use
+    ``(0, 1, 0)`` for meshes in glTF/OBJ convention (+Y up)."""
     c = torch.tensor(centre, dtype=torch.float64)
+    up_t = torch.tensor(up, dtype=torch.float64)
+    up_t = up_t / up_t.norm()
     Rs, ts = [], []
     for k in range(count):
         angle = 2 * math.pi * k / count
-        eye = c + radius * torch.tensor([math.sin(angle), -elevation, math.cos(angle)], dtype=torch.float64)
+        around = torch.tensor([math.sin(angle), 0.0, math.cos(angle)], dtype=torch.float64)
+        eye = c + radius * (around + elevation * up_t)
         forward = (c - eye) / (c - eye).norm()
-        right = torch.linalg.cross(forward, torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64))
+        right = torch.linalg.cross(forward, up_t)
         right = right / right.norm()
         down = torch.linalg.cross(forward, right)
         R = torch.stack([right, down, forward])

@@ -77,5 +77,17 @@ def test_render_mesh_writes_a_video_and_refuses_to_overwrite(native, tmp_path):
 
 def test_render_mesh_reports_a_missing_file(tmp_path):
     result = run("render-mesh", str(tmp_path / "nope.obj"), "--out", str(tmp_path / "o"))
-    assert result.returncode != 0
-    assert "nope.obj" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("scenegrad render-mesh:") and "nope.obj" in result.stderr
+    assert not (tmp_path / "o").exists(), "an output folder was created for a failed run"
+
+
+def test_render_mesh_draws_a_mesh_file(native, tmp_path):
+    from scenegrad.datasets.meshes import save_mesh
+    from scenegrad.datasets.synthetic import torus_mesh
+
+    save_mesh(torus_mesh(rings=16, sides=8, texture_size=32), tmp_path / "torus.glb")
+    result = run("render-mesh", str(tmp_path / "torus.glb"), "--out", str(tmp_path / "o"), "--frames", "2",
+                 "--size", "48", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "torus.glb" in result.stdout and (tmp_path / "o" / "orbit.mp4").exists()
