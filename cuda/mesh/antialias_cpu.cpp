@@ -6,6 +6,26 @@
 
 namespace scenegrad {
 namespace mesh {
+namespace {
+
+// Calls f(b, pair) for every pixel pair that aa_analyze blends, rows in parallel.
+template <typename T, typename F>
+void for_each_blended_pair(const T* pos, const int32_t* tri, const int32_t* opposite, const T* rast,
+                           const AntialiasDims& dm, F f) {
+    SG_OMP(parallel for schedule(dynamic, 8))
+    for (int64_t row = 0; row < (int64_t)dm.B * dm.H; ++row) {
+        const int64_t b = row / dm.H;
+        const int y = (int)(row % dm.H);
+        for (int x = 0; x < dm.W; ++x) {
+            for (int d = 0; d < 2; ++d) {
+                AAPair<T> pr;
+                if (aa_analyze(pos, tri, opposite, rast, dm, b, x, y, d, pr)) f(b, pr);
+            }
+        }
+    }
+}
+
+}  // namespace
 
 torch::Tensor antialias_fwd_cpu(const torch::Tensor& color, const torch::Tensor& rast, const torch::Tensor& pos,
                                 const torch::Tensor& tri, const torch::Tensor& opposite) {
@@ -19,25 +39,16 @@ torch::Tensor antialias_fwd_cpu(const torch::Tensor& color, const torch::Tensor&
         const int32_t* tp = tri.data_ptr<int32_t>();
         const int32_t* op = opposite.data_ptr<int32_t>();
         scalar_t* outp = out.data_ptr<scalar_t>();
-        SG_OMP(parallel for schedule(dynamic, 8))
-        for (int64_t row = 0; row < (int64_t)dm.B * dm.H; ++row) {
-            const int64_t b = row / dm.H;
-            const int y = (int)(row % dm.H);
-            for (int x = 0; x < dm.W; ++x) {
-                for (int d = 0; d < 2; ++d) {
-                    AAPair<scalar_t> pr;
-                    if (!aa_analyze(pp, tp, op, rp, dm, b, x, y, d, pr)) continue;
-                    const scalar_t* c0 = cp + pr.pixel0 * dm.C;
-                    const scalar_t* c1 = cp + pr.pixel1 * dm.C;
-                    scalar_t* dst = outp + pr.target * dm.C;
-                    for (int c = 0; c < dm.C; ++c) {
-                        const scalar_t value = pr.alpha * (c1[c] - c0[c]);
-                        SG_OMP(atomic)
-                        dst[c] += value;
-                    }
-                }
+        for_each_blended_pair(pp, tp, op, rp, dm, [&](int64_t, const AAPair<scalar_t>& pr) {
+            const scalar_t* c0 = cp + pr.pixel0 * dm.C;
+            const scalar_t* c1 = cp + pr.pixel1 * dm.C;
+            scalar_t* dst = outp + pr.target * dm.C;
+            for (int c = 0; c < dm.C; ++c) {
+                const scalar_t value = pr.alpha * (c1[c] - c0[c]);
+                SG_OMP(atomic)
+                dst[c] += value;
             }
-        }
+        });
     });
     return out;
 }
@@ -59,43 +70,34 @@ std::vector<torch::Tensor> antialias_bwd_cpu(const torch::Tensor& color, const t
         const scalar_t* gop = go.data_ptr<scalar_t>();
         scalar_t* gcp = grad_color.data_ptr<scalar_t>();
         scalar_t* gpp = grad_pos.data_ptr<scalar_t>();
-        SG_OMP(parallel for schedule(dynamic, 8))
-        for (int64_t row = 0; row < (int64_t)dm.B * dm.H; ++row) {
-            const int64_t b = row / dm.H;
-            const int y = (int)(row % dm.H);
-            for (int x = 0; x < dm.W; ++x) {
-                for (int d = 0; d < 2; ++d) {
-                    AAPair<scalar_t> pr;
-                    if (!aa_analyze(pp, tp, op, rp, dm, b, x, y, d, pr)) continue;
-                    const scalar_t* c0 = cp + pr.pixel0 * dm.C;
-                    const scalar_t* c1 = cp + pr.pixel1 * dm.C;
-                    const scalar_t* g = gop + pr.target * dm.C;
-                    scalar_t* g0 = gcp + pr.pixel0 * dm.C;
-                    scalar_t* g1 = gcp + pr.pixel1 * dm.C;
-                    scalar_t g_alpha = 0;
-                    for (int c = 0; c < dm.C; ++c) {
-                        g_alpha += g[c] * (c1[c] - c0[c]);
-                        const scalar_t value = pr.alpha * g[c];
-                        SG_OMP(atomic)
-                        g1[c] += value;
-                        SG_OMP(atomic)
-                        g0[c] -= value;
-                    }
-                    scalar_t ga[3] = {0, 0, 0}, gb[3] = {0, 0, 0};
-                    aa_alpha_position_grad(pr, pp, dm, b, g_alpha, ga, gb);
-                    scalar_t* dst[2] = {gpp + ((dm.pos_batched ? b * dm.V : 0) + pr.va) * 4,
-                                        gpp + ((dm.pos_batched ? b * dm.V : 0) + pr.vb) * 4};
-                    const scalar_t* src[2] = {ga, gb};
-                    for (int e = 0; e < 2; ++e) {
-                        for (int k = 0; k < 3; ++k) {
-                            const int comp = k == 2 ? 3 : k;  // (x, y, w)
-                            SG_OMP(atomic)
-                            dst[e][comp] += src[e][k];
-                        }
-                    }
+        for_each_blended_pair(pp, tp, op, rp, dm, [&](int64_t b, const AAPair<scalar_t>& pr) {
+            const scalar_t* c0 = cp + pr.pixel0 * dm.C;
+            const scalar_t* c1 = cp + pr.pixel1 * dm.C;
+            const scalar_t* g = gop + pr.target * dm.C;
+            scalar_t* g0 = gcp + pr.pixel0 * dm.C;
+            scalar_t* g1 = gcp + pr.pixel1 * dm.C;
+            scalar_t g_alpha = 0;
+            for (int c = 0; c < dm.C; ++c) {
+                g_alpha += g[c] * (c1[c] - c0[c]);
+                const scalar_t value = pr.alpha * g[c];
+                SG_OMP(atomic)
+                g1[c] += value;
+                SG_OMP(atomic)
+                g0[c] -= value;
+            }
+            scalar_t ga[3] = {0, 0, 0}, gb[3] = {0, 0, 0};
+            aa_alpha_position_grad(pr, pp, dm, b, g_alpha, ga, gb);
+            scalar_t* dst[2] = {gpp + ((dm.pos_batched ? b * dm.V : 0) + pr.va) * 4,
+                                gpp + ((dm.pos_batched ? b * dm.V : 0) + pr.vb) * 4};
+            const scalar_t* src[2] = {ga, gb};
+            for (int e = 0; e < 2; ++e) {
+                for (int k = 0; k < 3; ++k) {
+                    const int comp = k == 2 ? 3 : k;  // (x, y, w)
+                    SG_OMP(atomic)
+                    dst[e][comp] += src[e][k];
                 }
             }
-        }
+        });
     });
     return {grad_color, grad_pos};
 }

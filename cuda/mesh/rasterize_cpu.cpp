@@ -31,31 +31,25 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
     const int tiles = tiles_x * tiles_y;
     // Bins in one flat array (counting sort by tile): bin_start[b * tiles + tile] ..
     // bin_start[.. + 1] list triangle ids in increasing order (the depth-tie rule).
-    std::vector<int64_t> bin_start((size_t)B * tiles + 1, 0);
-    for (int b = 0; b < B; ++b) {
-        for (int t = 0; t < NT; ++t) {
-            const int64_t bt = (int64_t)b * NT + t;
-            if (!valid[bt]) continue;
-            const TriSetup<T>& s = setups[bt];
-            for (int ty = s.y0 / kTile; ty <= s.y1 / kTile; ++ty)
-                for (int tx = s.x0 / kTile; tx <= s.x1 / kTile; ++tx) ++bin_start[(size_t)b * tiles + ty * tiles_x + tx + 1];
-        }
-    }
-    for (size_t k = 1; k < bin_start.size(); ++k) bin_start[k] += bin_start[k - 1];
-    std::unique_ptr<int32_t[]> bin_items(new int32_t[std::max<int64_t>(1, bin_start.back())]);
-    {
-        std::vector<int64_t> fill(bin_start.begin(), bin_start.end() - 1);
+    // Calls f(bin, t) for every tile bin that valid triangle t of each batch entry overlaps, in
+    // increasing t: once to count, once to fill.
+    auto for_each_bin = [&](auto&& f) {
         for (int b = 0; b < B; ++b) {
             for (int t = 0; t < NT; ++t) {
                 const int64_t bt = (int64_t)b * NT + t;
                 if (!valid[bt]) continue;
                 const TriSetup<T>& s = setups[bt];
                 for (int ty = s.y0 / kTile; ty <= s.y1 / kTile; ++ty)
-                    for (int tx = s.x0 / kTile; tx <= s.x1 / kTile; ++tx)
-                        bin_items[fill[(size_t)b * tiles + ty * tiles_x + tx]++] = t;
+                    for (int tx = s.x0 / kTile; tx <= s.x1 / kTile; ++tx) f((size_t)b * tiles + ty * tiles_x + tx, t);
             }
         }
-    }
+    };
+    std::vector<int64_t> bin_start((size_t)B * tiles + 1, 0);
+    for_each_bin([&](size_t bin, int32_t) { ++bin_start[bin + 1]; });
+    for (size_t k = 1; k < bin_start.size(); ++k) bin_start[k] += bin_start[k - 1];
+    std::unique_ptr<int32_t[]> bin_items(new int32_t[std::max<int64_t>(1, bin_start.back())]);
+    std::vector<int64_t> fill(bin_start.begin(), bin_start.end() - 1);
+    for_each_bin([&](size_t bin, int32_t t) { bin_items[fill[bin]++] = t; });
 
     std::vector<T> px(W), py(H);
     for (int i = 0; i < W; ++i) px[i] = ndc_x<T>(i, W);
