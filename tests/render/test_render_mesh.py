@@ -104,8 +104,6 @@ def test_inverse_rendering_recovers_pose(native, spot):
     axis = torch.nn.functional.normalize(torch.randn(3), dim=0)
     shift = torch.nn.functional.normalize(torch.randn(3), dim=0) * 0.1 * size
     true_rot = axis * math.radians(10)
-    rot = torch.zeros(3, requires_grad=True)
-    trans = torch.zeros(3, requires_grad=True)
 
     def posed(r: torch.Tensor, tr: torch.Tensor) -> Mesh:
         R = so3_exp(r)
@@ -114,24 +112,22 @@ def test_inverse_rendering_recovers_pose(native, spot):
         return Mesh(vertices=v, faces=spot.faces, normals=n, uvs=spot.uvs, uv_faces=spot.uv_faces,
                     texture=spot.texture)
 
-    start = posed(true_rot, shift)
-    start_v = start.vertices.detach()
-    opt = torch.optim.Adam([rot, trans], lr=0.01)
+    # Start from the perturbed pose; the true pose is rot = 0, trans = 0.
+    rot = true_rot.clone().requires_grad_(True)
+    trans = shift.clone().requires_grad_(True)
+    start_err = (posed(rot.detach(), trans.detach()).vertices - spot.vertices).norm(dim=-1).mean().item()
+    assert start_err > 0.05 * size, "the perturbation did not move the mesh"
+    opt = torch.optim.Adam([{"params": [rot], "lr": 0.01}, {"params": [trans], "lr": 0.01 * size}])
     for step in range(300):
         opt.zero_grad()
-        R0 = so3_exp(true_rot)
-        # Optimise a correction applied on top of the perturbed pose.
-        v = (start_v - centre - shift) @ R0 @ so3_exp(rot).T + centre + trans
-        n = spot.vertex_normals() @ (so3_exp(rot) @ R0.T).T
-        m = Mesh(vertices=v, faces=spot.faces, normals=n, uvs=spot.uvs, uv_faces=spot.uv_faces, texture=spot.texture)
-        out = render_mesh(m, cams, shading="lambert", lights=lights)
+        out = render_mesh(posed(rot, trans), cams, shading="lambert", lights=lights)
         loss = (out.color - target.color).square().mean() + (out.alpha - target.alpha).square().mean()
         loss.backward()
         opt.step()
         if step == 200:
             for group in opt.param_groups:
-                group["lr"] = 0.002
-    final_v = ((start_v - centre - shift) @ R0 @ so3_exp(rot.detach()).T + centre + trans.detach())
+                group["lr"] *= 0.2
+    final_v = posed(rot.detach(), trans.detach()).vertices
     err = (final_v - spot.vertices).norm(dim=-1)
     # Rotation error from the best-fit rotation between centred vertex sets, translation from the centroid.
     from scenegrad.render.rotations import matrix_to_axis_angle, umeyama
