@@ -5,8 +5,8 @@ is absent) at 512x512, and a ~1M-face mesh (Spot subdivided, or an icosphere) at
 each seen by 1 and 8 orbiting cameras. Figures: rasterize forward and forward+backward (native;
 the pure-torch reference on the small cases), Open3D's RaycastingScene for the visibility pass
 where Open3D is installed, and for Spot the full textured render (rasterize + interpolate +
-trilinear texture + antialias + Lambert shading) forward and forward+backward, native and
-reference. Speed-ups are against the reference rasterizer.
+trilinear texture + antialias) forward and forward+backward, native and reference, plus
+``render_mesh`` with Lambert shading (native). Speed-ups are against the reference rasterizer.
 
     python benchmarks/bench_mesh.py [--quick] [--device cuda] [--json PATH]
 """
@@ -58,10 +58,16 @@ def main() -> None:
 
 
 def full_render(bench: Benchmark, case: str, cams, size: int, device: torch.device, backend: str) -> None:
-    """rasterize + interpolate + texture (trilinear) + antialias of the textured Spot, forward and
-    forward+backward (to vertices and texture)."""
+    """The textured Spot, forward and forward+backward (to vertices and texture), two ways:
+
+    - ``render``: the four primitives as a user composes them (rasterize, interpolate UVs with
+      their screen-space derivatives, trilinear texture, background, antialias): the issue's
+      "full render";
+    - ``render_mesh``: :func:`render_mesh` with Lambert shading, which adds depth and normals
+      interpolation, shading and alpha in torch.
+    """
     from scenegrad.datasets.meshes import load_mesh
-    from scenegrad.render.mesh import antialias_topology, render_mesh
+    from scenegrad.render.mesh import antialias, antialias_topology, interpolate, render_mesh, texture
 
     if not SPOT.exists():
         bench.skip(case, f"{backend} render", "needs the textured Spot mesh (../shared/data)")
@@ -70,22 +76,36 @@ def full_render(bench: Benchmark, case: str, cams, size: int, device: torch.devi
     topology = antialias_topology(mesh.faces)
     label = "native" if backend == "native" else "reference"
 
-    def forward() -> None:
-        with torch.no_grad():
-            render_mesh(mesh, cams, shading="lambert", topology=topology, backend=backend, near=0.01, far=100.0)
+    def primitives(vertices: torch.Tensor, tex: torch.Tensor) -> torch.Tensor:
+        pos = world_to_clip(cams, vertices.expand(len(cams), -1, -1), near=0.01, far=100.0).contiguous()
+        rast, rast_db = rasterize(pos, mesh.faces, (size, size), backend=backend)
+        uv, uv_da = interpolate(mesh.uvs, rast, mesh.uv_faces, rast_db, diff_attrs="all", backend=backend)
+        color = texture(tex, uv, uv_da, filter_mode="linear-mipmap-linear", backend=backend)
+        color = torch.where(rast[..., 3:] > 0, color, 0.0)
+        return antialias(color, rast, pos, mesh.faces, topology=topology, backend=backend)
 
-    def forward_backward() -> None:
-        vertices = mesh.vertices.detach().requires_grad_(True)
-        tex = mesh.texture.detach().requires_grad_(True)
+    def shaded(vertices: torch.Tensor, tex: torch.Tensor) -> torch.Tensor:
         m = type(mesh)(vertices=vertices, faces=mesh.faces, normals=mesh.normals, uvs=mesh.uvs,
                        uv_faces=mesh.uv_faces, texture=tex)
-        out = render_mesh(m, cams, shading="lambert", topology=topology, backend=backend, near=0.01, far=100.0)
-        out.color.square().mean().backward()
+        return render_mesh(m, cams, shading="lambert", topology=topology, backend=backend, near=0.01,
+                           far=100.0).color
 
     # The reference takes about a minute per 512^2 render on 2 cores: time it once, without warm-up.
     repeat, warmup = (None, 1) if backend == "native" else (1, 0)
-    bench.run(case, f"{label} render fwd", forward, repeat=repeat, warmup=warmup)
-    bench.run(case, f"{label} render fwd+bwd", forward_backward, repeat=repeat, warmup=warmup)
+    for name, fn in (("render", primitives), ("render_mesh", shaded)):
+        def forward(fn=fn) -> None:
+            with torch.no_grad():
+                fn(mesh.vertices, mesh.texture)
+
+        def forward_backward(fn=fn) -> None:
+            vertices = mesh.vertices.detach().requires_grad_(True)
+            tex = mesh.texture.detach().requires_grad_(True)
+            fn(vertices, tex).square().mean().backward()
+
+        bench.run(case, f"{label} {name} fwd", forward, repeat=repeat, warmup=warmup)
+        bench.run(case, f"{label} {name} fwd+bwd", forward_backward, repeat=repeat, warmup=warmup)
+        if backend != "native":
+            break  # the reference render_mesh adds nothing the reference primitives do not show
 
 
 def run_case(bench: Benchmark, device: torch.device, min_faces: int, size: int, views: int) -> None:

@@ -65,15 +65,24 @@ std::vector<Tensor> antialias_bwd(const Tensor& color, const Tensor& rast, const
 }
 
 Tensor texture_fwd(const Tensor& buf, const Tensor& offsets, const Tensor& sizes, const Tensor& uv,
-                   const OptTensor& lod, int64_t boundary, int64_t filter) {
-    const Tensor l = value_or_undefined(lod);
-    SG_DISPATCH(mesh, texture_fwd, uv, buf, offsets, sizes, uv, l, boundary, filter);
+                   const OptTensor& uv_da, const OptTensor& bias, int64_t boundary, int64_t filter) {
+    const Tensor da = value_or_undefined(uv_da), b = value_or_undefined(bias);
+    SG_DISPATCH(mesh, texture_fwd, uv, buf, offsets, sizes, uv, da, b, boundary, filter);
 }
 
 std::vector<Tensor> texture_bwd(const Tensor& buf, const Tensor& offsets, const Tensor& sizes, const Tensor& uv,
-                                const OptTensor& lod, int64_t boundary, int64_t filter, const Tensor& grad_out) {
-    const Tensor l = value_or_undefined(lod);
-    SG_DISPATCH(mesh, texture_bwd, uv, buf, offsets, sizes, uv, l, boundary, filter, grad_out);
+                                const OptTensor& uv_da, const OptTensor& bias, int64_t boundary, int64_t filter,
+                                const Tensor& grad_out) {
+    const Tensor da = value_or_undefined(uv_da), b = value_or_undefined(bias);
+    SG_DISPATCH(mesh, texture_bwd, uv, buf, offsets, sizes, uv, da, b, boundary, filter, grad_out);
+}
+
+Tensor texture_mip(const Tensor& tex, const Tensor& offsets, const Tensor& sizes) {
+    SG_DISPATCH(mesh, texture_mip, tex, tex, offsets, sizes);
+}
+
+Tensor texture_mip_fold_(Tensor grad_buf, const Tensor& offsets, const Tensor& sizes) {
+    SG_DISPATCH(mesh, texture_mip_fold, grad_buf, grad_buf, offsets, sizes);
 }
 
 bool with_cuda() {
@@ -106,5 +115,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("antialias_fwd", &scenegrad::antialias_fwd, "silhouette antialiasing (see render.mesh.antialias)");
     m.def("antialias_bwd", &scenegrad::antialias_bwd, "gradients of antialias to color and pos");
     m.def("texture_fwd", &scenegrad::texture_fwd, "texture lookups (see render.mesh.texture)");
-    m.def("texture_bwd", &scenegrad::texture_bwd, "gradients of texture to texels, uv and lod");
+    m.def("texture_bwd", &scenegrad::texture_bwd, "gradients of texture to texels, uv, uv_da and lod");
+    m.def("texture_mip", &scenegrad::texture_mip, "the mip pyramid of a texture, flattened");
+    m.def("texture_mip_fold_", &scenegrad::texture_mip_fold_, "fold mip-level gradients into level 0, in place");
 }

@@ -4,6 +4,8 @@
 
 #if defined(__CUDACC__)
 #define SG_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define SG_HD inline __attribute__((always_inline))
 #else
 #define SG_HD inline
 #endif
@@ -33,11 +35,25 @@ template <typename T>
 SG_HD T sg_floor(T x) { return floor(x); }
 template <typename T>
 SG_HD T sg_ceil(T x) { return ceil(x); }
+template <typename T>
+SG_HD T sg_log2(T x) { return log2(x); }
 #else
 template <typename T>
 SG_HD T sg_floor(T x) { return std::floor(x); }
 template <typename T>
 SG_HD T sg_ceil(T x) { return std::ceil(x); }
+template <typename T>
+SG_HD T sg_log2(T x) { return std::log2(x); }
 #endif
+
+// floor(x) as an int without a libm call (x86-64 without SSE4.1 has no floor instruction), for
+// x clamped to [-2^30, 2^30] first; NaN maps to -2^30.
+template <typename T>
+SG_HD int sg_ifloor(T x) {
+    const T big = T(1 << 30);
+    x = x > -big ? (x < big ? x : big) : -big;
+    const int i = (int)x;
+    return i - (x < T(i) ? 1 : 0);
+}
 
 }  // namespace scenegrad

@@ -1,6 +1,8 @@
 // CPU launcher of attribute interpolation: pixels in parallel (OpenMP), vertex gradients
-// scattered with atomic adds. The per-pixel math is in interpolate.h.
+// scattered through ScatterAdd (per-thread copies or atomic adds). The per-pixel math is in
+// interpolate.h.
 #include "common/checks.h"
+#include "common/scatter_cpu.h"
 #include "mesh/interpolate.h"
 #include "mesh/ops.h"
 
@@ -52,20 +54,20 @@ std::vector<torch::Tensor> interpolate_bwd_cpu(const torch::Tensor& attr, const 
         scalar_t* gap = grad_attr.data_ptr<scalar_t>();
         scalar_t* grp = grad_rast.data_ptr<scalar_t>();
         scalar_t* gdbp = with_da ? grad_db.data_ptr<scalar_t>() : nullptr;
+        ScatterAdd<scalar_t> scatter(gap, grad_attr.numel());
         SG_OMP(parallel for schedule(static))
         for (int64_t p = 0; p < d.pixels; ++p) {
             const int t = (int)rp[4 * p + 3] - 1;
             if (t < 0) continue;
             const int64_t b = p / d.hw;
             scalar_t* rows[3];
-            for (int c = 0; c < 3; ++c) rows[c] = gap + ((d.attr_batched ? b * d.V : 0) + tp[3 * t + c]) * d.A;
-            auto add = [&](int corner, int k, scalar_t value) {
-                SG_OMP(atomic)
-                rows[corner][k] += value;
-            };
+            scalar_t* local = scatter.local();
+            for (int c = 0; c < 3; ++c) rows[c] = local + ((d.attr_batched ? b * d.V : 0) + tp[3 * t + c]) * d.A;
+            auto add = [&](int corner, int k, scalar_t value) { scatter.add(rows[corner] + k, value); };
             interpolate_pixel_backward(ap, d, tp, p, rp, bp, dp, gp + p * d.A, gdap ? gdap + p * 2 * d.D : nullptr,
                                        grp + 4 * p, gdbp ? gdbp + 4 * p : nullptr, add);
         }
+        scatter.reduce();
     });
     return {grad_attr, grad_rast, grad_db};
 }

@@ -40,22 +40,33 @@ std::vector<torch::Tensor> antialias_bwd_cpu(const torch::Tensor& color, const t
                                              const torch::Tensor& opposite, const torch::Tensor& grad_out);
 
 // buf [Bt, total, C] flattened mip pyramid(s), offsets [L] int64, sizes [L, 2] int32 (h, w),
-// uv [B, Ho, Wo, 2], lod [B, Ho, Wo] or undefined -> out [B, Ho, Wo, C].
+// uv [B, Ho, Wo, 2], uv_da [B, Ho, Wo, 4] (mipmapped lookups; undefined otherwise), bias [B, Ho, Wo]
+// level-of-detail bias or undefined -> out [B, Ho, Wo, C].
 torch::Tensor texture_fwd_cpu(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
-                              const torch::Tensor& uv, const torch::Tensor& lod, int64_t boundary, int64_t filter);
-// -> {grad_buf, grad_uv, grad_lod (undefined without lod)}.
+                              const torch::Tensor& uv, const torch::Tensor& uv_da, const torch::Tensor& bias,
+                              int64_t boundary, int64_t filter);
+// -> {grad_buf, grad_uv, grad_uv_da, grad_lod (d loss / d lod per pixel: the bias gradient)}; the last
+// two are undefined without uv_da.
 std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& buf, const torch::Tensor& offsets,
                                            const torch::Tensor& sizes, const torch::Tensor& uv,
-                                           const torch::Tensor& lod, int64_t boundary, int64_t filter,
-                                           const torch::Tensor& grad_out);
+                                           const torch::Tensor& uv_da, const torch::Tensor& bias, int64_t boundary,
+                                           int64_t filter, const torch::Tensor& grad_out);
+// tex [Bt, h0, w0, C] -> buf [Bt, total, C]: the mip pyramid laid out by offsets / sizes.
+torch::Tensor texture_mip_cpu(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes);
+// Folds the gradient of every level of grad_buf [Bt, total, C] down into level 0, in place;
+// returns level 0 as [Bt, h0, w0, C].
+torch::Tensor texture_mip_fold_cpu(torch::Tensor& grad_buf, const torch::Tensor& offsets, const torch::Tensor& sizes);
 
 #ifdef SCENEGRAD_WITH_CUDA
 torch::Tensor texture_fwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
-                               const torch::Tensor& uv, const torch::Tensor& lod, int64_t boundary, int64_t filter);
+                               const torch::Tensor& uv, const torch::Tensor& uv_da, const torch::Tensor& bias,
+                              int64_t boundary, int64_t filter);
 std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets,
-                                            const torch::Tensor& sizes, const torch::Tensor& uv,
-                                            const torch::Tensor& lod, int64_t boundary, int64_t filter,
-                                            const torch::Tensor& grad_out);
+                                           const torch::Tensor& sizes, const torch::Tensor& uv,
+                                           const torch::Tensor& uv_da, const torch::Tensor& bias, int64_t boundary,
+                                           int64_t filter, const torch::Tensor& grad_out);
+torch::Tensor texture_mip_cuda(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes);
+torch::Tensor texture_mip_fold_cuda(torch::Tensor& grad_buf, const torch::Tensor& offsets, const torch::Tensor& sizes);
 torch::Tensor antialias_fwd_cuda(const torch::Tensor& color, const torch::Tensor& rast, const torch::Tensor& pos,
                                  const torch::Tensor& tri, const torch::Tensor& opposite);
 std::vector<torch::Tensor> antialias_bwd_cuda(const torch::Tensor& color, const torch::Tensor& rast,
@@ -148,28 +159,63 @@ inline AntialiasDims check_antialias_inputs(const torch::Tensor& color, const to
     return dm;
 }
 
-// Checks shared by both texture launchers; returns the dimensions the kernels need.
-inline TextureDims check_texture_inputs(const torch::Tensor& buf, const torch::Tensor& offsets,
-                                       const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& lod,
-                                       int64_t boundary, int64_t filter) {
-    TORCH_CHECK(buf.dim() == 3, "buf must have shape [Bt, texels, C], got ", buf.sizes());
-    TORCH_CHECK(uv.dim() == 4 && uv.size(3) == 2, "uv must have shape [B, H, W, 2], got ", uv.sizes());
-    TORCH_CHECK(buf.size(0) == 1 || buf.size(0) == uv.size(0), "texture batch ", buf.size(0),
-                " must be 1 or match uv batch ", uv.size(0));
+// offsets [L] int64 and sizes [L, 2] int32 on the CPU, 1 <= L <= kMaxTexLevels.
+inline void check_mip_layout(const torch::Tensor& offsets, const torch::Tensor& sizes) {
     TORCH_CHECK(offsets.dim() == 1 && offsets.scalar_type() == torch::kInt64, "offsets must be [L] int64");
     TORCH_CHECK(sizes.dim() == 2 && sizes.size(0) == offsets.size(0) && sizes.size(1) == 2 &&
                     sizes.scalar_type() == torch::kInt32,
                 "sizes must be [L, 2] int32");
     TORCH_CHECK(offsets.size(0) >= 1 && offsets.size(0) <= kMaxTexLevels, "1 to ", kMaxTexLevels, " texture levels");
     TORCH_CHECK(offsets.device().is_cpu() && sizes.device().is_cpu(), "offsets and sizes live on the CPU");
+}
+
+// Level sizes and offsets of a mip layout, checked against each other and a buffer of `total` texels.
+inline MipLayout mip_layout(const torch::Tensor& offsets, const torch::Tensor& sizes, int64_t total) {
+    check_mip_layout(offsets, sizes);
+    MipLayout m;
+    m.levels = (int)offsets.size(0);
+    auto off = offsets.contiguous();
+    auto sz = sizes.contiguous();
+    for (int l = 0; l < m.levels; ++l) {
+        m.offsets[l] = off.data_ptr<int64_t>()[l];
+        m.sizes[2 * l] = sz.data_ptr<int32_t>()[2 * l];
+        m.sizes[2 * l + 1] = sz.data_ptr<int32_t>()[2 * l + 1];
+        TORCH_CHECK(m.sizes[2 * l] > 0 && m.sizes[2 * l + 1] > 0 &&
+                        m.offsets[l] + (int64_t)m.sizes[2 * l] * m.sizes[2 * l + 1] <= total,
+                    "texture level ", l, " does not fit in buf");
+        if (l > 0) {
+            const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1];
+            TORCH_CHECK(m.sizes[2 * l] == (h > 1 ? h / 2 : 1) && m.sizes[2 * l + 1] == (w > 1 ? w / 2 : 1),
+                        "mip level ", l, " must halve level ", l - 1);
+        }
+    }
+    return m;
+}
+
+// Checks shared by both texture launchers; returns the dimensions the kernels need.
+inline TextureDims check_texture_inputs(const torch::Tensor& buf, const torch::Tensor& offsets,
+                                       const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& uv_da,
+                                       const torch::Tensor& bias, int64_t boundary, int64_t filter) {
+    TORCH_CHECK(buf.dim() == 3, "buf must have shape [Bt, texels, C], got ", buf.sizes());
+    TORCH_CHECK(uv.dim() == 4 && uv.size(3) == 2, "uv must have shape [B, H, W, 2], got ", uv.sizes());
+    TORCH_CHECK(buf.size(0) == 1 || buf.size(0) == uv.size(0), "texture batch ", buf.size(0),
+                " must be 1 or match uv batch ", uv.size(0));
     TORCH_CHECK(buf.scalar_type() == uv.scalar_type(), "texture and uv must have the same dtype");
     TORCH_CHECK(buf.is_contiguous() && uv.is_contiguous(), "texture and uv must be contiguous");
     TORCH_CHECK(buf.device() == uv.device(), "texture and uv must share a device");
     TORCH_CHECK(boundary >= 0 && boundary <= 2 && filter >= 0 && filter <= 2, "bad boundary or filter mode");
     if (filter == 2) {
-        TORCH_CHECK(lod.defined() && lod.dim() == 3 && lod.size(0) == uv.size(0) && lod.size(1) == uv.size(1) &&
-                        lod.size(2) == uv.size(2) && lod.is_contiguous() && lod.scalar_type() == uv.scalar_type(),
-                    "mipmapped lookups need lod [B, H, W] matching uv");
+        TORCH_CHECK(uv_da.defined() && uv_da.dim() == 4 && uv_da.size(0) == uv.size(0) &&
+                        uv_da.size(1) == uv.size(1) && uv_da.size(2) == uv.size(2) && uv_da.size(3) == 4 &&
+                        uv_da.is_contiguous() && uv_da.scalar_type() == uv.scalar_type() &&
+                        uv_da.device() == uv.device(),
+                    "mipmapped lookups need uv_da [B, H, W, 4] matching uv");
+    }
+    if (bias.defined()) {
+        TORCH_CHECK(bias.dim() == 3 && bias.size(0) == uv.size(0) && bias.size(1) == uv.size(1) &&
+                        bias.size(2) == uv.size(2) && bias.is_contiguous() && bias.scalar_type() == uv.scalar_type() &&
+                        bias.device() == uv.device(),
+                    "the level-of-detail bias must be [B, H, W] matching uv");
     }
     TextureDims d;
     d.pixels = uv.size(0) * uv.size(1) * uv.size(2);
@@ -177,18 +223,14 @@ inline TextureDims check_texture_inputs(const torch::Tensor& buf, const torch::T
     d.tex_batched = buf.size(0) > 1;
     d.total = buf.size(1);
     d.C = (int)buf.size(2);
-    d.levels = (int)offsets.size(0);
     d.boundary = (int)boundary;
     d.filter = (int)filter;
-    auto off = offsets.contiguous();
-    auto sz = sizes.contiguous();
-    for (int l = 0; l < d.levels; ++l) {
-        d.offsets[l] = off.data_ptr<int64_t>()[l];
-        d.sizes[2 * l] = sz.data_ptr<int32_t>()[2 * l];
-        d.sizes[2 * l + 1] = sz.data_ptr<int32_t>()[2 * l + 1];
-        TORCH_CHECK(d.sizes[2 * l] > 0 && d.sizes[2 * l + 1] > 0 &&
-                        d.offsets[l] + (int64_t)d.sizes[2 * l] * d.sizes[2 * l + 1] <= d.total,
-                    "texture level ", l, " does not fit in buf");
+    const MipLayout m = mip_layout(offsets, sizes, d.total);
+    d.levels = m.levels;
+    for (int l = 0; l < m.levels; ++l) {
+        d.offsets[l] = m.offsets[l];
+        d.sizes[2 * l] = m.sizes[2 * l];
+        d.sizes[2 * l + 1] = m.sizes[2 * l + 1];
     }
     return d;
 }

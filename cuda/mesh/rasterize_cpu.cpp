@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/scatter_cpu.h"
 #include "mesh/ops.h"
 #include "mesh/rasterize.h"
 
@@ -98,6 +99,7 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
 template <typename T>
 void backward(const T* pos, int B, int V, const int32_t* tri, int H, int W, const T* rast, const T* grad_rast,
               const T* grad_db, T* grad_pos) {
+    ScatterAdd<T> scatter(grad_pos, (int64_t)B * V * 4);
     SG_OMP(parallel for schedule(dynamic, 4))
     for (int64_t row = 0; row < (int64_t)B * H; ++row) {
         const int64_t b = row / H;
@@ -115,15 +117,14 @@ void backward(const T* pos, int B, int V, const int32_t* tri, int H, int W, cons
             if (!load_triangle(base, idx, s)) continue;
             T gv[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
             pixel_outputs_backward(s, ndc_x<T>(ix, W), ndc_y<T>(iy, H), W, H, g, gdb, gv);
+            T* local = scatter.local();
             for (int i = 0; i < 3; ++i) {
-                T* dst = grad_pos + (b * V + idx[i]) * 4;
-                for (int c = 0; c < 4; ++c) {
-                    SG_OMP(atomic)
-                    dst[c] += gv[4 * i + c];
-                }
+                T* dst = local + (b * V + idx[i]) * 4;
+                for (int c = 0; c < 4; ++c) scatter.add(dst + c, gv[4 * i + c]);
             }
         }
     }
+    scatter.reduce();
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// CUDA launcher of texture sampling: one thread per output pixel, texel gradients scattered with
-// atomicAdd. The per-pixel math is in texture.h, shared with the CPU launcher.
+// CUDA launcher of texture sampling and mip pyramids: one thread per output pixel (or texel; one
+// launch per mip level), texel gradients scattered with atomicAdd. The per-pixel math is in texture.h, shared with the CPU launcher.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -14,12 +14,14 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename T>
-__global__ void forward_kernel(const T* buf, const T* uv, const T* lod, TextureDims d, T* out) {
+template <typename T, int kC>
+__global__ void forward_kernel(const T* buf, const T* uv, const T* uv_da, const T* bias, TextureDims d, T* out) {
     const int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= d.pixels) return;
     const T* tex = buf + (d.tex_batched ? (p / d.hw) * d.total * d.C : 0);
-    texture_pixel(tex, d, uv[2 * p], uv[2 * p + 1], lod ? lod[p] : T(0), out + p * d.C);
+    const T lod = uv_da ? texture_lod(uv_da + 4 * p, d.sizes[0], d.sizes[1], bias ? bias[p] : T(0), (T*)nullptr)
+                        : T(0);
+    texture_pixel<T, kC>(tex, d, uv[2 * p], uv[2 * p + 1], lod, out + p * d.C);
 }
 
 template <typename T>
@@ -29,19 +31,47 @@ struct AtomicTexels {
     __device__ void operator()(int64_t texel, int c, T value) const { atomicAdd(base + texel * C + c, value); }
 };
 
-template <typename T>
-__global__ void backward_kernel(const T* buf, const T* uv, const T* lod, TextureDims d, const T* grad_out,
-                                T* grad_buf, T* grad_uv, T* grad_lod) {
+template <typename T, int kC>
+__global__ void backward_kernel(const T* buf, const T* uv, const T* uv_da, const T* bias, TextureDims d,
+                                const T* grad_out, T* grad_buf, T* grad_uv, T* grad_uv_da, T* grad_lod) {
     const int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= d.pixels) return;
     const int64_t base = d.tex_batched ? (p / d.hw) * d.total * d.C : 0;
     AtomicTexels<T> add{grad_buf + base, d.C};
+    T dlod[4];
+    const T lod = uv_da ? texture_lod(uv_da + 4 * p, d.sizes[0], d.sizes[1], bias ? bias[p] : T(0), dlod) : T(0);
     T gu, gv, gl;
-    texture_pixel_backward(buf + base, d, uv[2 * p], uv[2 * p + 1], lod ? lod[p] : T(0), grad_out + p * d.C, gu, gv,
-                           gl, add);
+    texture_pixel_backward<T, kC>(buf + base, d, uv[2 * p], uv[2 * p + 1], lod, grad_out + p * d.C, gu, gv, gl, add);
     grad_uv[2 * p] = gu;
     grad_uv[2 * p + 1] = gv;
-    if (grad_lod) grad_lod[p] = gl;
+    if (uv_da) {
+        grad_lod[p] = gl;
+        for (int k = 0; k < 4; ++k) grad_uv_da[4 * p + k] = gl * dlod[k];
+    }
+}
+
+template <typename T>
+__global__ void mip_kernel(T* buf, int64_t total, int64_t prev_offset, int64_t offset, int h, int w, int h2, int w2,
+                           int C, int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int64_t b = i / ((int64_t)h2 * w2);
+    const int x = (int)(i % w2), y = (int)((i / w2) % h2);
+    const T* prev = buf + (b * total + prev_offset) * C;
+    T* out = buf + (b * total + offset + (int64_t)y * w2 + x) * C;
+    for (int c = 0; c < C; ++c) out[c] = mip_texel(prev, h, w, C, x, y, c);
+}
+
+template <typename T>
+__global__ void mip_fold_kernel(T* grad, int64_t total, int64_t offset, int64_t next_offset, int h, int w, int C,
+                                int64_t n) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int64_t b = i / ((int64_t)h * w);
+    const int x = (int)(i % w), y = (int)((i / w) % h);
+    const T* next = grad + (b * total + next_offset) * C;
+    T* g = grad + (b * total + offset + (int64_t)y * w + x) * C;
+    for (int c = 0; c < C; ++c) g[c] += mip_fold_texel(next, h, w, C, x, y, c);
 }
 
 inline unsigned blocks(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
@@ -49,17 +79,21 @@ inline unsigned blocks(int64_t n) { return (unsigned)((n + kThreads - 1) / kThre
 }  // namespace
 
 torch::Tensor texture_fwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
-                               const torch::Tensor& uv, const torch::Tensor& lod, int64_t boundary, int64_t filter) {
-    const TextureDims d = check_texture_inputs(buf, offsets, sizes, uv, lod, boundary, filter);
+                               const torch::Tensor& uv, const torch::Tensor& uv_da, const torch::Tensor& bias,
+                               int64_t boundary, int64_t filter) {
+    const TextureDims d = check_texture_inputs(buf, offsets, sizes, uv, uv_da, bias, boundary, filter);
     SG_CHECK_CUDA(uv);
     const c10::cuda::CUDAGuard guard(uv.device());
     auto out = torch::empty({uv.size(0), uv.size(1), uv.size(2), d.C}, uv.options());
     if (d.pixels == 0) return out;
+    const bool mip = d.filter == kLinearMipLinear;
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "texture_fwd_cuda", [&] {
-        forward_kernel<scalar_t><<<blocks(d.pixels), kThreads, 0, stream>>>(
-            buf.data_ptr<scalar_t>(), uv.data_ptr<scalar_t>(),
-            d.filter == kLinearMipLinear ? lod.data_ptr<scalar_t>() : nullptr, d, out.data_ptr<scalar_t>());
+        with_channels(d.C, [&](auto channels) {
+            forward_kernel<scalar_t, decltype(channels)::value><<<blocks(d.pixels), kThreads, 0, stream>>>(
+                buf.data_ptr<scalar_t>(), uv.data_ptr<scalar_t>(), mip ? uv_da.data_ptr<scalar_t>() : nullptr,
+                bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, d, out.data_ptr<scalar_t>());
+        });
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return out;
@@ -67,26 +101,73 @@ torch::Tensor texture_fwd_cuda(const torch::Tensor& buf, const torch::Tensor& of
 
 std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets,
                                             const torch::Tensor& sizes, const torch::Tensor& uv,
-                                            const torch::Tensor& lod, int64_t boundary, int64_t filter,
-                                            const torch::Tensor& grad_out) {
-    const TextureDims d = check_texture_inputs(buf, offsets, sizes, uv, lod, boundary, filter);
+                                            const torch::Tensor& uv_da, const torch::Tensor& bias, int64_t boundary,
+                                            int64_t filter, const torch::Tensor& grad_out) {
+    const TextureDims d = check_texture_inputs(buf, offsets, sizes, uv, uv_da, bias, boundary, filter);
     SG_CHECK_CUDA(uv);
     const c10::cuda::CUDAGuard guard(uv.device());
+    const bool mip = d.filter == kLinearMipLinear;
     auto go = grad_out.contiguous();
     auto grad_buf = torch::zeros_like(buf);
     auto grad_uv = torch::zeros_like(uv);
-    const bool mip = d.filter == kLinearMipLinear;
-    auto grad_lod = mip ? torch::zeros_like(lod) : torch::Tensor();
-    if (d.pixels == 0) return {grad_buf, grad_uv, grad_lod};
+    auto grad_uv_da = mip ? torch::zeros_like(uv_da) : torch::Tensor();
+    auto grad_lod = mip ? torch::zeros(uv.sizes().slice(0, 3), uv.options()) : torch::Tensor();
+    if (d.pixels == 0) return {grad_buf, grad_uv, grad_uv_da, grad_lod};
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "texture_bwd_cuda", [&] {
-        backward_kernel<scalar_t><<<blocks(d.pixels), kThreads, 0, stream>>>(
-            buf.data_ptr<scalar_t>(), uv.data_ptr<scalar_t>(), mip ? lod.data_ptr<scalar_t>() : nullptr, d,
-            go.data_ptr<scalar_t>(), grad_buf.data_ptr<scalar_t>(), grad_uv.data_ptr<scalar_t>(),
-            mip ? grad_lod.data_ptr<scalar_t>() : nullptr);
+        with_channels(d.C, [&](auto channels) {
+            backward_kernel<scalar_t, decltype(channels)::value><<<blocks(d.pixels), kThreads, 0, stream>>>(
+                buf.data_ptr<scalar_t>(), uv.data_ptr<scalar_t>(), mip ? uv_da.data_ptr<scalar_t>() : nullptr,
+                bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, d, go.data_ptr<scalar_t>(),
+                grad_buf.data_ptr<scalar_t>(), grad_uv.data_ptr<scalar_t>(),
+                mip ? grad_uv_da.data_ptr<scalar_t>() : nullptr, mip ? grad_lod.data_ptr<scalar_t>() : nullptr);
+        });
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return {grad_buf, grad_uv, grad_lod};
+    return {grad_buf, grad_uv, grad_uv_da, grad_lod};
+}
+
+torch::Tensor texture_mip_cuda(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes) {
+    SG_CHECK_CUDA(tex);
+    TORCH_CHECK(tex.dim() == 4 && tex.is_contiguous(), "tex must be a contiguous [B, H, W, C] tensor");
+    const c10::cuda::CUDAGuard guard(tex.device());
+    const int64_t B = tex.size(0), C = tex.size(3);
+    int64_t total = 0;
+    for (int64_t l = 0; l < sizes.size(0); ++l) total += (int64_t)sizes[l][0].item<int>() * sizes[l][1].item<int>();
+    const MipLayout m = mip_layout(offsets, sizes, total);
+    TORCH_CHECK(m.sizes[0] == tex.size(1) && m.sizes[1] == tex.size(2), "level 0 must be the texture's size");
+    auto buf = torch::empty({B, total, C}, tex.options());
+    buf.narrow(1, 0, tex.size(1) * tex.size(2)).copy_(tex.reshape({B, -1, C}));
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(tex.scalar_type(), "texture_mip_cuda", [&] {
+        for (int l = 1; l < m.levels; ++l) {
+            const int64_t n = B * m.sizes[2 * l] * m.sizes[2 * l + 1];
+            mip_kernel<scalar_t><<<blocks(n), kThreads, 0, stream>>>(
+                buf.data_ptr<scalar_t>(), total, m.offsets[l - 1], m.offsets[l], m.sizes[2 * l - 2],
+                m.sizes[2 * l - 1], m.sizes[2 * l], m.sizes[2 * l + 1], (int)C, n);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+    });
+    return buf;
+}
+
+torch::Tensor texture_mip_fold_cuda(torch::Tensor& grad_buf, const torch::Tensor& offsets, const torch::Tensor& sizes) {
+    SG_CHECK_CUDA(grad_buf);
+    TORCH_CHECK(grad_buf.dim() == 3 && grad_buf.is_contiguous(), "grad_buf must be a contiguous [B, texels, C] tensor");
+    const c10::cuda::CUDAGuard guard(grad_buf.device());
+    const int64_t B = grad_buf.size(0), total = grad_buf.size(1), C = grad_buf.size(2);
+    const MipLayout m = mip_layout(offsets, sizes, total);
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(grad_buf.scalar_type(), "texture_mip_fold_cuda", [&] {
+        for (int l = m.levels - 1; l >= 1; --l) {
+            const int64_t n = B * m.sizes[2 * l - 2] * m.sizes[2 * l - 1];
+            mip_fold_kernel<scalar_t><<<blocks(n), kThreads, 0, stream>>>(
+                grad_buf.data_ptr<scalar_t>(), total, m.offsets[l - 1], m.offsets[l], m.sizes[2 * l - 2],
+                m.sizes[2 * l - 1], (int)C, n);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+    });
+    return grad_buf.narrow(1, m.offsets[0], (int64_t)m.sizes[0] * m.sizes[1]).view({B, m.sizes[0], m.sizes[1], C});
 }
 
 }  // namespace mesh

@@ -5,9 +5,15 @@
 // buf[(b * total + off_l + y * w_l + x) * C + c]. Texture coordinates: u runs left to right, v top
 // to bottom over [0, 1]; texel (x, y) has its centre at ((x + 0.5) / w, (y + 0.5) / h).
 // Bilinear lookups read the four texels around (u w - 0.5, v h - 0.5); trilinear lookups blend
-// the bilinear lookups of levels floor(lod) and floor(lod) + 1 by the fraction of lod.
+// the bilinear lookups of levels floor(lod) and floor(lod) + 1 by the fraction of lod, where lod
+// comes from the screen-space derivatives of (u, v) (texture_lod).
+//
+// Level l + 1 of the pyramid averages 2x2 blocks of level l (an axis of size 1 stays 1; an odd
+// last row or column is dropped): mip_texel builds a texel, mip_fold_texel pulls a texel's share
+// of the gradient of its parent back down.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "common/hd.h"
 
@@ -18,6 +24,13 @@ enum TexBoundary { kWrap = 0, kClamp = 1, kZero = 2 };
 enum TexFilter { kNearest = 0, kLinear = 1, kLinearMipLinear = 2 };
 
 constexpr int kMaxTexLevels = 16;
+
+// Level sizes and first texels of a flattened mip pyramid.
+struct MipLayout {
+    int levels;
+    int64_t offsets[kMaxTexLevels];
+    int32_t sizes[2 * kMaxTexLevels];  // (h, w) of each level
+};
 
 struct TextureDims {
     int64_t pixels;   // output pixels B * Ho * Wo
@@ -34,6 +47,7 @@ struct TextureDims {
 
 // Index of texel x along an axis of size n under the boundary mode; -1 means "zero".
 SG_HD int tex_wrap(int x, int n, int boundary) {
+    if ((unsigned)x < (unsigned)n) return x;  // inside: every mode agrees
     if (boundary == kWrap) {
         x %= n;
         return x < 0 ? x + n : x;
@@ -53,9 +67,8 @@ struct BilinearTaps {
 template <typename T>
 SG_HD void bilinear_taps(T u, T v, int h, int w, int64_t level_offset, int boundary, BilinearTaps<T>& taps) {
     const T x = u * T(w) - T(0.5), y = v * T(h) - T(0.5);
-    const T fx0 = sg_floor(x), fy0 = sg_floor(y);
-    const T ax = x - fx0, ay = y - fy0;
-    const int x0 = (int)fx0, y0 = (int)fy0;
+    const int x0 = sg_ifloor(x), y0 = sg_ifloor(y);
+    const T ax = x - T(x0), ay = y - T(y0);
     const int xs[2] = {tex_wrap(x0, w, boundary), tex_wrap(x0 + 1, w, boundary)};
     const int ys[2] = {tex_wrap(y0, h, boundary), tex_wrap(y0 + 1, h, boundary)};
     const T wx[2] = {T(1) - ax, ax}, wy[2] = {T(1) - ay, ay};
@@ -75,8 +88,8 @@ SG_HD void bilinear_taps(T u, T v, int h, int w, int64_t level_offset, int bound
 // Nearest lookup: the texel that contains (u, v), or -1.
 template <typename T>
 SG_HD int64_t nearest_tap(T u, T v, int h, int w, int64_t level_offset, int boundary) {
-    const int x = tex_wrap((int)sg_floor(u * T(w)), w, boundary);
-    const int y = tex_wrap((int)sg_floor(v * T(h)), h, boundary);
+    const int x = tex_wrap(sg_ifloor(u * T(w)), w, boundary);
+    const int y = tex_wrap(sg_ifloor(v * T(h)), h, boundary);
     return (x < 0 || y < 0) ? -1 : level_offset + (int64_t)y * w + x;
 }
 
@@ -95,55 +108,113 @@ SG_HD bool mip_pair(T lod, int levels, int& l0, int& l1, T& t) {
         t = T(0);
         return false;
     }
-    l0 = (int)sg_floor(lod);
+    l0 = sg_ifloor(lod);
     l1 = l0 + 1;
     t = lod - T(l0);
     return inside;
 }
 
-// One output pixel: out[C] from pyramid `buf` (this pixel's batch entry), at (u, v) and lod.
+// Level of detail of a lookup from da = (du/dX, du/dY, dv/dX, dv/dY) for a base level of h x w
+// texels: log2 of the longer footprint axis in texels, max(|(du/dX w, dv/dX h)|, |(du/dY w, dv/dY h)|),
+// plus bias. With dlod_dda, also its derivative with respect to da[4] (0 where the footprint is
+// below 1e-10 texels; at a tie the X axis is taken).
 template <typename T>
+SG_HD T texture_lod(const T* da, int h, int w, T bias, T* dlod_dda) {
+    const T ax = da[0] * T(w), bx = da[2] * T(h), ay = da[1] * T(w), by = da[3] * T(h);
+    const T rx = ax * ax + bx * bx, ry = ay * ay + by * by;
+    const bool use_x = rx >= ry;
+    const T rho2 = use_x ? rx : ry;
+    const T tiny = T(1e-20);
+    if (dlod_dda) {
+        for (int k = 0; k < 4; ++k) dlod_dda[k] = T(0);
+        if (rho2 > tiny) {
+            const T s = T(1) / (T(0.6931471805599453) * rho2);  // d(0.5 log2 rho2) / d(component^2) * 2
+            if (use_x) {
+                dlod_dda[0] = s * ax * T(w);
+                dlod_dda[2] = s * bx * T(h);
+            } else {
+                dlod_dda[1] = s * ay * T(w);
+                dlod_dda[3] = s * by * T(h);
+            }
+        }
+    }
+    return T(0.5) * sg_log2(rho2 > tiny ? rho2 : tiny) + bias;
+}
+
+// Texel (x, y), channel c, of the level below `prev` (h x w texels of C channels): the mean of
+// its 2x2 (or 2x1, 1x2, 1x1 where an axis has one texel) block.
+template <typename T>
+SG_HD T mip_texel(const T* prev, int h, int w, int C, int x, int y, int c) {
+    const int sy = h > 1 ? 2 : 1, sx = w > 1 ? 2 : 1;
+    T sum = T(0);
+    for (int dy = 0; dy < sy; ++dy)
+        for (int dx = 0; dx < sx; ++dx) sum += prev[((int64_t)(sy * y + dy) * w + sx * x + dx) * C + c];
+    return sum * (sy * sx == 4 ? T(0.25) : sy * sx == 2 ? T(0.5) : T(1));
+}
+
+// Gradient that texel (x, y), channel c, of a level of h x w texels receives from its parent in
+// the next level (`next`, C channels): the parent's gradient over its block size, 0 for texels in a
+// dropped odd last row or column.
+template <typename T>
+SG_HD T mip_fold_texel(const T* next, int h, int w, int C, int x, int y, int c) {
+    const int sy = h > 1 ? 2 : 1, sx = w > 1 ? 2 : 1;
+    const int h2 = h > 1 ? h / 2 : 1, w2 = w > 1 ? w / 2 : 1;
+    const int px = sx == 2 ? x >> 1 : x, py = sy == 2 ? y >> 1 : y;
+    if (px >= w2 || py >= h2) return T(0);
+    return next[((int64_t)py * w2 + px) * C + c] * (sy * sx == 4 ? T(0.25) : sy * sx == 2 ? T(0.5) : T(1));
+}
+
+// One output pixel: out[C] from pyramid `buf` (this pixel's batch entry), at (u, v) and lod.
+// kC > 0 fixes the channel count at compile time (the launchers use with_channels).
+template <typename T, int kC = 0>
 SG_HD void texture_pixel(const T* buf, const TextureDims& d, T u, T v, T lod, T* out) {
+    const int C = kC > 0 ? kC : d.C;
     const int64_t* offsets = d.offsets;
     const int32_t* sizes = d.sizes;
-    for (int c = 0; c < d.C; ++c) out[c] = T(0);
+    // Accumulate in registers when the channel count is known (out may alias buf for the compiler).
+    T local[kC > 0 ? kC : 1];
+    T* acc = kC > 0 ? local : out;
+    for (int c = 0; c < C; ++c) acc[c] = T(0);
     if (d.filter == kNearest) {
         const int64_t idx = nearest_tap(u, v, sizes[0], sizes[1], offsets[0], d.boundary);
         if (idx >= 0)
-            for (int c = 0; c < d.C; ++c) out[c] = buf[idx * d.C + c];
-        return;
-    }
-    int ls[2] = {0, 0};
-    T t = T(0);
-    if (d.filter == kLinearMipLinear) mip_pair(lod, d.levels, ls[0], ls[1], t);
-    const T lw[2] = {T(1) - t, t};
-    for (int m = 0; m < (t > T(0) ? 2 : 1); ++m) {
-        const int L = ls[m];
-        BilinearTaps<T> taps;
-        bilinear_taps(u, v, sizes[2 * L], sizes[2 * L + 1], offsets[L], d.boundary, taps);
-        for (int k = 0; k < 4; ++k) {
-            if (taps.idx[k] < 0) continue;
-            const T wk = lw[m] * taps.w[k];
-            for (int c = 0; c < d.C; ++c) out[c] += wk * buf[taps.idx[k] * d.C + c];
+            for (int c = 0; c < C; ++c) acc[c] = buf[idx * C + c];
+    } else {
+        int ls[2] = {0, 0};
+        T t = T(0);
+        if (d.filter == kLinearMipLinear) mip_pair(lod, d.levels, ls[0], ls[1], t);
+        const T lw[2] = {T(1) - t, t};
+        for (int m = 0; m < (t > T(0) ? 2 : 1); ++m) {
+            const int L = ls[m];
+            BilinearTaps<T> taps;
+            bilinear_taps(u, v, sizes[2 * L], sizes[2 * L + 1], offsets[L], d.boundary, taps);
+            for (int k = 0; k < 4; ++k) {
+                if (taps.idx[k] < 0) continue;
+                const T wk = lw[m] * taps.w[k];
+                for (int c = 0; c < C; ++c) acc[c] += wk * buf[taps.idx[k] * C + c];
+            }
         }
     }
+    if (kC > 0)
+        for (int c = 0; c < C; ++c) out[c] = acc[c];
 }
 
 // Backward of texture_pixel for incoming gradient g[C]: returns d loss / d (u, v, lod) through gu,
 // gv, glod and hands each texel gradient to add(texel, channel, value).
-template <typename T, typename Add>
+template <typename T, int kC = 0, typename Add>
 SG_HD void texture_pixel_backward(const T* buf, const TextureDims& d, T u, T v, T lod, const T* g, T& gu, T& gv,
                                   T& glod, Add add) {
+    const int C = kC > 0 ? kC : d.C;
     const int64_t* offsets = d.offsets;
     const int32_t* sizes = d.sizes;
     gu = gv = glod = T(0);
     bool any = false;
-    for (int c = 0; c < d.C; ++c) any = any || g[c] != T(0);
+    for (int c = 0; c < C; ++c) any = any || g[c] != T(0);
     if (!any) return;  // e.g. background pixels composited away: nothing to scatter
     if (d.filter == kNearest) {
         const int64_t idx = nearest_tap(u, v, sizes[0], sizes[1], offsets[0], d.boundary);
         if (idx >= 0)
-            for (int c = 0; c < d.C; ++c) add(idx, c, g[c]);
+            for (int c = 0; c < C; ++c) add(idx, c, g[c]);
         return;
     }
     int ls[2] = {0, 0};
@@ -159,9 +230,9 @@ SG_HD void texture_pixel_backward(const T* buf, const TextureDims& d, T u, T v, 
         for (int k = 0; k < 4; ++k) {
             if (taps.idx[k] < 0) continue;
             T dot = T(0);
-            for (int c = 0; c < d.C; ++c) {
+            for (int c = 0; c < C; ++c) {
                 const T g_c = g[c];
-                dot += g_c * buf[taps.idx[k] * d.C + c];
+                dot += g_c * buf[taps.idx[k] * C + c];
                 if (lw[m] != T(0)) add(taps.idx[k], c, lw[m] * taps.w[k] * g_c);
             }
             level_dot[m] += taps.w[k] * dot;
@@ -170,6 +241,19 @@ SG_HD void texture_pixel_backward(const T* buf, const TextureDims& d, T u, T v, 
         }
     }
     if (count == 2 && lod_free) glod = level_dot[1] - level_dot[0];
+}
+
+// Calls f(std::integral_constant<int, kC>()) with kC = C for 1 to 4 channels, else kC = 0 (the
+// count is then read from TextureDims at run time).
+template <typename F>
+inline void with_channels(int C, F&& f) {
+    switch (C) {
+        case 1: f(std::integral_constant<int, 1>()); break;
+        case 2: f(std::integral_constant<int, 2>()); break;
+        case 3: f(std::integral_constant<int, 3>()); break;
+        case 4: f(std::integral_constant<int, 4>()); break;
+        default: f(std::integral_constant<int, 0>()); break;
+    }
 }
 
 }  // namespace mesh

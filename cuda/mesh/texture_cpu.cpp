@@ -1,6 +1,8 @@
-// CPU launcher of texture sampling: output pixels in parallel (OpenMP), texel gradients
-// scattered with atomic adds. The per-pixel math is in texture.h.
+// CPU launcher of texture sampling and mip pyramids: output pixels (or texel rows) in parallel
+// (OpenMP); texel gradients scattered through ScatterAdd (per-thread copies or atomic adds). The
+// per-element math is in texture.h.
 #include "common/checks.h"
+#include "common/scatter_cpu.h"
 #include "mesh/ops.h"
 #include "mesh/texture.h"
 
@@ -8,59 +10,132 @@ namespace scenegrad {
 namespace mesh {
 
 torch::Tensor texture_fwd_cpu(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
-                              const torch::Tensor& uv, const torch::Tensor& lod, int64_t boundary, int64_t filter) {
-    const TextureDims d = check_texture_inputs(buf, offsets, sizes, uv, lod, boundary, filter);
+                              const torch::Tensor& uv, const torch::Tensor& uv_da, const torch::Tensor& bias,
+                              int64_t boundary, int64_t filter) {
+    const TextureDims d = check_texture_inputs(buf, offsets, sizes, uv, uv_da, bias, boundary, filter);
     SG_CHECK_CPU(uv);
     auto out = torch::empty({uv.size(0), uv.size(1), uv.size(2), d.C}, uv.options());
+    const bool mip = d.filter == kLinearMipLinear;
     AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "texture_fwd_cpu", [&] {
         const scalar_t* bp = buf.data_ptr<scalar_t>();
         const scalar_t* up = uv.data_ptr<scalar_t>();
-        const scalar_t* lp = d.filter == kLinearMipLinear ? lod.data_ptr<scalar_t>() : nullptr;
+        const scalar_t* dap = mip ? uv_da.data_ptr<scalar_t>() : nullptr;
+        const scalar_t* biasp = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
         scalar_t* op = out.data_ptr<scalar_t>();
-        SG_OMP(parallel for schedule(static))
-        for (int64_t p = 0; p < d.pixels; ++p) {
-            const scalar_t* tex = bp + (d.tex_batched ? (p / d.hw) * d.total * d.C : 0);
-            texture_pixel(tex, d, up[2 * p], up[2 * p + 1], lp ? lp[p] : scalar_t(0), op + p * d.C);
-        }
+        with_channels(d.C, [&](auto channels) {
+            constexpr int kC = decltype(channels)::value;
+            SG_OMP(parallel for schedule(static))
+            for (int64_t p = 0; p < d.pixels; ++p) {
+                const scalar_t* tex = bp + (d.tex_batched ? (p / d.hw) * d.total * d.C : 0);
+                const scalar_t lod = mip ? texture_lod(dap + 4 * p, d.sizes[0], d.sizes[1],
+                                                       biasp ? biasp[p] : scalar_t(0), (scalar_t*)nullptr)
+                                         : scalar_t(0);
+                texture_pixel<scalar_t, kC>(tex, d, up[2 * p], up[2 * p + 1], lod, op + p * d.C);
+            }
+        });
     });
     return out;
 }
 
 std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& buf, const torch::Tensor& offsets,
                                            const torch::Tensor& sizes, const torch::Tensor& uv,
-                                           const torch::Tensor& lod, int64_t boundary, int64_t filter,
-                                           const torch::Tensor& grad_out) {
-    const TextureDims d = check_texture_inputs(buf, offsets, sizes, uv, lod, boundary, filter);
+                                           const torch::Tensor& uv_da, const torch::Tensor& bias, int64_t boundary,
+                                           int64_t filter, const torch::Tensor& grad_out) {
+    const TextureDims d = check_texture_inputs(buf, offsets, sizes, uv, uv_da, bias, boundary, filter);
     SG_CHECK_CPU(uv);
+    const bool mip = d.filter == kLinearMipLinear;
     auto go = grad_out.contiguous();
     auto grad_buf = torch::zeros_like(buf);
-    auto grad_uv = torch::zeros_like(uv);
-    auto grad_lod = d.filter == kLinearMipLinear ? torch::zeros_like(lod) : torch::Tensor();
+    auto grad_uv = torch::empty_like(uv);
+    auto grad_uv_da = mip ? torch::empty_like(uv_da) : torch::Tensor();
+    auto grad_lod = mip ? torch::empty(uv.sizes().slice(0, 3), uv.options()) : torch::Tensor();
     AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "texture_bwd_cpu", [&] {
         const scalar_t* bp = buf.data_ptr<scalar_t>();
         const scalar_t* up = uv.data_ptr<scalar_t>();
-        const scalar_t* lp = d.filter == kLinearMipLinear ? lod.data_ptr<scalar_t>() : nullptr;
+        const scalar_t* dap = mip ? uv_da.data_ptr<scalar_t>() : nullptr;
+        const scalar_t* biasp = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
         const scalar_t* gp = go.data_ptr<scalar_t>();
         scalar_t* gbp = grad_buf.data_ptr<scalar_t>();
         scalar_t* gup = grad_uv.data_ptr<scalar_t>();
-        scalar_t* glp = lp ? grad_lod.data_ptr<scalar_t>() : nullptr;
-        SG_OMP(parallel for schedule(static))
-        for (int64_t p = 0; p < d.pixels; ++p) {
-            const int64_t base = d.tex_batched ? (p / d.hw) * d.total * d.C : 0;
-            scalar_t* gtex = gbp + base;
-            auto add = [&](int64_t texel, int c, scalar_t value) {
-                SG_OMP(atomic)
-                gtex[texel * d.C + c] += value;
-            };
-            scalar_t gu, gv, gl;
-            texture_pixel_backward(bp + base, d, up[2 * p], up[2 * p + 1], lp ? lp[p] : scalar_t(0), gp + p * d.C, gu,
-                                   gv, gl, add);
-            gup[2 * p] = gu;
-            gup[2 * p + 1] = gv;
-            if (glp) glp[p] = gl;
+        scalar_t* gdap = mip ? grad_uv_da.data_ptr<scalar_t>() : nullptr;
+        scalar_t* glp = mip ? grad_lod.data_ptr<scalar_t>() : nullptr;
+        ScatterAdd<scalar_t> scatter(gbp, grad_buf.numel());
+        with_channels(d.C, [&](auto channels) {
+            constexpr int kC = decltype(channels)::value;
+            SG_OMP(parallel for schedule(static))
+            for (int64_t p = 0; p < d.pixels; ++p) {
+                const int64_t base = d.tex_batched ? (p / d.hw) * d.total * d.C : 0;
+                scalar_t* gtex = scatter.local() + base;
+                auto add = [&](int64_t texel, int c, scalar_t value) { scatter.add(gtex + texel * d.C + c, value); };
+                scalar_t dlod[4];
+                const scalar_t lod = mip ? texture_lod(dap + 4 * p, d.sizes[0], d.sizes[1],
+                                                       biasp ? biasp[p] : scalar_t(0), dlod)
+                                         : scalar_t(0);
+                scalar_t gu, gv, gl;
+                texture_pixel_backward<scalar_t, kC>(bp + base, d, up[2 * p], up[2 * p + 1], lod, gp + p * d.C, gu,
+                                                     gv, gl, add);
+                gup[2 * p] = gu;
+                gup[2 * p + 1] = gv;
+                if (mip) {
+                    glp[p] = gl;
+                    for (int k = 0; k < 4; ++k) gdap[4 * p + k] = gl * dlod[k];
+                }
+            }
+        });
+        scatter.reduce();
+    });
+    return {grad_buf, grad_uv, grad_uv_da, grad_lod};
+}
+
+torch::Tensor texture_mip_cpu(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes) {
+    SG_CHECK_CPU(tex);
+    TORCH_CHECK(tex.dim() == 4 && tex.is_contiguous(), "tex must be a contiguous [B, H, W, C] tensor");
+    const int64_t B = tex.size(0), C = tex.size(3);
+    int64_t total = 0;
+    for (int64_t l = 0; l < sizes.size(0); ++l) total += (int64_t)sizes[l][0].item<int>() * sizes[l][1].item<int>();
+    const MipLayout m = mip_layout(offsets, sizes, total);
+    TORCH_CHECK(m.sizes[0] == tex.size(1) && m.sizes[1] == tex.size(2), "level 0 must be the texture's size");
+    auto buf = torch::empty({B, total, C}, tex.options());
+    buf.narrow(1, 0, tex.size(1) * tex.size(2)).copy_(tex.reshape({B, -1, C}));
+    AT_DISPATCH_FLOATING_TYPES(tex.scalar_type(), "texture_mip_cpu", [&] {
+        scalar_t* bp = buf.data_ptr<scalar_t>();
+        for (int l = 1; l < m.levels; ++l) {
+            const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1], h2 = m.sizes[2 * l], w2 = m.sizes[2 * l + 1];
+            SG_OMP(parallel for schedule(static))
+            for (int64_t row = 0; row < B * h2; ++row) {
+                const int64_t b = row / h2;
+                const int y = (int)(row % h2);
+                const scalar_t* prev = bp + (b * total + m.offsets[l - 1]) * C;
+                scalar_t* out = bp + (b * total + m.offsets[l] + (int64_t)y * w2) * C;
+                for (int x = 0; x < w2; ++x)
+                    for (int c = 0; c < C; ++c) out[x * C + c] = mip_texel(prev, h, w, (int)C, x, y, c);
+            }
         }
     });
-    return {grad_buf, grad_uv, grad_lod};
+    return buf;
+}
+
+torch::Tensor texture_mip_fold_cpu(torch::Tensor& grad_buf, const torch::Tensor& offsets, const torch::Tensor& sizes) {
+    SG_CHECK_CPU(grad_buf);
+    TORCH_CHECK(grad_buf.dim() == 3 && grad_buf.is_contiguous(), "grad_buf must be a contiguous [B, texels, C] tensor");
+    const int64_t B = grad_buf.size(0), total = grad_buf.size(1), C = grad_buf.size(2);
+    const MipLayout m = mip_layout(offsets, sizes, total);
+    AT_DISPATCH_FLOATING_TYPES(grad_buf.scalar_type(), "texture_mip_fold_cpu", [&] {
+        scalar_t* gp = grad_buf.data_ptr<scalar_t>();
+        for (int l = m.levels - 1; l >= 1; --l) {
+            const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1];
+            SG_OMP(parallel for schedule(static))
+            for (int64_t row = 0; row < B * h; ++row) {
+                const int64_t b = row / h;
+                const int y = (int)(row % h);
+                const scalar_t* next = gp + (b * total + m.offsets[l]) * C;
+                scalar_t* g = gp + (b * total + m.offsets[l - 1] + (int64_t)y * w) * C;
+                for (int x = 0; x < w; ++x)
+                    for (int c = 0; c < C; ++c) g[x * C + c] += mip_fold_texel(next, h, w, (int)C, x, y, c);
+            }
+        }
+    });
+    return grad_buf.narrow(1, m.offsets[0], (int64_t)m.sizes[0] * m.sizes[1]).view({B, m.sizes[0], m.sizes[1], C});
 }
 
 }  // namespace mesh

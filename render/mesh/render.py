@@ -116,10 +116,12 @@ def render_mesh(
 
     albedo = _albedo(mesh, rast, rast_db, backend)
     cam_z = world_to_camera(cameras, verts)[..., 2:3]  # [N, V, 1]
-    depth = interpolate(cam_z.contiguous(), rast, faces, backend=backend).out[..., 0]
     normals = mesh.normals if mesh.normals is not None else mesh.vertex_normals()
-    n = interpolate(normals, rast, faces, backend=backend).out
-    n = torch.where(covered, F.normalize(n, dim=-1, eps=1e-12), torch.zeros_like(n))
+    # normals and depth in one pass: [N, V, 4] = (nx, ny, nz, z)
+    attrs = torch.cat([normals.to(dtype).expand(N, -1, -1), cam_z], -1).contiguous()
+    n_z = interpolate(attrs, rast, faces, backend=backend).out
+    depth = n_z[..., 3]
+    n = torch.where(covered, F.normalize(n_z[..., :3], dim=-1, eps=1e-12), 0.0)
 
     if shading == "none":
         shaded = albedo

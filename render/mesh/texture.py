@@ -1,10 +1,11 @@
 """``texture``: differentiable texture lookups (nearest, bilinear, trilinear mipmapped; wrap,
 clamp, zero borders; cube maps for environment lighting).
 
-Layers: :func:`texture` (validates, builds the mip pyramid and the level of detail in torch) ->
-``_TextureNative`` (autograd) -> ``texture_fwd`` / ``texture_bwd`` in ``cuda/bindings.cpp`` ->
-the per-pixel math in ``cuda/mesh/texture.h``. The pure-PyTorch twin is
-:func:`scenegrad.render._reference.texture.texture_lookup`.
+Layers: :func:`texture` (validates) -> ``_TextureNative`` (autograd) -> ``texture_mip`` /
+``texture_fwd`` / ``texture_bwd`` / ``texture_mip_fold_`` in ``cuda/bindings.cpp`` -> the per-texel
+and per-pixel math (pyramid, level of detail, lookups) in ``cuda/mesh/texture.h``. The pure-PyTorch
+twin builds the pyramid (:func:`mip_pyramid`) and the level of detail (:func:`level_of_detail`) in
+torch and samples with :func:`scenegrad.render._reference.texture.texture_lookup`.
 """
 
 from __future__ import annotations
@@ -22,15 +23,12 @@ MAX_MIP_LEVELS = 16
 
 
 def mip_pyramid(tex: Tensor, max_mip_level: int | None = None) -> list[Tensor]:
-    """Mip levels of ``tex [B, H, W, C]``: each level averages 2x2 blocks of the previous one
-    (sizes halve, rounded down; a 1-texel axis stays 1; an odd last row or column is dropped),
-    down to 1x1 or ``max_mip_level`` levels below the base. Differentiable."""
+    """Mip levels of ``tex [B, H, W, C]`` in pure torch: each level averages 2x2 blocks of the
+    previous one (sizes halve, rounded down; a 1-texel axis stays 1; an odd last row or column is
+    dropped), down to 1x1 or ``max_mip_level`` levels below the base (:func:`mip_sizes`).
+    Differentiable. The native path builds the same pyramid in ``cuda/mesh/texture.h``."""
     levels = [tex]
-    limit = MAX_MIP_LEVELS - 1 if max_mip_level is None else min(max_mip_level, MAX_MIP_LEVELS - 1)
-    while len(levels) <= limit:
-        h, w = levels[-1].shape[1:3]
-        if h == 1 and w == 1:
-            break
+    for _ in mip_sizes(tex.shape[1], tex.shape[2], max_mip_level)[1:]:
         levels.append(_Downsample2x.apply(levels[-1]))
     return levels
 
@@ -133,48 +131,77 @@ def texture(
         raise ValueError(f"tex ({tex.dtype}, {tex.device}) and uv ({uv.dtype}, {uv.device}) must match")
 
     mip = filter_mode == "linear-mipmap-linear"
-    levels = mip_pyramid(tex, max_mip_level) if mip else [tex]
-    lod = None
-    if mip:
-        if uv_da is None or uv_da.shape != (*uv.shape[:3], 4):
-            raise ValueError(f"trilinear filtering needs uv_da of shape {[*uv.shape[:3], 4]}")
-        lod = level_of_detail(uv_da, tex.shape[1], tex.shape[2], mip_level_bias)
-    sizes = [(lvl.shape[1], lvl.shape[2]) for lvl in levels]
-    offsets = [0]
-    for h, w in sizes[:-1]:
-        offsets.append(offsets[-1] + h * w)
-    buf = torch.cat([lvl.reshape(lvl.shape[0], -1, lvl.shape[-1]) for lvl in levels], 1)
+    if mip and (uv_da is None or uv_da.shape != (*uv.shape[:3], 4)):
+        raise ValueError(f"trilinear filtering needs uv_da of shape {[*uv.shape[:3], 4]}")
+    sizes = mip_sizes(tex.shape[1], tex.shape[2], max_mip_level) if mip else [(tex.shape[1], tex.shape[2])]
     boundary, filt = BOUNDARY_MODES[boundary_mode], FILTER_MODES[filter_mode]
 
     which = _backend.resolve("mesh", backend, uv.device)
     if which == "native":
-        offsets_t = torch.tensor(offsets, dtype=torch.int64)
-        sizes_t = torch.tensor(sizes, dtype=torch.int32)
-        out = _TextureNative.apply(buf.contiguous(), offsets_t, sizes_t, uv.contiguous(),
-                                   lod.contiguous() if lod is not None else None, boundary, filt)
+        bias = None
+        if mip and mip_level_bias is not None:
+            bias = torch.as_tensor(mip_level_bias, dtype=uv.dtype, device=uv.device)
+            bias = bias.expand(uv.shape[:3]).contiguous()
+        out = _TextureNative.apply(tex.contiguous(), uv.contiguous(), uv_da.contiguous() if mip else None, bias,
+                                   sizes, boundary, filt)
     else:
-        out = _reference.texture_lookup(buf, offsets, sizes, uv, lod, boundary, filt)
+        levels = mip_pyramid(tex, max_mip_level) if mip else [tex]
+        lod = level_of_detail(uv_da, tex.shape[1], tex.shape[2], mip_level_bias) if mip else None
+        buf = torch.cat([lvl.reshape(lvl.shape[0], -1, lvl.shape[-1]) for lvl in levels], 1)
+        out = _reference.texture_lookup(buf, _offsets(sizes), sizes, uv, lod, boundary, filt)
     return out[0] if unbatched else out
 
 
+def mip_sizes(height: int, width: int, max_mip_level: int | None = None) -> list[tuple[int, int]]:
+    """``(h, w)`` of every level :func:`mip_pyramid` builds for a ``height x width`` texture."""
+    sizes = [(height, width)]
+    limit = MAX_MIP_LEVELS - 1 if max_mip_level is None else min(max_mip_level, MAX_MIP_LEVELS - 1)
+    while len(sizes) <= limit and sizes[-1] != (1, 1):
+        h, w = sizes[-1]
+        sizes.append((max(h // 2, 1), max(w // 2, 1)))
+    return sizes
+
+
+def _offsets(sizes: list[tuple[int, int]]) -> list[int]:
+    offsets = [0]
+    for h, w in sizes[:-1]:
+        offsets.append(offsets[-1] + h * w)
+    return offsets
+
+
 class _TextureNative(torch.autograd.Function):
+    """Mip pyramid, level of detail and lookups in the native kernels; the backward scatters texel
+    gradients into every level and folds them down into the texture in one pass."""
+
     @staticmethod
-    def forward(ctx, buf: Tensor, offsets: Tensor, sizes: Tensor, uv: Tensor, lod: Tensor | None, boundary: int,
-                filter_mode: int):
-        out = _backend.native_module().texture_fwd(buf, offsets, sizes, uv, lod, boundary, filter_mode)
-        ctx.save_for_backward(buf, offsets, sizes, uv, lod)
+    def forward(ctx, tex: Tensor, uv: Tensor, uv_da: Tensor | None, bias: Tensor | None,
+                sizes: list[tuple[int, int]], boundary: int, filter_mode: int):
+        native = _backend.native_module()
+        offsets_t = torch.tensor(_offsets(sizes), dtype=torch.int64)
+        sizes_t = torch.tensor(sizes, dtype=torch.int32)
+        if len(sizes) > 1:
+            buf = native.texture_mip(tex, offsets_t, sizes_t)
+        else:
+            buf = tex.reshape(tex.shape[0], -1, tex.shape[-1])
+        out = native.texture_fwd(buf, offsets_t, sizes_t, uv, uv_da, bias, boundary, filter_mode)
+        ctx.save_for_backward(buf, uv, uv_da, bias)
+        ctx.layout = (offsets_t, sizes_t, tex.shape)
         ctx.modes = (boundary, filter_mode)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        buf, offsets, sizes, uv, lod = ctx.saved_tensors
-        grad_buf, grad_uv, grad_lod = _backend.native_module().texture_bwd(
-            buf, offsets, sizes, uv, lod, *ctx.modes, grad_out.contiguous()
+        buf, uv, uv_da, bias = ctx.saved_tensors
+        offsets_t, sizes_t, tex_shape = ctx.layout
+        native = _backend.native_module()
+        grad_buf, grad_uv, grad_uv_da, grad_lod = native.texture_bwd(
+            buf, offsets_t, sizes_t, uv, uv_da, bias, *ctx.modes, grad_out.contiguous()
         )
+        grad_tex = native.texture_mip_fold_(grad_buf, offsets_t, sizes_t) if len(sizes_t) > 1 \
+            else grad_buf.view(tex_shape)
         if ctx.modes[1] == _reference.NEAREST:
             grad_uv = None  # piecewise constant in uv
-        return grad_buf, None, None, grad_uv, grad_lod if lod is not None else None, None, None
+        return grad_tex, grad_uv, grad_uv_da, grad_lod if bias is not None else None, None, None, None
 
 
 def level_of_detail(uv_da: Tensor, height: int, width: int, bias: Tensor | float | None = None) -> Tensor:
@@ -227,4 +254,4 @@ def _texture_cube(tex: Tensor, dirs: Tensor, *, backend: str | None) -> Tensor:
     return out[0] if unbatched else out
 
 
-__all__ = ["texture", "mip_pyramid", "level_of_detail", "FILTER_MODES", "BOUNDARY_MODES", "MAX_MIP_LEVELS"]
+__all__ = ["texture", "mip_pyramid", "mip_sizes", "level_of_detail", "FILTER_MODES", "BOUNDARY_MODES", "MAX_MIP_LEVELS"]
