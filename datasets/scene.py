@@ -65,7 +65,7 @@ def read_image(path: str | Path) -> np.ndarray:
                 im = im.convert("RGB")
             elif im.mode == "I;16B":
                 im = im.convert("I;16")
-            return np.asarray(im)
+            return np.array(im)  # a writable copy (torch.as_tensor warns on read-only arrays)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from e
 
@@ -183,11 +183,15 @@ class Scene:
         return len(self.frames)
 
     def image_sizes(self) -> list[tuple[int, int]]:
-        """``(width, height)`` of every frame: from the cameras when known, else by loading the image."""
+        """``(width, height)`` of every frame: from the cameras when known, else from
+        ``frame.metadata["size"]`` (set by the loaders), else by loading the image."""
         if self.cameras is not None:
-            return list(zip(self.cameras.width.tolist(), self.cameras.height.tolist()))
+            return list(zip(self.cameras.width.tolist(), self.cameras.height.tolist(), strict=True))
         sizes = []
         for f in self.frames:
+            if "size" in f.metadata:
+                sizes.append(tuple(f.metadata["size"]))
+                continue
             img = f.image()
             sizes.append((img.shape[1], img.shape[0]))
         return sizes

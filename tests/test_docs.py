@@ -10,6 +10,7 @@ import pytest
 
 from .conftest import REPO
 
+
 def _modules_with_examples() -> list[str]:
     """Every scenegrad module whose source holds a ``>>>`` example (so new modules are checked too)."""
     names = []
