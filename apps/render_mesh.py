@@ -14,6 +14,7 @@ def run(mesh_path: Path | None, out: Path, frames: int, size: int, shading: str,
     from tqdm import tqdm
 
     from scenegrad.datasets.synthetic import orbit_cameras, torus_mesh
+    from scenegrad.datasets.video import write_video
     from scenegrad.render.mesh import Lights, antialias_topology, render_mesh
 
     targets = [out / "orbit.mp4", out / "first_frame.png"]
@@ -39,18 +40,17 @@ def run(mesh_path: Path | None, out: Path, frames: int, size: int, shading: str,
     lights = Lights(directions=torch.tensor([[0.4, 0.0, 0.6]]) + torch.tensor([up]))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    writer = imageio.get_writer(out / "orbit.mp4", fps=30, codec="libx264", quality=8, macro_block_size=1)
-    try:
+    def images():
         with torch.no_grad():
             for k in tqdm(range(frames), desc=f"rendering {name}", unit="frame"):
                 result = render_mesh(mesh, cams[k : k + 1], shading=shading, lights=lights, background=1.0,
                                      topology=topology, near=0.01 * radius, far=100 * radius)
                 image = (result.color[0].clamp(0, 1) * 255).round().byte().cpu().numpy()
-                writer.append_data(image)
                 if k == 0:
                     imageio.imwrite(out / "first_frame.png", image)
-    finally:
-        writer.close()
+                yield image
+
+    write_video(out / "orbit.mp4", images(), fps=30, overwrite=True)
     seconds = time.perf_counter() - start
     print(f"rendered {frames} frames of {name} ({mesh.num_faces} faces) at {size}x{size} in {seconds:.1f} s "
           f"({frames / seconds:.1f} frames/s): {out / 'orbit.mp4'}")
