@@ -51,7 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from scenegrad.datasets.scene import Frame, Points, Scene
+from scenegrad.datasets.points import load_points, save_points
+from scenegrad.datasets.scene import Frame, Scene
 from scenegrad.render.conventions import cameras_from_opengl_c2w, cameras_to_opengl_c2w
 
 __all__ = ["load_transforms", "save_transforms", "IMAGE_EXTENSIONS"]
@@ -174,21 +175,6 @@ def _pose(frame: dict[str, Any], where: str) -> np.ndarray:
     return m[:3]
 
 
-def _load_points(ply: Path, dtype: torch.dtype) -> Points:
-    import trimesh
-
-    cloud = trimesh.load(ply, process=False)
-    vertices = np.asarray(getattr(cloud, "vertices", np.zeros((0, 3))), dtype=np.float64)
-    colors = getattr(cloud, "colors", None)
-    if colors is None or len(colors) != len(vertices):
-        visual = getattr(cloud, "visual", None)
-        colors = getattr(visual, "vertex_colors", None)
-    rgb = None
-    if colors is not None and len(colors) == len(vertices) and len(vertices):
-        rgb = torch.tensor(np.asarray(colors)[:, :3], dtype=dtype) / 255.0
-    return Points(xyz=torch.tensor(vertices, dtype=dtype).reshape(-1, 3), rgb=rgb)
-
-
 def load_transforms(path_or_dir: str | Path, split: str | None = None, dtype: torch.dtype = torch.float64) -> Scene:
     """A ``transforms.json`` scene (conventions: see the module docstring).
 
@@ -304,7 +290,7 @@ def load_transforms(path_or_dir: str | Path, split: str | None = None, dtype: to
         ply = _resolve(folder, data["ply_file_path"])
         metadata["ply_file_path"] = ply
         if ply.is_file():
-            points = _load_points(ply, dtype)
+            points = load_points(ply, dtype)
         else:
             warnings.warn(f"{path}: ply_file_path {ply} does not exist; no points loaded", stacklevel=2)
     return Scene(frames=frames, cameras=cameras, points=points, root=folder, metadata=metadata)
@@ -415,13 +401,7 @@ def save_transforms(scene: Scene, out_dir_or_path: str | Path, image_dir: str | 
 
     folder.mkdir(parents=True, exist_ok=True)
     if scene.points is not None:
-        import trimesh
-
-        xyz = scene.points.xyz.detach().cpu().double().numpy()
-        colors = None
-        if scene.points.rgb is not None:
-            colors = np.round(scene.points.rgb.detach().cpu().double().clamp(0, 1).numpy() * 255).astype(np.uint8)
-        trimesh.PointCloud(xyz, colors=colors).export(ply)
+        save_points(scene.points, ply, overwrite=True)  # an existing one was refused above
         data["ply_file_path"] = ply.name
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return path
