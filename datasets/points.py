@@ -82,8 +82,8 @@ def load_points(path: str | Path, dtype: torch.dtype = torch.float64) -> Points:
 
 def save_points(points: Points, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``points`` as binary PLY (``.ply``: ``double x y z``, ``uchar red green blue`` when
-    coloured; Open3D, MeshLab and CloudCompare read it), ``.xyz`` / ``.txt`` or ``.npz``; returns the path. Raises ``FileExistsError`` naming
-    an existing file unless ``overwrite``."""
+    coloured; Open3D, MeshLab and CloudCompare read it), ``.xyz`` / ``.txt`` or ``.npz``; returns
+    the path. Raises ``FileExistsError`` naming an existing file unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
