@@ -1,35 +1,23 @@
 // The Python module of scenegrad's native kernels. Each operation picks its CPU or CUDA
-// launcher here, by the device of its first tensor, and nowhere else.
+// launcher by the device of its first tensor, through SG_DISPATCH (common/dispatch.h).
 #include <torch/extension.h>
 
 #ifdef SCENEGRAD_OPENMP
 #include <omp.h>
 #endif
 
+#include "common/dispatch.h"
 #include "mesh/ops.h"
 
 namespace scenegrad {
+
+// Gaussian splatting registers its operations from its own files (cuda/gaussians/*_bindings.cpp).
+void bind_gaussian_project(pybind11::module_& m);
+void bind_gaussian_rasterize(pybind11::module_& m);
+
 namespace {
 
 using torch::Tensor;
-using OptTensor = c10::optional<Tensor>;
-
-[[noreturn]] void no_cuda(const char* op) {
-    TORCH_CHECK(false, op, ": got CUDA tensors, but scenegrad's native kernels were built without CUDA "
-                "(torch without CUDA or no nvcc at build time); use backend='reference'");
-}
-
-// Calls area::op_cuda(args...) for CUDA tensors and area::op_cpu(args...) otherwise.
-#ifdef SCENEGRAD_WITH_CUDA
-#define SG_DISPATCH(area, op, device_tensor, ...) \
-    return (device_tensor).is_cuda() ? area::op##_cuda(__VA_ARGS__) : area::op##_cpu(__VA_ARGS__)
-#else
-#define SG_DISPATCH(area, op, device_tensor, ...) \
-    if ((device_tensor).is_cuda()) no_cuda(#op);  \
-    return area::op##_cpu(__VA_ARGS__)
-#endif
-
-Tensor value_or_undefined(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
 
 std::vector<Tensor> rasterize_fwd(const Tensor& pos, const Tensor& tri, int64_t height, int64_t width) {
     SG_DISPATCH(mesh, rasterize_fwd, pos, pos, tri, height, width);
@@ -118,4 +106,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("texture_bwd", &scenegrad::texture_bwd, "gradients of texture to texels, uv, uv_da and lod");
     m.def("texture_mip", &scenegrad::texture_mip, "the mip pyramid of a texture, flattened");
     m.def("texture_mip_fold_", &scenegrad::texture_mip_fold_, "fold mip-level gradients into level 0, in place");
+    scenegrad::bind_gaussian_project(m);
+    scenegrad::bind_gaussian_rasterize(m);
 }
