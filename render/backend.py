@@ -32,6 +32,7 @@ BACKENDS = ("auto", "native", "reference")
 #: Areas with a dispatch point, and the external adapters each one knows (module names).
 AREAS: dict[str, tuple[str, ...]] = {
     "mesh": (),
+    "gaussians": (),
 }
 
 _warned_cuda = False

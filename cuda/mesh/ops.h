@@ -192,6 +192,24 @@ inline MipLayout mip_layout(const torch::Tensor& offsets, const torch::Tensor& s
     return m;
 }
 
+// Checks tex [B, h0, w0, C] against the layout, allocates buf [B, total, C] and copies tex into its
+// level 0; the launchers then fill the coarser levels.
+inline MipLayout mip_buffer(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes,
+                            torch::Tensor& buf) {
+    TORCH_CHECK(tex.dim() == 4 && tex.is_contiguous(), "tex must be a contiguous [B, H, W, C] tensor");
+    check_mip_layout(offsets, sizes);
+    auto sz = sizes.contiguous();
+    int64_t total = 0;
+    for (int64_t l = 0; l < sz.size(0); ++l)
+        total += (int64_t)sz.data_ptr<int32_t>()[2 * l] * sz.data_ptr<int32_t>()[2 * l + 1];
+    const MipLayout m = mip_layout(offsets, sizes, total);
+    TORCH_CHECK(m.sizes[0] == tex.size(1) && m.sizes[1] == tex.size(2), "level 0 must be the texture's size");
+    const int64_t B = tex.size(0), C = tex.size(3);
+    buf = torch::empty({B, total, C}, tex.options());
+    buf.narrow(1, 0, tex.size(1) * tex.size(2)).copy_(tex.reshape({B, -1, C}));
+    return m;
+}
+
 // Checks shared by both texture launchers; returns the dimensions the kernels need.
 inline TextureDims check_texture_inputs(const torch::Tensor& buf, const torch::Tensor& offsets,
                                        const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& uv_da,

@@ -129,15 +129,10 @@ std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& buf, const torc
 
 torch::Tensor texture_mip_cuda(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes) {
     SG_CHECK_CUDA(tex);
-    TORCH_CHECK(tex.dim() == 4 && tex.is_contiguous(), "tex must be a contiguous [B, H, W, C] tensor");
     const c10::cuda::CUDAGuard guard(tex.device());
-    const int64_t B = tex.size(0), C = tex.size(3);
-    int64_t total = 0;
-    for (int64_t l = 0; l < sizes.size(0); ++l) total += (int64_t)sizes[l][0].item<int>() * sizes[l][1].item<int>();
-    const MipLayout m = mip_layout(offsets, sizes, total);
-    TORCH_CHECK(m.sizes[0] == tex.size(1) && m.sizes[1] == tex.size(2), "level 0 must be the texture's size");
-    auto buf = torch::empty({B, total, C}, tex.options());
-    buf.narrow(1, 0, tex.size(1) * tex.size(2)).copy_(tex.reshape({B, -1, C}));
+    torch::Tensor buf;
+    const MipLayout m = mip_buffer(tex, offsets, sizes, buf);
+    const int64_t B = tex.size(0), C = tex.size(3), total = buf.size(1);
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(tex.scalar_type(), "texture_mip_cuda", [&] {
         for (int l = 1; l < m.levels; ++l) {
