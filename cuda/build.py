@@ -65,6 +65,20 @@ def cuda_sources() -> list[Path]:
     return sorted(SOURCE_DIR.rglob("*.cu"))
 
 
+def clashing_object_names() -> list[str]:
+    """Sources whose object files would collide: torch's ninja build names each object after the
+    source's file name alone (``a/x.cpp`` and ``b/x.cpp`` both give ``x.o``; ``x.cu`` gives
+    ``x.cuda.o``), so every ``.cpp`` stem and every ``.cu`` stem must be unique across folders."""
+    clashes = []
+    for sources in (cpu_sources(), cuda_sources()):
+        seen: dict[str, Path] = {}
+        for path in sources:
+            if path.stem in seen:
+                clashes.append(f"{seen[path.stem].relative_to(SOURCE_DIR)} and {path.relative_to(SOURCE_DIR)}")
+            seen.setdefault(path.stem, path)
+    return clashes
+
+
 def headers() -> list[Path]:
     return sorted([*SOURCE_DIR.rglob("*.h"), *SOURCE_DIR.rglob("*.cuh")])
 

@@ -187,6 +187,10 @@ def test_sources_compile_without_openmp(tmp_path):
     assert not failures, "\n".join(failures)
 
 
+def test_source_names_give_distinct_object_files():
+    assert build.clashing_object_names() == [], "rename one of each pair: ninja names objects by file name alone"
+
+
 def test_repo_layout():
     for name in ("render", "recon", "cuda", "datasets", "apps", "tests", "benchmarks"):
         assert (REPO / name).is_dir(), name
