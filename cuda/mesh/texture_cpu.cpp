@@ -124,6 +124,13 @@ torch::Tensor texture_mip_fold_cpu(torch::Tensor& grad_buf, const torch::Tensor&
                 const int64_t b = row / h;
                 const int y = (int)(row % h);
                 const scalar_t* next = gp + (b * total + m.offsets[l]) * C;
+                // Skip rows whose parent row got no gradient (texture regions nothing looked at).
+                const int w2 = m.sizes[2 * l + 1], py = m.sizes[2 * l] < h ? y >> 1 : y;
+                if (py >= m.sizes[2 * l]) continue;
+                const scalar_t* parent = next + (int64_t)py * w2 * C;
+                bool any = false;
+                for (int64_t k = 0; k < (int64_t)w2 * C && !any; ++k) any = parent[k] != scalar_t(0);
+                if (!any) continue;
                 scalar_t* g = gp + (b * total + m.offsets[l - 1] + (int64_t)y * w) * C;
                 for (int x = 0; x < w; ++x)
                     for (int c = 0; c < C; ++c) g[x * C + c] += mip_fold_texel(next, h, w, (int)C, x, y, c);
