@@ -8,4 +8,30 @@ Layers (one name per primitive at every layer):
   front-to-back alpha compositing of the projected Gaussians;
 - :func:`rasterize_gaussians` (``render/gaussians/render.py``): the gsplat-style composition
   (spherical harmonics, render modes, backgrounds) returning a :class:`GaussianRender`.
+
+Helpers: :mod:`~scenegrad.render.gaussians.sh` (spherical harmonics with 3DGS's constants). Files of
+Gaussian scenes (3DGS PLY, ``.splat``) live in :mod:`scenegrad.datasets.splats`.
+
+Backends: :func:`project_gaussians` has no native kernel yet; its ``backend=`` is validated and every
+valid choice runs the pure-PyTorch code (``"native"`` falls back without a warning for now).
 """
+
+from .project import project_gaussians
+from .rasterize import RasterizedPixels, rasterize_to_pixels
+from .render import RASTERIZE_MODES, RENDER_MODES, GaussianRender, rasterize_gaussians
+from .sh import num_sh_bases, rgb_to_sh, sh_to_rgb, spherical_harmonics
+
+__all__ = [
+    "project_gaussians",
+    "rasterize_to_pixels",
+    "RasterizedPixels",
+    "rasterize_gaussians",
+    "GaussianRender",
+    "RENDER_MODES",
+    "RASTERIZE_MODES",
+    "spherical_harmonics",
+    "num_sh_bases",
+    "rgb_to_sh",
+    "sh_to_rgb",
+]
+
