@@ -81,6 +81,39 @@ def load_views(device: torch.device):
     return width, height, radii, means2d, depths, conics, colors, opacities
 
 
+def full_render(bench: Benchmark, device: torch.device, view: int) -> None:
+    """The whole renderer as a trainer calls it: rasterize_gaussians (projection in torch, native
+    rasterization) of anisotropic Gaussians, gradients to every parameter."""
+    from scenegrad.render.gaussians import rasterize_gaussians
+
+    data = np.load(GARDEN)
+    width, height = int(data["width"]), int(data["height"])
+    points = data["means3d"].astype(np.float32)
+    means = torch.tensor(points, device=device)
+    log_scales = torch.tensor(np.log(knn_scale(points)), dtype=torch.float32, device=device)[:, None].repeat(1, 3)
+    quats = torch.nn.functional.normalize(torch.randn(len(points), 4, generator=torch.Generator().manual_seed(0)),
+                                          dim=-1).to(device)
+    colors = torch.tensor(data["colors"], device=device).float() / 255
+    viewmats = torch.tensor(data["viewmats"][view:view + 1], device=device)
+    Ks = torch.tensor(data["Ks"][view:view + 1], device=device)
+    opacities = torch.full((len(points),), 0.8, device=device)
+    case = f"garden {width}x{height} view {view}"
+
+    def render(grad: bool):
+        params = [t.detach().requires_grad_(grad) for t in (means, quats, log_scales, opacities, colors)]
+        out = rasterize_gaussians(params[0], params[1], params[2].exp(), params[3], params[4], viewmats, Ks, width,
+                                  height, backend="native")
+        if grad:
+            out.colors.square().sum().backward()
+
+    def forward() -> None:
+        with torch.no_grad():
+            render(False)
+
+    bench.run(case, "rasterize_gaussians fwd", forward)
+    bench.run(case, "rasterize_gaussians fwd+bwd", lambda: render(True))
+
+
 def main() -> None:
     args = parse_args("gaussians")
     device = torch.device(args.device)
@@ -121,6 +154,7 @@ def main() -> None:
 
     for view in range(views):
         timed(f"garden {width}x{height} view {view}", "native", "native", view)
+    full_render(bench, device, view=0)
     # The reference on a crop (once, no warm-up), and native on the same crop.
     crop = (240, 130, 160, 160)
     case = f"garden crop {crop[2]}x{crop[3]} view 0"
