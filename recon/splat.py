@@ -68,17 +68,17 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from scenegrad.datasets.scene import Points, Scene
 from scenegrad.datasets.splats import Splats, save_splats_ply, splats_from_points
+from scenegrad.recon.densify import DensifyRecord, GaussianModel, densify_and_prune, reset_opacity
 from scenegrad.recon.metrics import psnr, ssim
+from scenegrad.recon.splat_config import PARAM_NAMES, SplatConfig
 from scenegrad.render.cameras import Cameras, resize
-from scenegrad.render.rotations import quat_to_matrix
 
 __all__ = [
     "SplatConfig",
@@ -96,102 +96,6 @@ __all__ = [
     "exponential_lr",
 ]
 
-PARAM_NAMES = ("means", "quats", "log_scales", "opacity_logits", "sh0", "shN")  # the fields of Splats
-
-
-# ----------------------------------------------------------------------------------------------
-# Configuration
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SplatConfig:
-    """Every knob of :func:`train`; the defaults are the original 3DGS training defaults.
-
-    Presets: :meth:`default` (3DGS, 30k iterations, for a GPU) and :meth:`fast` (a CPU budget).
-    """
-
-    name: str = "default"
-    iterations: int = 30_000
-    seed: int = 0
-    # data
-    downscale: float = 1.0  # images are divided by this ...
-    max_side: int | None = 1600  # ... and by more if their longer side still exceeds this (3DGS: 1.6k width)
-    test_every: int | None = 8  # hold out frames with index % test_every == 0; None / 0: none
-    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    random_background: bool = False
-    # initialisation
-    sh_degree: int = 3
-    sh_degree_interval: int = 1000
-    init_opacity: float = 0.1
-    init_random_count: int = 100_000
-    # learning rates (3DGS)
-    means_lr_init: float = 1.6e-4  # x scene extent
-    means_lr_final: float = 1.6e-6  # x scene extent
-    sh0_lr: float = 2.5e-3
-    shN_lr: float = 2.5e-3 / 20
-    opacities_lr: float = 0.05
-    scales_lr: float = 5e-3
-    quats_lr: float = 1e-3
-    ssim_lambda: float = 0.2
-    # densification (3DGS)
-    densify_from: int = 500
-    densify_until: int = 15_000
-    densify_every: int = 100
-    grad_threshold: float = 2e-4
-    percent_dense: float = 0.01
-    opacity_reset_every: int | None = 3000
-    prune_opacity: float = 0.005
-    prune_world_scale: float = 0.1  # x extent
-    prune_screen_radius: float | None = 20.0  # pixels
-    max_gaussians: int | None = None
-    # rendering
-    rasterize_mode: Literal["classic", "antialiased"] = "classic"
-    near_plane: float = 0.01
-    # bookkeeping
-    checkpoint_every: int | None = 5000
-    max_seconds: float | None = None  # stop early (schedules still assume ``iterations``)
-    video: bool = False
-
-    @classmethod
-    def default(cls) -> SplatConfig:
-        """The original 3DGS schedule: 30k iterations, densify 500..15k, SH degree 3."""
-        return cls()
-
-    @classmethod
-    def fast(cls) -> SplatConfig:
-        """A CPU budget: 3k iterations on images of at most 320 pixels, SH degree 1, densification
-        every 100 iterations from 300 until 60 % of the run, opacity reset every 1000, at most 50k
-        Gaussians, 20k random initial points, and colour learning rates 8x 3DGS's (``sh0_lr = 0.02``,
-        ``shN_lr = 0.001``): with a tenth of the iterations, 3DGS's rates leave colours far from
-        converged (measured on the fox at 1/8 resolution, 600 iterations from random points:
-        21.2 dB held-out PSNR with 3DGS's rates, 22.9 dB with 4x, 24.0 dB with 8x)."""
-        return cls(
-            name="fast", iterations=3000, max_side=320, sh_degree=1, sh_degree_interval=500,
-            init_random_count=20_000, densify_from=300, densify_until=1800, densify_every=100,
-            opacity_reset_every=1000, max_gaussians=50_000, checkpoint_every=1000, sh0_lr=0.02, shN_lr=0.001,
-        )
-
-    def scaled(self, iterations: int) -> SplatConfig:
-        """The same recipe stretched or shrunk to ``iterations`` (every schedule scaled alike), with
-        two floors for short runs: densification at most every 50 iterations (the statistics need
-        views), and no opacity reset when the scaled interval falls under 500 iterations (the
-        opacities need a few hundred steps to recover after one)."""
-        s = iterations / self.iterations
-
-        def it(x: int) -> int:
-            return max(1, round(x * s))
-
-        reset = None if self.opacity_reset_every is None else it(self.opacity_reset_every)
-        return dataclasses.replace(
-            self, iterations=iterations, sh_degree_interval=it(self.sh_degree_interval),
-            densify_from=it(self.densify_from), densify_until=it(self.densify_until),
-            densify_every=max(it(self.densify_every), min(self.densify_every, 50)),
-            opacity_reset_every=reset if reset is not None and reset >= 500 else None,
-            checkpoint_every=None if self.checkpoint_every is None else it(self.checkpoint_every),
-        )
-
-
 # ----------------------------------------------------------------------------------------------
 # Results
 # ----------------------------------------------------------------------------------------------
@@ -207,17 +111,6 @@ class EvalRecord:
     loss: float
     psnr: float | None
     ssim: float | None
-    num_gaussians: int
-
-
-@dataclass
-class DensifyRecord:
-    """What one :func:`densify_and_prune` did."""
-
-    iteration: int
-    cloned: int
-    split: int
-    pruned: int
     num_gaussians: int
 
 
@@ -322,179 +215,6 @@ def random_frustum_points(cameras: Cameras, count: int, generator: torch.Generat
         views = torch.cat([b[1] for b in best])
         xyz = cand[views.argsort(descending=True)[:count]]
     return Points(xyz=xyz.float(), rgb=torch.full((len(xyz), 3), 0.5))
-
-
-def _logit(p: float) -> float:
-    return math.log(p / (1 - p))
-
-
-# ----------------------------------------------------------------------------------------------
-# The model: parameters, their Adam state, densification statistics
-# ----------------------------------------------------------------------------------------------
-
-
-class GaussianModel:
-    """Raw 3DGS parameters with their Adam optimiser and densification statistics.
-
-    ``params[name]`` are leaf ``nn.Parameter`` tensors named as the fields of
-    :class:`~scenegrad.datasets.splats.Splats` (:data:`PARAM_NAMES`);
-    ``optimizer`` has one group per parameter, named by ``group["name"]``. Statistics (all ``[N]``):
-    ``grad_accum`` (sum of NDC-scaled view-space gradient norms), ``grad_count`` (steps visible),
-    ``max_radii`` (largest screen radius in pixels since the last densification).
-    """
-
-    def __init__(self, params: dict[str, Tensor], lrs: dict[str, float]) -> None:
-        self.params = {k: nn.Parameter(params[k].detach().float().contiguous()) for k in PARAM_NAMES}
-        self.optimizer = torch.optim.Adam(
-            [{"params": [self.params[k]], "lr": lrs[k], "name": k} for k in PARAM_NAMES], eps=1e-15
-        )
-        self.reset_stats()
-
-    @property
-    def num(self) -> int:
-        return self.params["means"].shape[0]
-
-    def reset_stats(self) -> None:
-        n = self.num
-        self.grad_accum = torch.zeros(n)
-        self.grad_count = torch.zeros(n, dtype=torch.int32)
-        self.max_radii = torch.zeros(n)
-
-    # -- activations ----------------------------------------------------------------------------
-
-    def activated(self, sh_degree: int) -> dict[str, Tensor]:
-        """Renderer inputs: normalised quats, exp scales, sigmoid opacities, ``[N, (d+1)², 3]`` SH."""
-        p = self.params
-        K = (sh_degree + 1) ** 2
-        return {
-            "means": p["means"],
-            "quats": F.normalize(p["quats"], dim=-1),
-            "scales": p["log_scales"].exp(),
-            "opacities": p["opacity_logits"].sigmoid(),
-            "colors": torch.cat([p["sh0"], p["shN"]], 1)[:, :K],
-        }
-
-    # -- optimiser surgery (3DGS's cat_tensors_to_optimizer / _prune_optimizer / replace_tensor) ----
-
-    def _swap(self, name: str, value: Tensor, state_fn) -> None:
-        group = next(g for g in self.optimizer.param_groups if g["name"] == name)
-        old = group["params"][0]
-        state = self.optimizer.state.pop(old, None)
-        new = nn.Parameter(value.contiguous())
-        if state:
-            for key in ("exp_avg", "exp_avg_sq"):
-                state[key] = state_fn(state[key]).contiguous()
-            self.optimizer.state[new] = state
-        group["params"][0] = new
-        self.params[name] = new
-
-    def append(self, rows: dict[str, Tensor]) -> None:
-        """Append rows to every parameter; their Adam moments start at zero; statistics at zero."""
-        m = next(iter(rows.values())).shape[0]
-        for k in PARAM_NAMES:
-            extra = rows[k].detach().to(self.params[k].dtype)
-            self._swap(k, torch.cat([self.params[k].detach(), extra]),
-                       lambda s, e=extra: torch.cat([s, torch.zeros_like(e)]))
-        self.grad_accum = torch.cat([self.grad_accum, torch.zeros(m)])
-        self.grad_count = torch.cat([self.grad_count, torch.zeros(m, dtype=torch.int32)])
-        self.max_radii = torch.cat([self.max_radii, torch.zeros(m)])
-
-    def keep(self, mask: Tensor) -> None:
-        """Keep the rows where ``mask [N]`` is true (parameters, Adam moments, statistics)."""
-        for k in PARAM_NAMES:
-            self._swap(k, self.params[k].detach()[mask], lambda s: s[mask])
-        self.grad_accum, self.grad_count, self.max_radii = (
-            self.grad_accum[mask], self.grad_count[mask], self.max_radii[mask])
-
-    def replace(self, name: str, value: Tensor) -> None:
-        """Replace a parameter's values and zero its Adam moments (as 3DGS's opacity reset does)."""
-        self._swap(name, value.detach(), torch.zeros_like)
-
-    # -- persistence ---------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "params": {k: v.detach().clone() for k, v in self.params.items()},
-            "optimizer": self.optimizer.state_dict(),
-            "grad_accum": self.grad_accum.clone(),
-            "grad_count": self.grad_count.clone(),
-            "max_radii": self.max_radii.clone(),
-        }
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> GaussianModel:
-        lrs = {g["name"]: g["lr"] for g in state["optimizer"]["param_groups"]}
-        model = cls(state["params"], lrs)
-        model.optimizer.load_state_dict(state["optimizer"])
-        model.grad_accum, model.grad_count = state["grad_accum"], state["grad_count"]
-        model.max_radii = state["max_radii"]
-        return model
-
-
-def _pick_budget(candidates: Tensor, grads: Tensor, budget: int) -> Tensor:
-    """Keep only the ``budget`` candidates (bool ``[N]``) with the largest ``grads``."""
-    if int(candidates.sum()) <= budget:
-        return candidates
-    out = torch.zeros_like(candidates)
-    if budget > 0:
-        idx = torch.nonzero(candidates)[:, 0]
-        out[idx[grads[idx].topk(budget).indices]] = True
-    return out
-
-
-@torch.no_grad()
-def densify_and_prune(model: GaussianModel, config: SplatConfig, extent: float, *, prune_big: bool,
-                      generator: torch.Generator | None = None, iteration: int = 0) -> DensifyRecord:
-    """One 3DGS densification step on ``model`` (see the module docstring), then reset the statistics.
-
-    Clones are exact copies; a split Gaussian is replaced by two children whose means are sampled
-    from it (``R diag(s) z``, ``z ~ N(0, I)``, drawn from ``generator``) and whose scales are
-    ``s / 1.6``. Pruning: opacity ``< prune_opacity``; with ``prune_big`` also world scale
-    ``> prune_world_scale x extent`` or screen radius ``> prune_screen_radius``.
-    """
-    n = model.num
-    p = {k: v.detach() for k, v in model.params.items()}
-    grads = torch.where(model.grad_count > 0, model.grad_accum / model.grad_count.clamp_min(1), 0.0)
-    max_scale = p["log_scales"].exp().amax(-1)
-    big_grad = grads >= config.grad_threshold
-    small = max_scale <= config.percent_dense * extent
-    clone, split = big_grad & small, big_grad & ~small
-    if config.max_gaussians is not None:  # every densified Gaussian adds one
-        budget = config.max_gaussians - n
-        both = _pick_budget(clone | split, grads, budget)
-        clone, split = clone & both, split & both
-
-    rows = {k: p[k][clone] for k in PARAM_NAMES}
-    n_split = int(split.sum())
-    if n_split:
-        s = p["log_scales"][split].exp().repeat(2, 1)
-        z = torch.randn(s.shape, generator=generator, dtype=s.dtype)
-        R = quat_to_matrix(p["quats"][split]).repeat(2, 1, 1)
-        children = {k: p[k][split].repeat(2, *([1] * (p[k].dim() - 1))) for k in PARAM_NAMES}
-        children["means"] = (R @ (s * z)[..., None])[..., 0] + children["means"]
-        children["log_scales"] = (s / 1.6).log()
-        rows = {k: torch.cat([rows[k], children[k]]) for k in PARAM_NAMES}
-    old_radii = model.max_radii.clone()
-    model.append(rows)
-
-    m = model.num
-    prune = torch.zeros(m, dtype=torch.bool)
-    prune[:n] = split  # the split parents
-    prune |= model.params["opacity_logits"].detach().sigmoid() < config.prune_opacity
-    if prune_big:
-        prune |= model.params["log_scales"].detach().exp().amax(-1) > config.prune_world_scale * extent
-        if config.prune_screen_radius is not None:
-            prune[:n] |= old_radii > config.prune_screen_radius
-    model.keep(~prune)
-    model.reset_stats()
-    return DensifyRecord(iteration, int(clone.sum()), n_split, int(prune.sum()) - n_split, model.num)
-
-
-@torch.no_grad()
-def reset_opacity(model: GaussianModel, value: float = 0.01) -> None:
-    """Opacities become ``min(opacity, value)`` with fresh Adam moments (3DGS's ``reset_opacity``)."""
-    o = model.params["opacity_logits"].detach()
-    model.replace("opacity_logits", torch.minimum(o, torch.full_like(o, _logit(value))))
 
 
 # ----------------------------------------------------------------------------------------------
