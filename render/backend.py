@@ -44,13 +44,9 @@ def requested(backend: str | None) -> str:
     return value.strip().lower()
 
 
-def resolve(area: str, backend: str | None, device: torch.device) -> str:
-    """Name of the implementation to run for ``area`` on ``device``.
-
-    Returns ``"native"``, ``"reference"`` or an adapter name. Raises ``ValueError`` for an unknown
-    name and ``RuntimeError`` when an explicitly requested implementation is unavailable.
-    """
-    global _warned_cuda
+def validate(area: str, backend: str | None) -> str:
+    """The backend asked for (see :func:`requested`), checked against ``area``'s choices: raises
+    ``ValueError`` naming the choices for an unknown name."""
     choice = requested(backend)
     adapters = AREAS.get(area, ())
     if choice not in BACKENDS and choice not in adapters:
@@ -58,6 +54,18 @@ def resolve(area: str, backend: str | None, device: torch.device) -> str:
             f"unknown backend {choice!r} for {area}; choose one of {', '.join(BACKENDS + adapters)}"
             + (f" (from ${ENV_VAR})" if backend is None else "")
         )
+    return choice
+
+
+def resolve(area: str, backend: str | None, device: torch.device) -> str:
+    """Name of the implementation to run for ``area`` on ``device``.
+
+    Returns ``"native"``, ``"reference"`` or an adapter name. Raises ``ValueError`` for an unknown
+    name and ``RuntimeError`` when an explicitly requested implementation is unavailable.
+    """
+    global _warned_cuda
+    choice = validate(area, backend)
+    adapters = AREAS.get(area, ())
     if choice == "reference":
         return "reference"
     if choice in adapters:

@@ -59,13 +59,7 @@ def check_backend(backend: str | None, area: str = "gaussians") -> str:
     Returns the requested name. Every valid name currently runs the pure-PyTorch code: there is no
     native Gaussian kernel yet, so ``"native"`` falls back silently (see the module docstring).
     """
-    choice = _backend.requested(backend)
-    if choice not in _backend.BACKENDS:
-        raise ValueError(
-            f"unknown backend {choice!r} for {area}; choose one of {', '.join(_backend.BACKENDS)}"
-            + (f" (from ${_backend.ENV_VAR})" if backend is None else "")
-        )
-    return choice
+    return _backend.validate(area, backend)
 
 
 def _check(x: Tensor, name: str, shape: tuple) -> None:
