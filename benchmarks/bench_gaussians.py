@@ -82,9 +82,12 @@ def load_views(device: torch.device):
 
 
 def full_render(bench: Benchmark, device: torch.device, view: int) -> None:
-    """The whole renderer as a trainer calls it: rasterize_gaussians (projection in torch, native
-    rasterization) of anisotropic Gaussians, gradients to every parameter."""
-    from scenegrad.render.gaussians import rasterize_gaussians
+    """The whole renderer as a trainer calls it: rasterize_gaussians (native projection and
+    rasterization) of anisotropic Gaussians, gradients to every parameter; project_gaussians alone,
+    native and reference; gsplat's whole render in the same run where it is installed (CUDA)."""
+    import importlib.util
+
+    from scenegrad.render.gaussians import project_gaussians, rasterize_gaussians
 
     data = np.load(GARDEN)
     width, height = int(data["width"]), int(data["height"])
@@ -99,19 +102,26 @@ def full_render(bench: Benchmark, device: torch.device, view: int) -> None:
     opacities = torch.full((len(points),), 0.8, device=device)
     case = f"garden {width}x{height} view {view}"
 
-    def render(grad: bool):
+    def render(grad: bool, backend: str = "native"):
         params = [t.detach().requires_grad_(grad) for t in (means, quats, log_scales, opacities, colors)]
         out = rasterize_gaussians(params[0], params[1], params[2].exp(), params[3], params[4], viewmats, Ks, width,
-                                  height, backend="native")
+                                  height, backend=backend)
         if grad:
             out.colors.square().sum().backward()
 
-    def forward() -> None:
-        with torch.no_grad():
-            render(False)
+    def project(backend: str) -> None:
+        params = [t.detach().requires_grad_(True) for t in (means, quats, log_scales)]
+        _, m2d, dep, con, _ = project_gaussians(params[0], params[1], params[2].exp(), viewmats, Ks, width, height,
+                                                backend=backend)
+        (m2d.sum() + dep.sum() + con.sum()).backward()
 
-    bench.run(case, "rasterize_gaussians fwd", forward)
+    bench.run(case, "rasterize_gaussians fwd", lambda: render(False))
     bench.run(case, "rasterize_gaussians fwd+bwd", lambda: render(True))
+    if device.type == "cuda" and importlib.util.find_spec("gsplat") is not None:
+        bench.run(case, "gsplat rasterization fwd", lambda: render(False, "gsplat"))
+        bench.run(case, "gsplat rasterization fwd+bwd", lambda: render(True, "gsplat"))
+    bench.run(case, "project_gaussians native fwd+bwd", lambda: project("native"))
+    bench.run(case, "project_gaussians reference fwd+bwd", lambda: project("reference"), repeat=3)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ namespace scenegrad {
 
 // Gaussian splatting registers its operations from its own files (cuda/gaussians/*_bindings.cpp).
 void bind_gaussian_rasterize(pybind11::module_& m);
+void bind_gaussian_project(pybind11::module_& m);
 
 namespace {
 
@@ -106,4 +107,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("texture_mip", &scenegrad::texture_mip, "the mip pyramid of a texture, flattened");
     m.def("texture_mip_fold_", &scenegrad::texture_mip_fold_, "fold mip-level gradients into level 0, in place");
     scenegrad::bind_gaussian_rasterize(m);
+    scenegrad::bind_gaussian_project(m);
 }

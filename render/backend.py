@@ -32,7 +32,7 @@ BACKENDS = ("auto", "native", "reference")
 #: Areas with a dispatch point, and the external adapters each one knows (module names).
 AREAS: dict[str, tuple[str, ...]] = {
     "mesh": (),
-    "gaussians": (),
+    "gaussians": ("gsplat",),  # rasterize_gaussians only
 }
 
 _warned_cuda = False

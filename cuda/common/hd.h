@@ -37,6 +37,8 @@ template <typename T>
 SG_HD T sg_ceil(T x) { return ceil(x); }
 template <typename T>
 SG_HD T sg_log2(T x) { return log2(x); }
+template <typename T>
+SG_HD T sg_sqrt(T x) { return sqrt(x); }
 #else
 template <typename T>
 SG_HD T sg_floor(T x) { return std::floor(x); }
@@ -44,6 +46,8 @@ template <typename T>
 SG_HD T sg_ceil(T x) { return std::ceil(x); }
 template <typename T>
 SG_HD T sg_log2(T x) { return std::log2(x); }
+template <typename T>
+SG_HD T sg_sqrt(T x) { return std::sqrt(x); }
 #endif
 
 // floor(x) as an int without a libm call (x86-64 without SSE4.1 has no floor instruction), for

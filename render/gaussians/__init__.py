@@ -12,8 +12,11 @@ Layers (one name per primitive at every layer):
 Helpers: :mod:`~scenegrad.render.gaussians.sh` (spherical harmonics with 3DGS's constants). Files of
 Gaussian scenes (3DGS PLY, ``.splat``) live in :mod:`scenegrad.datasets.splats`.
 
-Backends: :func:`project_gaussians` has no native kernel yet; its ``backend=`` is validated and every
-valid choice runs the pure-PyTorch code (``"native"`` falls back without a warning for now).
+Backends (:mod:`scenegrad.render.backend`, area ``"gaussians"``): both primitives have a pure-PyTorch
+reference (``render/_reference/gaussian_*.py``), a native C++ CPU kernel and a CUDA kernel
+(``cuda/gaussians/``, the per-element math shared in ``project.h`` and ``rasterize.h``).
+:func:`rasterize_gaussians` also takes ``backend="gsplat"`` where gsplat and a GPU are present
+(:mod:`~scenegrad.render.gaussians.gsplat_adapter`).
 """
 
 from .project import project_gaussians

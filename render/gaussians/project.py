@@ -24,10 +24,10 @@ or ``z >= far``, ``det(cov2d) <= 0`` (only possible with ``eps2d = 0`` and degen
 ``radius <= radius_clip``, or its box ``[mean2d - radius, mean2d + radius]`` misses the image
 ``[0, width] x [0, height]``.
 
-Implementations: this pure-PyTorch code is the reference and, for now, the only implementation
-(autograd gives every gradient). ``backend`` is validated like every scenegrad primitive
-(:mod:`scenegrad.render.backend`), but ``"native"`` and ``"auto"`` run this code too, with no
-warning, until the native kernel lands (``cuda/gaussians/project_*``).
+Implementations (one signature, :mod:`scenegrad.render.backend` area ``"gaussians"``): the native
+kernels (``cuda/gaussians/project.h``, C++ with OpenMP on CPU, CUDA on GPU; hand-written
+backward) and the pure-PyTorch reference :mod:`scenegrad.render._reference.gaussian_project`
+(autograd gives every gradient).
 
 >>> import torch
 >>> means = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, -2.0]])  # the second one is behind the camera
@@ -45,19 +45,19 @@ import torch
 from torch import Tensor
 
 from scenegrad.render import backend as _backend
-from scenegrad.render.rotations import quat_to_matrix
+from scenegrad.render._reference import gaussian_project as _reference
 
 __all__ = ["project_gaussians", "check_backend"]
 
 #: Field-of-view factor of the Jacobian clamp (3DGS / gsplat).
-FOV_CLAMP = 1.3
+FOV_CLAMP = _reference.FOV_CLAMP
+_AREA = "gaussians"
 
 
 def check_backend(backend: str | None, area: str = "gaussians") -> str:
     """Validate a ``backend=`` argument (or ``$SCENEGRAD_BACKEND``) for the Gaussian primitives.
 
-    Returns the requested name. Every valid name currently runs the pure-PyTorch code: there is no
-    native Gaussian kernel yet, so ``"native"`` falls back silently (see the module docstring).
+    Returns the requested name (``None`` when neither is set).
     """
     return _backend.validate(area, backend)
 
@@ -102,7 +102,7 @@ def project_gaussians(
         near, far: camera-space ``z`` range kept (exclusive).
         radius_clip: Gaussians with a radius ``<=`` this (px) are culled.
         antialiased: also return Mip-Splatting's opacity ``compensations``.
-        backend: ``"auto"``, ``"native"`` or ``"reference"`` (all run this PyTorch code for now).
+        backend: ``"auto"``, ``"native"`` or ``"reference"`` (:mod:`scenegrad.render.backend`).
 
     Returns:
         ``(radii, means2d, depths, conics, compensations)``:
@@ -110,8 +110,8 @@ def project_gaussians(
         camera ``z``, ``conics [C, N, 3]`` the upper triangle ``(a, b, c)`` of ``cov2d^-1``, and
         ``compensations [C, N]`` (``None`` unless ``antialiased``). Culled entries are zero.
 
-    Dtype and device follow ``means``; all float inputs must share them. Differentiable (autograd)
-    with respect to ``means``, ``quats``, ``scales``, ``viewmats`` and ``Ks``; ``radii`` are not
+    Dtype (float32 or float64) and device follow ``means``; all float inputs must share them.
+    Differentiable with respect to ``means``, ``quats``, ``scales``, ``viewmats`` and ``Ks``; ``radii`` are not
     differentiable.
     """
     check_backend(backend)
@@ -132,62 +132,38 @@ def project_gaussians(
     if eps2d < 0:
         raise ValueError(f"eps2d must be >= 0, got {eps2d}")
 
-    # 3D covariance, world then camera frame.
-    M = quat_to_matrix(quats) * scales[:, None, :]  # [N, 3, 3] = R S
-    cov3d = M @ M.transpose(-1, -2)  # [N, 3, 3]
-    W, w = viewmats[:, :3, :3], viewmats[:, :3, 3]
-    p_cam = torch.einsum("cij,nj->cni", W, means) + w[:, None, :]  # [C, N, 3]
-    cov_cam = torch.einsum("cij,njk,clk->cnil", W, cov3d, W)  # [C, N, 3, 3]
+    args = (int(width), int(height), float(eps2d), float(near), float(far), float(radius_clip), bool(antialiased))
+    which = _backend.resolve(_AREA, backend, means.device)
+    if which not in ("native", "reference"):
+        raise ValueError(f"backend {which!r} is an adapter of rasterize_gaussians only; "
+                         "project_gaussians runs 'native' or 'reference'")
+    if which == "native":
+        radii, means2d, depths, conics, comps = _ProjectGaussiansNative.apply(
+            means.contiguous(), quats.contiguous(), scales.contiguous(), viewmats.contiguous(), Ks.contiguous(), *args
+        )
+        return radii, means2d, depths, conics, comps if antialiased else None
+    return _reference.project_gaussians(means, quats, scales, viewmats, Ks, *args)
 
-    x, y, z = p_cam.unbind(-1)
-    in_depth = (z > near) & (z < far)
-    z_safe = torch.where(in_depth, z, torch.ones_like(z))  # culled: harmless values, no NaN gradients
-    x_safe = torch.where(in_depth, x, torch.zeros_like(x))
-    y_safe = torch.where(in_depth, y, torch.zeros_like(y))
 
-    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C, 1]
-    lim_x = FOV_CLAMP * 0.5 * width / fx
-    lim_y = FOV_CLAMP * 0.5 * height / fy
-    u = torch.maximum(torch.minimum(x_safe / z_safe, lim_x), -lim_x)  # clamped x/z
-    v = torch.maximum(torch.minimum(y_safe / z_safe, lim_y), -lim_y)
-    zero = torch.zeros_like(z_safe)
-    J = torch.stack([fx / z_safe, zero, -fx * u / z_safe, zero, fy / z_safe, -fy * v / z_safe], dim=-1)
-    J = J.unflatten(-1, (2, 3))  # [C, N, 2, 3]
-    cov2d = J @ cov_cam @ J.transpose(-1, -2)  # [C, N, 2, 2], before the filter
+class _ProjectGaussiansNative(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means: Tensor, quats: Tensor, scales: Tensor, viewmats: Tensor, Ks: Tensor, *args):
+        radii, means2d, depths, conics, comps = _backend.native_module().project_gaussians_fwd(
+            means, quats, scales, viewmats, Ks, *args
+        )
+        ctx.save_for_backward(means, quats, scales, viewmats, Ks, radii)
+        ctx.args = args
+        ctx.mark_non_differentiable(radii)
+        return radii, means2d, depths, conics, comps
 
-    s00, s01, s11 = cov2d[..., 0, 0], 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0]), cov2d[..., 1, 1]
-    det_orig = s00 * s11 - s01 * s01
-    a00, a11 = s00 + eps2d, s11 + eps2d
-    det = a00 * a11 - s01 * s01
-
-    # Radius from the largest eigenvalue of the filtered covariance (not differentiable).
-    with torch.no_grad():
-        half_trace = 0.5 * (a00 + a11)
-        lam = half_trace + torch.sqrt(torch.clamp_min(half_trace * half_trace - det, 0.0))
-        radius = torch.ceil(3.0 * torch.sqrt(torch.clamp_min(lam, 0.0)))
-
-    uv1 = torch.stack([x_safe / z_safe, y_safe / z_safe, torch.ones_like(z_safe)], dim=-1)  # [C, N, 3]
-    means2d = torch.einsum("cij,cnj->cni", Ks[:, :2, :], uv1)  # [C, N, 2]
-
-    with torch.no_grad():
-        valid = in_depth & (det > 0) & torch.isfinite(radius) & (radius > radius_clip)
-        m = means2d.detach()
-        valid &= (m[..., 0] + radius > 0) & (m[..., 0] - radius < width)
-        valid &= (m[..., 1] + radius > 0) & (m[..., 1] - radius < height)
-    radii = torch.where(valid, radius, torch.zeros_like(radius)).to(torch.int32)
-
-    det_safe = torch.where(valid, det, torch.ones_like(det))
-    conics = torch.stack([a11 / det_safe, -s01 / det_safe, a00 / det_safe], dim=-1)
-    vmask = valid[..., None]
-    conics = torch.where(vmask, conics, torch.zeros_like(conics))
-    means2d = torch.where(vmask, means2d, torch.zeros_like(means2d))
-    depths = torch.where(valid, z, torch.zeros_like(z))
-
-    compensations = None
-    if antialiased:
-        ratio = det_orig / det_safe
-        ok = valid & (ratio > 0)
-        ratio_safe = torch.where(ok, ratio, torch.ones_like(ratio))
-        compensations = torch.where(ok, torch.sqrt(ratio_safe), torch.zeros_like(ratio))
-    return radii, means2d, depths, conics, compensations
-
+    @staticmethod
+    def backward(ctx, _v_radii, v_means2d: Tensor, v_depths: Tensor, v_conics: Tensor, v_comps: Tensor):
+        means, quats, scales, viewmats, Ks, radii = ctx.saved_tensors
+        antialiased = ctx.args[-1]
+        camera_grads = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
+        v_means, v_quats, v_scales, v_viewmats, v_Ks = _backend.native_module().project_gaussians_bwd(
+            means, quats, scales, viewmats, Ks, *ctx.args, radii, v_means2d.contiguous(), v_depths.contiguous(),
+            v_conics.contiguous(), v_comps.contiguous() if antialiased else None, camera_grads,
+        )
+        return (v_means, v_quats, v_scales, v_viewmats if camera_grads else None, v_Ks if camera_grads else None,
+                *([None] * len(ctx.args)))

@@ -96,6 +96,9 @@ def rasterize_to_pixels(
     """
     _check_inputs(means2d, conics, colors, opacities, depths, radii, width, height, tile_size, backgrounds)
     which = _backend.resolve(_AREA, backend, means2d.device)
+    if which not in ("native", "reference"):
+        raise ValueError(f"backend {which!r} is an adapter of rasterize_gaussians only; "
+                         "rasterize_to_pixels runs 'native' or 'reference'")
     if which == "native":
         out_colors, out_alphas = _RasterizeToPixelsNative.apply(
             means2d.contiguous(), conics.contiguous(), colors.contiguous(), opacities.contiguous(),

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from scenegrad.render import backend as _backend
+
 from .project import check_backend, project_gaussians
 from .rasterize import rasterize_to_pixels as _rasterize_to_pixels  # looked up per call: tests may replace it
 from .sh import num_sh_bases, spherical_harmonics
@@ -120,7 +122,9 @@ def rasterize_gaussians(
             compensation multiplied into the opacities).
         eps2d: screen-space filter (px^2) added to every 2D covariance.
         tile_size: rasterizer tile size in pixels.
-        backend: ``"auto"``, ``"native"`` or ``"reference"``, passed to both primitives.
+        backend: ``"auto"``, ``"native"`` or ``"reference"``, passed to both primitives, or
+            ``"gsplat"``: the whole render by gsplat's ``rasterization`` where gsplat is installed
+            (CUDA tensors only; :mod:`~scenegrad.render.gaussians.gsplat_adapter`).
 
     Returns:
         A :class:`GaussianRender`. Differentiable (autograd) with respect to ``means``, ``quats``,
@@ -137,6 +141,14 @@ def rasterize_gaussians(
     if not isinstance(tile_size, int) or tile_size <= 0:
         raise ValueError(f"tile_size must be a positive int, got {tile_size!r}")
 
+    if _backend.resolve("gaussians", backend, means.device) == "gsplat":
+        from . import gsplat_adapter
+
+        return gsplat_adapter.rasterize_gaussians(
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near_plane,
+            far_plane=far_plane, sh_degree=sh_degree, backgrounds=backgrounds, render_mode=render_mode,
+            rasterize_mode=rasterize_mode, eps2d=eps2d, tile_size=tile_size,
+        )
     radii, means2d, view_depths, conics, compensations = project_gaussians(
         means, quats, scales, viewmats, Ks, width, height, eps2d=eps2d, near=near_plane, far=far_plane,
         antialiased=rasterize_mode == "antialiased", backend=backend,

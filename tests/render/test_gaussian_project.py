@@ -1,4 +1,6 @@
-"""project_gaussians: closed forms, an independent per-Gaussian float64 twin, float64 gradcheck, culling."""
+"""project_gaussians: closed forms, an independent per-Gaussian float64 twin, float64 gradcheck and
+culling, each for the reference and the native kernel; native vs reference forward and backward on
+random scenes (behind the camera, at the border, clamped, degenerate scales); CUDA vs CPU."""
 
 from __future__ import annotations
 
@@ -12,6 +14,15 @@ from scenegrad.render.gaussians import project_gaussians
 from scenegrad.render.rotations import random_rotations, rt_to_matrix
 
 W, H = 64, 48
+
+
+@pytest.fixture(params=["reference", "native"], autouse=True)
+def backend(request, monkeypatch):
+    """Every test runs once per implementation (through ``$SCENEGRAD_BACKEND``)."""
+    if request.param == "native":
+        request.getfixturevalue("native")
+    monkeypatch.setenv("SCENEGRAD_BACKEND", request.param)
+    return request.param
 
 
 def _K(fx=80.0, fy=90.0, cx=30.0, cy=25.0, dtype=torch.float64):
@@ -223,10 +234,6 @@ def test_random_rotations_invariance():
 
 def test_backend_and_shape_errors(monkeypatch):
     means, quats, scales, viewmats, Ks = _scene(n=2, c=1)
-    ref = project_gaussians(means, quats, scales, viewmats, Ks, W, H, backend="reference")
-    nat = project_gaussians(means, quats, scales, viewmats, Ks, W, H, backend="native")  # falls back for now
-    for a, b in zip(ref[:4], nat[:4], strict=True):
-        assert torch.equal(a, b)
     with pytest.raises(ValueError, match="unknown backend"):
         project_gaussians(means, quats, scales, viewmats, Ks, W, H, backend="bogus")
     monkeypatch.setenv("SCENEGRAD_BACKEND", "bogus")
