@@ -11,9 +11,11 @@
 
 namespace scenegrad {
 
-// Gaussian splatting registers its operations from its own files (cuda/gaussians/*_bindings.cpp).
+// Gaussian splatting and iso-surfaces register their operations from their own files
+// (cuda/gaussians/*_bindings.cpp, cuda/iso/iso_bindings.cpp).
 void bind_gaussian_rasterize(pybind11::module_& m);
 void bind_gaussian_project(pybind11::module_& m);
+void bind_marching_cubes(pybind11::module_& m);
 
 namespace {
 
@@ -108,4 +110,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("texture_mip_fold_", &scenegrad::texture_mip_fold_, "fold mip-level gradients into level 0, in place");
     scenegrad::bind_gaussian_rasterize(m);
     scenegrad::bind_gaussian_project(m);
+    scenegrad::bind_marching_cubes(m);
 }

@@ -33,6 +33,7 @@ BACKENDS = ("auto", "native", "reference")
 AREAS: dict[str, tuple[str, ...]] = {
     "mesh": (),
     "gaussians": ("gsplat",),  # rasterize_gaussians only
+    "iso": (),
 }
 
 _warned_cuda = False

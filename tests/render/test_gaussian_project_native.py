@@ -12,6 +12,7 @@ from scenegrad.render.gaussians import project_gaussians
 from scenegrad.render.rotations import rt_to_matrix
 
 from ..conftest import requires_cuda
+
 W, H = 80, 60
 
 
