@@ -74,7 +74,8 @@ std::vector<torch::Tensor> marching_cubes_fwd_cuda(const torch::Tensor& values, 
     const int64_t P = values.numel();
     auto i32 = values.options().dtype(torch::kInt32);
     auto i64 = values.options().dtype(torch::kInt64);
-    if (P == 0) return {torch::empty({0, 2}, i64), torch::empty({0, 3}, i32)};
+    const torch::Tensor non_finite = (~torch::isfinite(values)).sum();
+    if (P == 0 || non_finite.item<int64_t>() > 0) return {torch::empty({0, 2}, i64), torch::empty({0, 3}, i32), non_finite};
     auto bits = torch::empty({P}, i32), point_count = torch::empty({P}, i32), cell_count = torch::empty({P}, i32);
     AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "marching_cubes_count_cuda", [&] {
         count_kernel<scalar_t><<<blocks(P), kThreads, 0, stream>>>(
@@ -96,7 +97,7 @@ std::vector<torch::Tensor> marching_cubes_fwd_cuda(const torch::Tensor& values, 
             edges.data_ptr<int64_t>(), faces.data_ptr<int32_t>());
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return {edges, faces};
+    return {edges, faces, non_finite};
 }
 
 }  // namespace iso

@@ -9,7 +9,8 @@ namespace scenegrad {
 namespace iso {
 
 // values [X, Y, Z] float32/64 contiguous, tris [256, M, 3] int8, counts [256] int8 ->
-// {edges [V, 2] int64 (flat grid indices of each vertex's edge, lower end first), faces [F, 3] int32}.
+// {edges [V, 2] int64 (flat grid indices of each vertex's edge, lower end first), faces [F, 3] int32,
+//  non_finite [] int64 (the count of NaN / inf values; when > 0 the mesh is left empty)}.
 std::vector<torch::Tensor> marching_cubes_fwd_cpu(const torch::Tensor& values, double level,
                                                   const torch::Tensor& tris, const torch::Tensor& counts);
 #ifdef SCENEGRAD_WITH_CUDA

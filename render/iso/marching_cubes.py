@@ -77,16 +77,46 @@ def _vec3(x: float | Sequence[float] | Tensor, name: str) -> tuple[float, float,
     return values[0], values[1], values[2]
 
 
+class _EdgeFraction(torch.autograd.Function):
+    """``t = (level - v0) / (v1 - v0)`` per vertex; the backward adds both ends' gradients into one
+    dense grid with ``index_add_`` (autograd's gather backward would build one grid per end)."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, edges: Tensor, level: float) -> Tensor:
+        flat = values.reshape(-1)
+        v0, v1 = flat[edges[:, 0]], flat[edges[:, 1]]
+        ctx.save_for_backward(v0, v1, edges)
+        ctx.level, ctx.shape = level, values.shape
+        return (level - v0) / (v1 - v0)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        v0, v1, edges = ctx.saved_tensors
+        inv = 1.0 / (v1 - v0)
+        dt_dv0 = (ctx.level - v1) * inv * inv
+        dt_dv1 = (v0 - ctx.level) * inv * inv
+        grad = g.new_zeros(ctx.shape.numel())
+        grad.index_add_(0, edges[:, 0], g * dt_dv0).index_add_(0, edges[:, 1], g * dt_dv1)
+        return grad.view(ctx.shape), None, None
+
+
 def marching_cubes_topology(values: Tensor, level: float = 0.0, *, backend: str | None = None) -> tuple[Tensor, Tensor]:
     """The discrete part of :func:`marching_cubes`: ``(edges [V, 2] int64, faces [F, 3] int32)``
-    (see :class:`IsoSurface`). ``values`` must be a finite ``[X, Y, Z]`` float tensor; no gradient."""
+    (see :class:`IsoSurface`) of a ``[X, Y, Z]`` float tensor; no gradient. Raises ``ValueError``
+    when ``values`` has NaN or inf entries."""
     which = _backend.resolve(_AREA, backend, values.device)
     tris, counts = _tables(values.device)
     values = values.detach().contiguous()
-    if which == "native":
-        edges, faces = _backend.native_module().marching_cubes_fwd(values, float(level), tris, counts)
-        return edges, faces
-    return _reference.marching_cubes_topology(values, float(level), tris, counts)
+    if which == "native":  # the kernel counts non-finite values while it reads the grid
+        edges, faces, bad = _backend.native_module().marching_cubes_fwd(values, float(level), tris, counts)
+        bad = int(bad)
+    else:
+        bad = int((~torch.isfinite(values)).sum())
+        if not bad:
+            edges, faces = _reference.marching_cubes_topology(values, float(level), tris, counts)
+    if bad:
+        raise ValueError(f"values has {bad} non-finite entries (NaN or inf); marching cubes needs a finite field")
+    return edges, faces
 
 
 def marching_cubes(
@@ -118,9 +148,6 @@ def marching_cubes(
     if not isinstance(values, Tensor) or values.dim() != 3 or not values.is_floating_point():
         got = list(values.shape) if isinstance(values, Tensor) else type(values).__name__
         raise ValueError(f"values must be a [X, Y, Z] floating-point tensor, got {got}")
-    if not bool(torch.isfinite(values).all()):
-        bad = int((~torch.isfinite(values)).sum())
-        raise ValueError(f"values has {bad} non-finite entries (NaN or inf); marching cubes needs a finite field")
     level = float(level)
     step = torch.tensor(_vec3(spacing, "spacing"), dtype=values.dtype, device=values.device)
     if bool((step <= 0).any()):
@@ -128,9 +155,7 @@ def marching_cubes(
     start = torch.tensor(_vec3(origin, "origin"), dtype=values.dtype, device=values.device)
 
     edges, faces = marching_cubes_topology(values, level, backend=backend)
-    flat = values.reshape(-1)
-    v0, v1 = flat[edges[:, 0]], flat[edges[:, 1]]
-    t = (level - v0) / (v1 - v0)  # in [0, 1]: the ends lie on different sides of level
+    t = _EdgeFraction.apply(values, edges, level)  # in [0, 1]: the ends lie on different sides of level
     X, Y, Z = values.shape
     strides = torch.tensor([Y * Z, Z, 1], device=values.device)
     ijk = (edges[:, :1] // strides) % torch.tensor([X, Y, Z], device=values.device)  # [V, 3] lower grid point
