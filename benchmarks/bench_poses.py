@@ -1,0 +1,179 @@
+"""Benchmark of camera poses from video (scenegrad.recon.flowmap) on a real RGB-D capture with ground truth.
+
+Scene: 7-Scenes redkitchen, every 10th frame of a 1000-frame loop (``../shared/data/rgbd/redkitchen_sub10``:
+100 colour frames 640x480 with camera-to-world poses in metres), taken as a video (frames in order), all
+methods on the same frames at the same resolution (``--side``, long side; default 320x240).
+
+Figures per method: frames posed, ATE (RMSE of camera centres after a Sim(3) alignment to ground truth,
+metres), the median error of consecutive relative rotations (degrees), the focal length error (against the
+file's fx = 585 at 640 px; that K is the *depth* camera's: colour and depth are not registered in 7-Scenes,
+so a few percent of focal error is expected even from a perfect method), runtime (seconds, wall).
+
+Methods: ``scenegrad`` (:func:`scenegrad.recon.flowmap.fit`, ``--preset``); with ``--peers``, COLMAP through
+pycolmap (SIFT, sequential matching, incremental mapping, one shared SIMPLE_RADIAL camera) in the same run.
+A table on stdout and JSON (``--json`` or ``benchmarks/results/bench_poses.json``).
+
+    python benchmarks/bench_poses.py [--frames 100] [--side 320] [--preset default|fast] [--peers] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import RESULTS_DIR, machine  # noqa: E402
+
+from scenegrad.datasets.rgbd import load_7scenes  # noqa: E402
+from scenegrad.recon.evaluate import pose_errors  # noqa: E402
+from scenegrad.recon.flowmap import FlowMapConfig, fit  # noqa: E402
+from scenegrad.render.cameras import Cameras  # noqa: E402
+
+KITCHEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "rgbd" / "redkitchen_sub10"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="scenegrad benchmark: poses from video (redkitchen, CPU)")
+    parser.add_argument("--frames", type=int, default=100, help="first N frames of the sequence")
+    parser.add_argument("--side", type=int, default=320, help="long side of the frames every method gets")
+    parser.add_argument("--preset", default="default", choices=("default", "fast"), help="FlowMapConfig preset")
+    parser.add_argument("--peers", action="store_true", help="also run COLMAP (pycolmap) on the same frames")
+    parser.add_argument("--json", default=None, help="output path (default benchmarks/results/bench_poses.json)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: much faster on a busy machine)")
+    parser.add_argument("--quick", action="store_true", help="20 frames, fast preset (a smoke run)")
+    return parser.parse_args(argv)
+
+
+def load_frames(count: int, side: int) -> tuple[list[np.ndarray], Cameras, list[str]]:
+    """The first ``count`` colour frames resized to long side ``side`` (uint8), ground-truth cameras resized
+    to match, and the frame names."""
+    import cv2
+
+    scene = load_7scenes(KITCHEN)
+    frames, names = [], []
+    for frame in scene.frames[:count]:
+        image = (frame.image()[..., :3].numpy() * 255 + 0.5).astype(np.uint8)
+        H, W = image.shape[:2]
+        s = side / max(H, W)
+        frames.append(cv2.resize(image, (round(W * s), round(H * s)), interpolation=cv2.INTER_AREA))
+        names.append(frame.name)
+    from scenegrad.render.cameras import resize
+
+    h, w = frames[0].shape[:2]
+    return frames, resize(scene.cameras[list(range(len(frames)))], (w, h)), names
+
+
+def run_scenegrad(frames: list[np.ndarray], preset: str) -> tuple[Cameras, list[int], float, dict]:
+    config = FlowMapConfig.fast() if preset == "fast" else FlowMapConfig.default()
+    t = time.perf_counter()
+    result = fit(frames, config)
+    return result.cameras, list(range(len(frames))), time.perf_counter() - t, dataclasses.asdict(config)
+
+
+def run_colmap(frames: list[np.ndarray], names: list[str]) -> tuple[Cameras | None, list[int], float, dict]:
+    """pycolmap: SIFT, sequential matching, incremental mapping; the largest model's cameras and the indices
+    of the frames it registered."""
+    import cv2
+    import pycolmap
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "images").mkdir()
+        files = [f"{n}.png" for n in names]
+        for f, name in zip(frames, files, strict=True):
+            cv2.imwrite(str(root / "images" / name), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        t = time.perf_counter()
+        db = root / "database.db"
+        pycolmap.extract_features(db, root / "images", camera_mode=pycolmap.CameraMode.SINGLE,
+                                  device=pycolmap.Device.cpu)
+        pycolmap.match_sequential(db, device=pycolmap.Device.cpu)
+        (root / "sparse").mkdir()
+        models = pycolmap.incremental_mapping(db, root / "images", root / "sparse")
+        seconds = time.perf_counter() - t
+        if not models:
+            return None, [], seconds, {}
+        model = max(models.values(), key=lambda m: m.num_reg_images())
+        index = {name: k for k, name in enumerate(files)}
+        Rs, ts, fs, idx = [], [], [], []
+        for image in model.images.values():
+            if not image.has_pose:
+                continue
+            pose = image.cam_from_world()
+            M = np.asarray(pose.matrix())
+            Rs.append(M[:, :3])
+            ts.append(M[:, 3])
+            fs.append(model.cameras[image.camera_id].params[0])
+            idx.append(index[image.name])
+        order = np.argsort(idx)
+        h, w = frames[0].shape[:2]
+        cams = Cameras(fx=torch.tensor(np.array(fs)[order]), fy=torch.tensor(np.array(fs)[order]), cx=w / 2,
+                       cy=h / 2, R=torch.tensor(np.array(Rs)[order]), t=torch.tensor(np.array(ts)[order]),
+                       width=w, height=h)
+        return cams, [idx[k] for k in order], seconds, {"models": len(models)}
+
+
+def evaluate(name: str, cams: Cameras | None, posed: list[int], seconds: float, gt: Cameras, extra: dict) -> dict:
+    row = {"method": name, "frames": len(gt), "posed": len(posed), "seconds": seconds, **extra}
+    if cams is None or len(posed) < 3:
+        return row | {"ate_m": None, "rel_rot_median_deg": None, "focal_rel": None}
+    e = pose_errors(cams, gt[posed])
+    return row | {"ate_m": e.ate, "ate_rel": e.ate_rel, "rot_mean_deg": e.rot_mean_deg,
+                  "rel_rot_median_deg": e.rel_rot_median_deg, "focal_rel": e.focal_rel,
+                  "focal_px": float(cams.fx.double().mean()), "focal_gt_px": float(gt.fx.double().mean())}
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    if not KITCHEN.is_dir():
+        raise SystemExit(f"bench_poses: the redkitchen frames are missing ({KITCHEN})")
+    count, preset = (20, "fast") if args.quick else (args.frames, args.preset)
+    frames, gt, names = load_frames(count, args.side)
+    h, w = frames[0].shape[:2]
+    print(f"redkitchen: {len(frames)} frames {w}x{h}", file=sys.stderr)
+    rows = []
+    cams, posed, seconds, config = run_scenegrad(frames, preset)
+    rows.append(evaluate(f"scenegrad flowmap ({preset})", cams, posed, seconds, gt, {}))
+    if args.peers:
+        try:
+            cams, posed, seconds, extra = run_colmap(frames, names)
+            rows.append(evaluate("colmap (pycolmap)", cams, posed, seconds, gt, extra))
+        except Exception as error:  # a peer failing must not hide our figures
+            rows.append({"method": "colmap (pycolmap)", "error": f"{type(error).__name__}: {error}"})
+    _print_table(rows, w, h)
+    payload = {"benchmark": "bench_poses", "machine": machine(), "scene": "7-Scenes redkitchen (every 10th frame)",
+               "resolution": [w, h], "rows": rows, "flowmap_config": config}
+    path = Path(args.json) if args.json else RESULTS_DIR / "bench_poses.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
+
+
+def _print_table(rows: list[dict], w: int, h: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(x, spec):
+        return "–" if x is None else format(x, spec)
+
+    table = Table(title=f"bench_poses: redkitchen {w}x{h}, CPU ({torch.get_num_threads()} threads)")
+    for column in ("method", "posed", "ATE m", "rel. rot. median °", "focal err", "seconds", "note"):
+        table.add_column(column, justify="left" if column in ("method", "note") else "right")
+    for r in rows:
+        table.add_row(r["method"], f"{r.get('posed', '–')}/{r.get('frames', '–')}", fmt(r.get("ate_m"), ".3f"),
+                      fmt(r.get("rel_rot_median_deg"), ".2f"),
+                      "–" if r.get("focal_rel") is None else f"{100 * r['focal_rel']:.1f} %",
+                      fmt(r.get("seconds"), ".1f"), r.get("error", ""))
+    Console(width=120).print(table)
+
+
+if __name__ == "__main__":
+    main()

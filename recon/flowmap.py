@@ -1,0 +1,735 @@
+"""FlowMap-style camera poses, a shared focal length and dense depth from a video, by gradient descent.
+
+Given an ordered sequence of frames, :func:`fit` recovers every frame's world-to-camera pose, one focal
+length shared by all frames (principal point at the image centre) and a dense depth map per frame, by
+minimising the robust (Huber) difference between observed optical flow and the flow *induced* by the
+depths, the focal length and the poses. As in FlowMap (Smith et al. 2024), in the main phase the only free
+parameters are the depths and the focal length: the poses are solved in closed form from them, by a
+weighted Procrustes fit (:func:`procrustes`, SVD) between the unprojected points of consecutive frames
+matched by flow, composed along the sequence, so the gradient of the flow loss reaches the depths and the
+focal length *through* the pose solve. No network, no pretrained weights:
+
+- correspondences: OpenCV DIS flow between frames ``i -> i + s`` for ``s`` in ``config.skips``, with
+  forward-backward and texture masks (:mod:`scenegrad.recon.flow`);
+- depth: per frame, a multi-resolution field of log-depth (a coarse grid plus finer residual grids,
+  sampled bilinearly and summed), positive by construction, with an edge-aware smoothness prior;
+  initialised flat (all depths 1);
+- focal length: for the first ``focal_search_steps`` steps, one depth field per candidate focal length
+  (``focal_candidates`` fields of view in ``fov_range``) is fitted, all at once; a softmin over the
+  candidates' losses then gives the focal length (and the best candidate's depth goes on), which is
+  refined from there as a free parameter (FlowMap weighs the candidates with a softmin over one shared
+  depth; that picked focal lengths off by 50-70 % on the orbit test here, one field per candidate 17 %);
+- poses: Procrustes poses for ``steps`` steps (focal search included), then ``refine_steps`` steps with the
+  poses as free parameters started from the Procrustes solution (a dense bundle adjustment over the
+  flow pairs): the Procrustes poses alone carry the depth maps' errors (the refinement lowers the flow
+  loss about 3x on the synthetic tests);
+- long videos: overlapping windows of ``window`` frames, fitted one after the other and chained by a
+  Sim(3) (rotation and translation from a shared frame's pose, scale from its depths).
+
+Conventions: :mod:`scenegrad.render.cameras` (OpenCV, world-to-camera, pixel centres at ``+0.5``). The
+world frame is the first frame's camera; the scale is arbitrary (depths start at 1).
+
+>>> from scenegrad.datasets.generate import synthetic_scene
+>>> scene = synthetic_scene("room", path="walk", count=6, size=(64, 48))
+>>> frames = [f.image() for f in scene.frames]
+>>> result = fit(frames, FlowMapConfig.fast(steps=20, refine_steps=10, focal_search_steps=10, progress=False))
+>>> len(result.cameras), tuple(result.depths.shape)
+(6, (6, 48, 64))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from scenegrad.datasets.scene import Frame, Points, Scene
+from scenegrad.recon.flow import FlowPairs, compute_flow_pairs
+from scenegrad.render.cameras import Cameras
+
+__all__ = ["FlowMapConfig", "FlowMapResult", "DepthField", "procrustes", "fit", "save", "to_scene",
+           "prepare_frames"]
+
+
+@dataclass
+class FlowMapConfig:
+    """Settings of :func:`fit`.
+
+    max_side: working resolution (long side, pixels); frames are area-downscaled to it.
+    skips: flow pairs ``(i, i + s)``; ``1`` must be among them (poses come from consecutive frames).
+    steps: Adam steps per window with poses solved by Procrustes from the depths (FlowMap's phase);
+    refine_steps: then steps with the poses as free parameters (initialised from the Procrustes solution,
+        optimised jointly with depth and focal length, learning rates decaying 10x): a dense bundle adjustment.
+    lr: learning rate of the coarsest depth level, times ``level_lr_decay`` per finer level (Adam moves every
+        parameter at about the same rate: fine levels must move slower); focal_lr: of the log focal length;
+        pose_lr: of the free poses.
+    samples: flow correspondences sampled per pair and step (proportionally to their weight).
+    grid: long side of each depth level's grid, coarse to fine.
+    smoothness: weight of the edge-aware smoothness of the finer levels.
+    huber_px: Huber threshold in working pixels; outlier_px: during the refinement, correspondences off by more
+        than this (working pixels) are left out.
+    fb_threshold, texture_threshold: flow masks (:func:`scenegrad.recon.flow.compute_flow_pairs`).
+    flow_side: long side at which flow is computed (then area-downscaled to the working resolution: more
+        precise than flow at the working resolution); never above the input's.
+    focal_search_steps: steps (part of ``steps``) fitting one depth field per candidate focal length:
+        ``focal_candidates`` fields of view in ``fov_range`` (degrees, across the long side);
+        focal_temperature: temperature of the softmin over their losses (relative to the best);
+        search_frames: the search uses the first frames of the first window only; search_levels: and the
+        coarsest depth levels only (a depth too free to bend fits the flow at wrong focal lengths too);
+        search_samples:
+        correspondences per pair and step in the search (None: ``samples``).
+    focal: a known focal length in input pixels (skips the search and keeps it fixed); None: estimate.
+    window, overlap: frames per window and frames shared by consecutive windows (long videos).
+    min_flow_px: the median flow (working pixels) over the longest skip below which the camera is
+        considered static and :func:`fit` raises.
+    seed: the correspondence sampling; progress: a tqdm bar over steps.
+    """
+
+    name: str = "default"
+    max_side: int = 192
+    skips: tuple[int, ...] = (1, 2, 4)
+    steps: int = 600
+    refine_steps: int = 300
+    lr: float = 0.01
+    focal_lr: float = 0.01
+    pose_lr: float = 0.003
+    level_lr_decay: float = 0.3
+    samples: int = 1024
+    grid: tuple[int, ...] = (6, 12, 24, 48)
+    smoothness: float = 0.02
+    huber_px: float = 1.0
+    outlier_px: float = 3.0
+    fb_threshold: float = 1.0
+    texture_threshold: float = 2e-5
+    flow_side: int = 384
+    focal_search_steps: int = 150
+    focal_candidates: int = 9
+    fov_range: tuple[float, float] = (30.0, 110.0)
+    focal_temperature: float = 0.05
+    search_frames: int = 20
+    search_levels: int = 2
+    search_samples: int | None = 256
+    focal: float | None = None
+    window: int = 40
+    overlap: int = 8
+    min_flow_px: float = 0.3
+    seed: int = 0
+    progress: bool = True
+
+    @staticmethod
+    def default(**kw) -> FlowMapConfig:
+        return FlowMapConfig(**kw)
+
+    @staticmethod
+    def fast(**kw) -> FlowMapConfig:
+        """Fewer steps and samples at a lower resolution (tests, previews)."""
+        base = dict(name="fast", max_side=128, steps=200, refine_steps=150, samples=512, grid=(6, 12, 24),
+                    focal_search_steps=80, search_samples=None)
+        base.update(kw)
+        return FlowMapConfig(**base)
+
+
+@dataclass
+class FlowMapResult:
+    """What :func:`fit` recovers.
+
+    cameras: ``N`` pinhole cameras at the input resolution (OpenCV world-to-camera, shared focal length,
+        principal point at the image centre); world = the first frame's camera, arbitrary scale.
+    depths: ``[N, H, W]`` float32 camera-``z`` depth at the input resolution, in the cameras' scale.
+    loss: the training loss per step (all windows, in order).
+    focal_history: the focal length (input pixels) per step (NaN during the focal search).
+    seconds: wall time of the fit (flow included); windows: the ``(start, stop)`` frame ranges fitted.
+    """
+
+    cameras: Cameras
+    depths: Tensor
+    loss: list[float] = field(default_factory=list)
+    focal_history: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    windows: list[tuple[int, int]] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input
+# ----------------------------------------------------------------------------------------------
+
+
+def prepare_frames(frames, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``frames`` (a sequence of ``[H, W, 3]`` float in ``[0, 1]`` or uint8, numpy or torch, or an
+    ``[N, H, W, 3]`` array) and return ``(full [N, H, W, 3], small [N, h, w, 3])`` float32 numpy, ``small``
+    area-downscaled to long side ``max_side`` (never upscaled).
+
+    Raises ``ValueError`` for fewer than 3 frames, frames of different sizes or channel counts, and
+    non-finite values."""
+    arrays = []
+    for k, f in enumerate(frames):
+        a = f.detach().cpu().numpy() if isinstance(f, Tensor) else np.asarray(f)
+        if a.ndim != 3 or a.shape[2] not in (3, 4):
+            raise ValueError(f"frame {k}: expected an [H, W, 3] image, got shape {list(a.shape)}")
+        a = a[..., :3]
+        a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
+        if not np.isfinite(a).all():
+            raise ValueError(f"frame {k} has NaN or infinite values")
+        if arrays and a.shape != arrays[0].shape:
+            raise ValueError(f"frames must all have the same size: frame 0 is {arrays[0].shape[1]}x"
+                             f"{arrays[0].shape[0]}, frame {k} is {a.shape[1]}x{a.shape[0]}")
+        arrays.append(a)
+    if len(arrays) < 3:
+        raise ValueError(f"fit needs at least 3 frames, got {len(arrays)}")
+    full = np.stack(arrays)
+    return full, _resize(full, max_side)
+
+
+def _resize(frames: np.ndarray, max_side: int) -> np.ndarray:
+    """``[N, H, W, 3]`` frames area-downscaled to long side ``max_side`` (never upscaled)."""
+    import cv2
+
+    H, W = frames.shape[1:3]
+    s = min(1.0, max_side / max(H, W))
+    h, w = max(8, round(H * s)), max(8, round(W * s))
+    if (h, w) == (H, W):
+        return frames
+    return np.ascontiguousarray(np.stack([cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA) for a in frames]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Depth field
+# ----------------------------------------------------------------------------------------------
+
+
+def _level_sizes(width: int, height: int, grid: tuple[int, ...]) -> list[tuple[int, int]]:
+    """``(h, w)`` of each level: long side ``g``, aspect ratio kept, at least 2."""
+    long = max(width, height)
+    return [(max(2, round(g * height / long)), max(2, round(g * width / long))) for g in grid]
+
+
+class DepthField(torch.nn.Module):
+    """Per-frame log-depth as a sum of bilinear grids, coarse to fine: ``depth = exp(sum_l L_l(u, v))``.
+
+    Args:
+        count: frames; width, height: the image size the pixel coordinates refer to; grid: long side of each
+            level's grid.
+
+    :meth:`sample` is differentiable with respect to the grids and the query positions.
+    """
+
+    def __init__(self, count: int, width: int, height: int, grid: tuple[int, ...]):
+        super().__init__()
+        self.width, self.height = width, height
+        self.levels = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.zeros(count, 1, h, w)) for h, w in _level_sizes(width, height, grid)])
+
+    def sample(self, frames: Tensor, uv: Tensor) -> Tensor:
+        """Depth of ``frames [M]`` at pixel positions ``uv [M, P, 2]`` (``(u, v)``, pixels) -> ``[M, P]``."""
+        grid = torch.stack([2 * uv[..., 0] / self.width - 1, 2 * uv[..., 1] / self.height - 1], -1)[:, None]
+        log = 0
+        for level in self.levels:
+            log = log + F.grid_sample(level[frames], grid, mode="bilinear", padding_mode="border",
+                                      align_corners=False)[:, 0, 0]
+        return torch.exp(log)
+
+    def maps(self, width: int, height: int) -> Tensor:
+        """``[N, height, width]`` depth maps at pixel centres of an image of that size (same field of view)."""
+        u = (torch.arange(width, dtype=torch.float32) + 0.5) * self.width / width
+        v = (torch.arange(height, dtype=torch.float32) + 0.5) * self.height / height
+        vv, uu = torch.meshgrid(v, u, indexing="ij")
+        uv = torch.stack([uu, vv], -1).reshape(1, -1, 2)
+        n = self.levels[0].shape[0]
+        out = [self.sample(torch.tensor([i]), uv).reshape(height, width) for i in range(n)]
+        return torch.stack(out)
+
+    def smoothness(self, edges: list[Tensor]) -> Tensor:
+        """Edge-aware smoothness of the finer levels: mean squared finite differences weighted by
+        ``edges[l]`` (``[N, 1, h, w]`` in ``[0, 1]``, 1 = smooth image), finer levels weighted more."""
+        total = 0
+        for k, (level, e) in enumerate(zip(self.levels, edges, strict=True)):
+            if k == 0:
+                continue
+            dx = (level[..., :, 1:] - level[..., :, :-1]) ** 2 * e[..., :, 1:]
+            dy = (level[..., 1:, :] - level[..., :-1, :]) ** 2 * e[..., 1:, :]
+            total = total + (2**k) * (dx.mean() + dy.mean()) + 0.1 * (level**2).mean()
+        return total
+
+
+def _edge_weights(images: Tensor, sizes: list[tuple[int, int]]) -> list[Tensor]:
+    """``exp(-10 |grad I|)`` of the grey images ``[N, H, W, 3]`` area-resized to each ``(h, w)``."""
+    gray = images.mean(-1, keepdim=True).permute(0, 3, 1, 2)
+    out = []
+    for h, w in sizes:
+        g = F.interpolate(gray, size=(h, w), mode="area")
+        gx = F.pad((g[..., :, 1:] - g[..., :, :-1]).abs(), (1, 0, 0, 0))
+        gy = F.pad((g[..., 1:, :] - g[..., :-1, :]).abs(), (0, 0, 1, 0))
+        out.append(torch.exp(-10 * (gx + gy)))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+# ----------------------------------------------------------------------------------------------
+
+
+def procrustes(src: Tensor, dst: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Weighted rigid fit ``dst ~= R src + t`` (Kabsch/Umeyama without scale), batched, differentiable.
+
+    Args:
+        src, dst: ``[..., P, 3]`` corresponding points; weight: ``[..., P]`` non-negative (None: all 1).
+
+    Returns:
+        ``(R [..., 3, 3], t [..., 3])`` with ``det R = +1``. Gradients flow to ``src``, ``dst`` and
+        ``weight`` through ``torch.linalg.svd`` (undefined when singular values coincide, e.g. for
+        degenerate point sets).
+
+    >>> src = torch.randn(50, 3, dtype=torch.float64)
+    >>> R0 = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0]
+    >>> R0 = R0 * torch.det(R0)
+    >>> R, t = procrustes(src, src @ R0.T + 1.0)
+    >>> torch.allclose(R, R0), torch.allclose(t, torch.ones(3, dtype=torch.float64))
+    (True, True)
+    """
+    if weight is None:
+        weight = torch.ones(src.shape[:-1], dtype=src.dtype, device=src.device)
+    w = weight / weight.sum(-1, keepdim=True).clamp_min(1e-12)
+    mu_s = (w[..., None] * src).sum(-2)
+    mu_d = (w[..., None] * dst).sum(-2)
+    a, b = src - mu_s[..., None, :], dst - mu_d[..., None, :]
+    cov = (w[..., None] * b).transpose(-1, -2) @ a  # [..., 3, 3] = sum w b a^T
+    U, _, Vh = torch.linalg.svd(cov)
+    d = torch.sign(torch.det(U @ Vh)).detach()
+    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
+    R = U @ D @ Vh
+    t = mu_d - (R @ mu_s[..., None])[..., 0]
+    return R, t
+
+
+def _unproject(uv: Tensor, depth: Tensor, focal: Tensor, cx: float, cy: float) -> Tensor:
+    """Camera points ``[..., P, 3]`` of pixels ``uv [..., P, 2]`` at ``depth [..., P]``; ``focal`` broadcasts
+    against ``depth`` (e.g. ``[C, 1, 1]``)."""
+    x = (uv[..., 0] - cx) / focal * depth
+    y = (uv[..., 1] - cy) / focal * depth
+    return torch.stack([x, y, depth.expand_as(x)], -1)
+
+
+def _compose(R_rel: Tensor, t_rel: Tensor) -> tuple[Tensor, Tensor]:
+    """World-to-camera ``(R [..., N, 3, 3], t [..., N, 3])`` from relative poses ``camera i -> i + 1``
+    (``[..., N - 1, ...]``), with frame 0 the world."""
+    Rs = [torch.eye(3, dtype=R_rel.dtype).expand(*R_rel.shape[:-3], 3, 3)]
+    ts = [torch.zeros(*t_rel.shape[:-2], 3, dtype=t_rel.dtype)]
+    for k in range(R_rel.shape[-3]):
+        Rk, tk = R_rel[..., k, :, :], t_rel[..., k, :]
+        Rs.append(Rk @ Rs[-1])
+        ts.append((Rk @ ts[-1][..., None])[..., 0] + tk)
+    return torch.stack(Rs, -3), torch.stack(ts, -2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fitting one window
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Window:
+    R: Tensor  # [n, 3, 3] world-to-camera, world = the window's first camera
+    t: Tensor  # [n, 3]
+    focal: float  # working pixels
+    field: DepthField
+    loss: list[float]
+    focal_history: list[float]
+
+
+def _sample_pairs(flows: FlowPairs, samples: int, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """``(uv_i, uv_j, w)`` for every pair: ``[P, S, 2]`` pixel positions in frames ``i`` and ``j`` and
+    ``[P, S]`` weights; pixels drawn in proportion to their flow weight."""
+    Pn, H, W = flows.weight.shape
+    prob = flows.weight.reshape(Pn, -1) + 1e-6
+    idx = torch.multinomial(prob, samples, replacement=True, generator=g)  # [P, S]
+    rows, cols = idx // W, idx % W
+    uv_i = torch.stack([cols.float() + 0.5, rows.float() + 0.5], -1)
+    flow = flows.flow.reshape(Pn, -1, 2).gather(1, idx[..., None].expand(-1, -1, 2))
+    w = flows.weight.reshape(Pn, -1).gather(1, idx)
+    return uv_i, uv_i + flow, (w > 0.05).float()
+
+
+def _points(field: DepthField, flows: FlowPairs, uv_i: Tensor, uv_j: Tensor, focal: Tensor) -> tuple[Tensor, Tensor]:
+    """Camera points ``[C, P, S, 3]`` of the sampled pixels in frame ``i`` and of their matches in frame ``j``
+    (each at its own frame's depth), for focal lengths ``focal [C]``."""
+    cx, cy = field.width / 2, field.height / 2
+    d_i = field.sample(flows.pairs[:, 0], uv_i)  # [P, S]
+    d_j = field.sample(flows.pairs[:, 1], uv_j)
+    f = focal[:, None, None]
+    return _unproject(uv_i, d_i, f, cx, cy), _unproject(uv_j, d_j, f, cx, cy)
+
+
+def _procrustes_poses(X_i: Tensor, X_j: Tensor, w: Tensor, consecutive: Tensor) -> tuple[Tensor, Tensor]:
+    """World-to-camera poses ``(R [C, n, 3, 3], t [C, n, 3])`` composed from the Procrustes fits of the
+    consecutive pairs (``consecutive``: their indices, ordered by frame)."""
+    c = consecutive
+    R_rel, t_rel = procrustes(X_i[:, c], X_j[:, c], w[c].expand(X_i.shape[0], -1, -1))
+    return _compose(R_rel, t_rel)
+
+
+def _reprojection(X_i: Tensor, uv_j: Tensor, w: Tensor, R: Tensor, t: Tensor, flows: FlowPairs, focal: Tensor,
+                  cx: float, cy: float, huber: float, truncate: float | None = None) -> Tensor:
+    """Per-candidate loss ``[C]``: weighted Huber distance between the points ``X_i`` moved into frame ``j``
+    by the poses ``(R [C, n, 3, 3], t [C, n, 3])`` and projected, and their observed matches ``uv_j``;
+    correspondences off by more than ``truncate`` pixels are left out (outliers)."""
+    i, j = flows.pairs[:, 0], flows.pairs[:, 1]
+    R_ij = R[:, j] @ R[:, i].transpose(-1, -2)  # [C, P, 3, 3]
+    t_ij = t[:, j] - (R_ij @ t[:, i][..., None])[..., 0]
+    Xc = X_i @ R_ij.transpose(-1, -2) + t_ij[:, :, None]
+    z = Xc[..., 2].clamp_min(1e-3)
+    f = focal[:, None, None]
+    res = torch.stack([f * Xc[..., 0] / z + cx, f * Xc[..., 1] / z + cy], -1) - uv_j
+    per = F.huber_loss(res, torch.zeros_like(res), reduction="none", delta=huber).sum(-1)  # [C, P, S]
+    behind = F.relu(1e-2 - Xc[..., 2]) * 100
+    if truncate is not None:
+        w = w * (res.detach().norm(dim=-1) < truncate)
+    return ((per + behind) * w).sum((-1, -2)) / w.sum().clamp_min(1)
+
+
+def _search_focal(images: Tensor, flows: FlowPairs, config: FlowMapConfig, consecutive: Tensor,
+                  edges: list[Tensor], depth_scale: float, g: torch.Generator, steps: int,
+                  bar) -> tuple[float, DepthField, list]:
+    """Fit one depth field per candidate focal length (fields of view ``config.fov_range``), all at once, for
+    ``steps`` Procrustes steps on the first ``config.search_frames`` frames; then a softmin over the
+    candidates' smoothed losses (temperature ``focal_temperature``, relative to the best) gives the focal
+    length (a weighted geometric mean) and the best candidate's depth starts the main fit.
+    Returns ``(focal, field, loss history)``."""
+    n, h, w = images.shape[:3]
+    C = config.focal_candidates
+    long = max(w, h)
+    fovs = torch.linspace(*[math.radians(x) for x in config.fov_range], C)
+    candidates = 0.5 * long / torch.tan(fovs / 2)
+    grid = config.grid[:config.search_levels]
+    field_ = DepthField(C * n, w, h, grid)
+    with torch.no_grad():
+        field_.levels[0].fill_(math.log(depth_scale))
+    edges_c = [e.repeat(C, 1, 1, 1) for e in edges[:len(grid)]]
+    lrs = [config.lr * config.level_lr_decay**k for k in range(len(field_.levels))]
+    opt = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(field_.levels, lrs, strict=True)])
+    m = min(n, config.search_frames)
+    if m < n:  # the first m frames only
+        keep = flows.pairs[:, 1] < m
+        flows = FlowPairs(flows.pairs[keep], flows.flow[keep], flows.weight[keep])
+        consecutive = torch.nonzero(flows.pairs[:, 1] - flows.pairs[:, 0] == 1)[:, 0]
+        consecutive = consecutive[torch.argsort(flows.pairs[consecutive, 0])]
+    offsets = (torch.arange(C) * n)[:, None]
+    pairs_c = (flows.pairs[None] + offsets[..., None]).reshape(-1, 2)  # [C * P, 2]
+    samples = config.search_samples or config.samples
+    smoothed, history = None, []
+    for _ in range(steps):
+        uv_i, uv_j, wt = _sample_pairs(flows, samples, g)
+        P, S = uv_i.shape[:2]
+        d_i = field_.sample(pairs_c[:, 0], uv_i.repeat(C, 1, 1)).reshape(C, P, S)
+        d_j = field_.sample(pairs_c[:, 1], uv_j.repeat(C, 1, 1)).reshape(C, P, S)
+        f = candidates[:, None, None]
+        X_i = _unproject(uv_i, d_i, f, w / 2, h / 2)
+        X_j = _unproject(uv_j, d_j, f, w / 2, h / 2)
+        R, t = _procrustes_poses(X_i, X_j, wt, consecutive)
+        loss_c = _reprojection(X_i, uv_j, wt, R, t, flows, candidates, w / 2, h / 2, config.huber_px)
+        total = loss_c.sum() + C * config.smoothness * field_.smoothness(edges_c)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        for p in field_.levels:
+            p.grad.nan_to_num_(0.0, 0.0, 0.0)
+        opt.step()
+        lc = loss_c.detach()
+        smoothed = lc if smoothed is None else 0.8 * smoothed + 0.2 * lc
+        history.append(float(lc.min()))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{history[-1]:.3f}", focal="search")
+    rel = smoothed / smoothed.min().clamp_min(1e-12) - 1
+    weights = torch.softmax(-rel / config.focal_temperature, 0)
+    focal = float(torch.exp((weights * candidates.log()).sum()))
+    best = int(smoothed.argmin())
+    out = DepthField(n, w, h, config.grid)
+    with torch.no_grad():
+        for dst, src in zip(out.levels, field_.levels, strict=False):
+            dst.copy_(src[best * n:(best + 1) * n])
+        if m < n:  # the frames left out of the search start flat, at the searched frames' depth
+            out.levels[0][m:] = out.levels[0][:m].mean()
+            for level in out.levels[1:]:
+                level[m:] = 0
+    return focal, out, history
+
+
+def _fit_window(images: Tensor, flow_images: np.ndarray, config: FlowMapConfig, focal_init: float | None,
+                fixed_focal: bool, depth_scale: float, bar) -> _Window:
+    """Fit depth fields, focal length and poses on one window of ``images [n, h, w, 3]`` (working resolution;
+    flow is computed on ``flow_images [n, H', W', 3]``):
+    ``config.steps`` steps with Procrustes poses, then ``config.refine_steps`` with free poses."""
+    from scenegrad.render.rotations import so3_exp
+
+    n, h, w = images.shape[:3]
+    flows = compute_flow_pairs(flow_images, config.skips, config.fb_threshold, config.texture_threshold, size=(w, h))
+    keep = flows.pairs[:, 1] - flows.pairs[:, 0]
+    consecutive = torch.nonzero(keep == 1)[:, 0]
+    consecutive = consecutive[torch.argsort(flows.pairs[consecutive, 0])]
+    field_ = DepthField(n, w, h, config.grid)
+    with torch.no_grad():
+        field_.levels[0].fill_(math.log(depth_scale))
+    edges = _edge_weights(images, [tuple(p.shape[-2:]) for p in field_.levels])
+    cx, cy = w / 2, h / 2
+    long = max(w, h)
+    g = torch.Generator().manual_seed(config.seed)
+    losses, focals = [], []
+    start = 0
+    search_steps = min(config.focal_search_steps, config.steps)
+    if focal_init is None and not fixed_focal and search_steps > 0:
+        focal_init, field_, losses = _search_focal(images, flows, config, consecutive, edges, depth_scale, g,
+                                                   search_steps, bar)
+        focals = [math.nan] * len(losses)
+        start = search_steps
+    log_focal = torch.nn.Parameter(torch.tensor(math.log(focal_init if focal_init is not None else 0.7 * long)))
+    focal_lr = 0.0 if fixed_focal else config.focal_lr
+    level_lrs = [config.lr * config.level_lr_decay**k for k in range(len(field_.levels))]
+    groups = [{"params": [p], "lr": lr} for p, lr in zip(field_.levels, level_lrs, strict=True)]
+    opt = torch.optim.Adam(groups + [{"params": [log_focal], "lr": focal_lr}])
+    rot = torch.nn.Parameter(torch.zeros(n, 3))
+    trans = torch.nn.Parameter(torch.zeros(n, 3))
+    R0 = t0 = None
+    total_steps = config.steps + config.refine_steps
+    for step in range(start, total_steps):
+        if step == config.steps:  # free poses from here, initialised with the Procrustes solution
+            with torch.no_grad():
+                uv_i, uv_j, wt = _sample_pairs(flows, max(4 * config.samples, 4096), g)
+                X_i, X_j = _points(field_, flows, uv_i, uv_j, log_focal.exp()[None])
+                R0, t0 = (x[0] for x in _procrustes_poses(X_i, X_j, wt, consecutive))
+            opt = torch.optim.Adam(groups + [{"params": [log_focal], "lr": focal_lr},
+                                             {"params": [rot, trans], "lr": config.pose_lr}])
+        decay = 0.1 ** max(0.0, (step - config.steps) / max(config.refine_steps, 1)) if step >= config.steps else 1.0
+        bases = level_lrs + [focal_lr, config.pose_lr]  # no pose group before the refinement
+        for group, base in zip(opt.param_groups, bases, strict=False):
+            group["lr"] = base * decay
+        uv_i, uv_j, wt = _sample_pairs(flows, config.samples, g)
+        focal = log_focal.exp()[None]
+        X_i, X_j = _points(field_, flows, uv_i, uv_j, focal)
+        if R0 is None:
+            R, t = _procrustes_poses(X_i, X_j, wt, consecutive)
+        else:
+            R = (so3_exp(rot) @ R0)[None]
+            t = (t0 + trans)[None]
+        loss_c = _reprojection(X_i, uv_j, wt, R, t, flows, focal, cx, cy, config.huber_px,
+                               None if R0 is None else config.outlier_px)
+        loss = loss_c[0]
+        estimate = float(log_focal.detach().exp())
+        total = loss + config.smoothness * field_.smoothness(edges)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        if R0 is not None:
+            rot.grad[0] = 0
+            trans.grad[0] = 0
+        for group in opt.param_groups:  # the SVD's gradient is unbounded at repeated singular values
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.nan_to_num_(0.0, 0.0, 0.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        focals.append(estimate)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", focal=f"{estimate:.1f}")
+    with torch.no_grad():
+        if R0 is None:  # no refinement: final poses from many correspondences
+            uv_i, uv_j, wt = _sample_pairs(flows, max(4 * config.samples, 4096), g)
+            X_i, X_j = _points(field_, flows, uv_i, uv_j, log_focal.exp()[None])
+            R, t = (x[0] for x in _procrustes_poses(X_i, X_j, wt, consecutive))
+        else:
+            R, t = so3_exp(rot) @ R0, t0 + trans
+    return _Window(R.detach(), t.detach(), float(log_focal.detach().exp()), field_, losses, focals)
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole sequence
+# ----------------------------------------------------------------------------------------------
+
+
+def _windows(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    if n <= size:
+        return [(0, n)]
+    step = max(1, size - overlap)
+    out, start = [], 0
+    while True:
+        stop = min(n, start + size)
+        if stop - start < overlap + 3 and out:  # too short a tail: extend the previous window's range
+            start = max(0, stop - size)
+        out.append((start, stop))
+        if stop == n:
+            return out
+        start += step
+
+
+def _check_motion(images: np.ndarray, config: FlowMapConfig) -> None:
+    """Raise when the camera does not move: median DIS flow between the first and the last frame of
+    every sampled pair (the longest skip) below ``config.min_flow_px``."""
+    from scenegrad.recon.flow import _gray8, dis_flow
+
+    n = len(images)
+    s = min(max(config.skips), n - 1)
+    mags = []
+    for i in range(0, n - s, max(1, (n - s) // 8)):
+        fl = dis_flow(_gray8(images[i]), _gray8(images[i + s]))
+        mags.append(float(np.median(np.linalg.norm(fl, axis=-1))))
+    if max(mags) < config.min_flow_px:
+        raise ValueError(f"the camera looks static: median optical flow over {s} frames is {max(mags):.3f} px "
+                         f"(< {config.min_flow_px}); poses and depth need a moving camera (parallax)")
+
+
+def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
+    """Recover poses, a shared focal length and dense depth from an ordered sequence of frames.
+
+    Args:
+        frames: ``N >= 3`` images ``[H, W, 3]`` of one size (float in ``[0, 1]`` or uint8; numpy or torch),
+            in time order, the camera moving between them.
+        config: :class:`FlowMapConfig` (default: ``FlowMapConfig()``).
+
+    Returns:
+        :class:`FlowMapResult` at the input resolution (CPU, float32). Nothing is differentiable.
+
+    Raises:
+        ValueError: fewer than 3 frames, frames of different sizes, non-finite pixels, a static camera.
+
+    Notes:
+        Long videos are fitted in windows of ``config.window`` frames; the focal length is searched in the
+        first window only, later windows start from it (and refine it for their own poses), and the result
+        keeps the first window's value. The fit runs many small tensor operations: on a busy machine one
+        torch thread (``torch.set_num_threads(1)``) can be much faster than several.
+        Measured accuracy (see ``tests/recon/test_flowmap.py`` and ``benchmarks/bench_poses.py``): good on
+        rendered synthetic videos (forward walk: ATE 1.2 % of the trajectory, 0.5 degrees, focal 4 %),
+        weaker on orbits and poor on the real redkitchen capture, where COLMAP is far better.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or FlowMapConfig()
+    if 1 not in config.skips:
+        raise ValueError(f"config.skips must contain 1 (poses come from consecutive frames), got {config.skips}")
+    start_time = time.perf_counter()
+    full, small = prepare_frames(frames, config.max_side)
+    N, H, W = full.shape[:3]
+    h, w = small.shape[1:3]
+    _check_motion(small, config)
+    images = torch.from_numpy(small)
+    flow_frames = _resize(full, config.flow_side) if config.flow_side > max(h, w) else small
+    windows = _windows(N, config.window, config.overlap)
+    fixed = config.focal is not None
+    focal = None if config.focal is None else config.focal * w / W
+    bar = tqdm(total=(config.steps + config.refine_steps) * len(windows), disable=not config.progress,
+               desc="flowmap", leave=False)
+    R_all = torch.zeros(N, 3, 3)
+    t_all = torch.zeros(N, 3)
+    depth_all = torch.zeros(N, H, W)
+    losses, focals = [], []
+    try:
+        prev: tuple[int, int] | None = None
+        for a, b in windows:
+            scale0 = 1.0
+            if prev is not None:  # start the new window at the previous one's depth scale
+                scale0 = float(depth_all[a:prev[1]].median())
+            win = _fit_window(images[a:b], flow_frames[a:b], config, focal, fixed, scale0, bar)
+            losses += win.loss
+            focals += [f * W / w for f in win.focal_history]
+            if focal is None:
+                focal = win.focal
+            with torch.no_grad():
+                depths = win.field.maps(W, H)
+            R, t = win.R, win.t
+            if prev is not None:  # Sim(3) onto the previous windows: shared frame k
+                k = (a + prev[1]) // 2 - a if prev[1] > a else 0
+                ok = depth_all[a + k] > 0
+                s = float((depth_all[a + k][ok] / depths[k][ok]).median())
+                Rk, tk = R_all[a + k], t_all[a + k]
+                Rw = Rk.T @ R[k]  # window world -> global world rotation
+                tw = Rk.T @ (s * t[k] - tk)
+                new_R = R @ Rw.T
+                new_t = s * t - (new_R @ tw[:, None])[..., 0]
+                R, t, depths = new_R, new_t, depths * s
+                first = prev[1] - a  # keep the previous windows' overlap frames
+            else:
+                first = 0
+            R_all[a + first:b] = R[first:]
+            t_all[a + first:b] = t[first:]
+            depth_all[a + first:b] = depths[first:]
+            prev = (a, b)
+    finally:
+        bar.close()
+    f_in = focal * W / w
+    cams = Cameras(fx=f_in, fy=f_in, cx=W / 2, cy=H / 2, R=R_all, t=t_all, width=W, height=H)
+    return FlowMapResult(cameras=cams, depths=depth_all.detach(), loss=losses, focal_history=focals,
+                         seconds=time.perf_counter() - start_time, windows=windows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------
+
+
+def _images_array(images, n: int) -> np.ndarray:
+    full, _ = prepare_frames(images, 10**9)
+    if len(full) != n:
+        raise ValueError(f"{len(full)} images for {n} cameras")
+    return full
+
+
+def dense_points(result: FlowMapResult, images, stride: int = 4) -> Points:
+    """Coloured world points from every ``stride``-th pixel (rows and columns) of every depth map."""
+    full = _images_array(images, len(result.cameras))
+    cams = result.cameras
+    N, H, W = result.depths.shape
+    vs, us = torch.meshgrid(torch.arange(0, H, stride) + 0.5, torch.arange(0, W, stride) + 0.5, indexing="ij")
+    xyz, rgb = [], []
+    for i in range(N):
+        d = result.depths[i, ::stride, ::stride]
+        X = _unproject(torch.stack([us, vs], -1), d, cams.fx[i], float(cams.cx[i]), float(cams.cy[i]))
+        Xw = (X.reshape(-1, 3) - cams.t[i]) @ cams.R[i]  # R^T (x - t)
+        xyz.append(Xw)
+        rgb.append(torch.from_numpy(full[i, ::stride, ::stride].reshape(-1, 3)))
+    return Points(xyz=torch.cat(xyz).double(), rgb=torch.cat(rgb).double())
+
+
+def to_scene(result: FlowMapResult, images, names: list[str] | None = None, stride: int = 8) -> Scene:
+    """A :class:`Scene` (in-memory frames, the recovered cameras, dense points every ``stride`` pixels) for
+    :func:`scenegrad.recon.splat.train`."""
+    full = _images_array(images, len(result.cameras))
+    names = names or [f"frame_{i:06d}.png" for i in range(len(full))]
+    frames = [Frame(name=names[i], image_fn=(lambda x=torch.from_numpy(full[i]): x),
+                    depth_fn=(lambda d=result.depths[i]: d)) for i in range(len(full))]
+    return Scene(frames=frames, cameras=result.cameras, points=dense_points(result, full, stride),
+                 metadata={"source": "flowmap"})
+
+
+def save(result: FlowMapResult, out_dir: str | Path, images, *, stride: int = 4) -> dict[str, Path]:
+    """Write ``out_dir/sparse/0`` (COLMAP binary: cameras, images, the dense points), ``images/`` (PNG),
+    ``points.ply`` (dense coloured points, every ``stride``-th pixel), ``depth/<name>.npy`` and
+    ``depth/<name>.png`` (turbo colour map of inverse depth); returns the paths by kind."""
+    import cv2
+
+    from scenegrad.datasets.colmap import save_colmap
+    from scenegrad.datasets.points import save_points
+
+    out = Path(out_dir)
+    full = _images_array(images, len(result.cameras))
+    scene = to_scene(result, full, stride=stride)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "depth").mkdir(parents=True, exist_ok=True)
+    (out / "sparse" / "0").mkdir(parents=True, exist_ok=True)
+    inv = 1 / result.depths.clamp_min(1e-6)
+    lo, hi = float(inv.quantile(0.02)), float(inv.quantile(0.98))
+    for i, frame in enumerate(scene.frames):
+        stem = Path(frame.name).stem
+        cv2.imwrite(str(out / "images" / frame.name),
+                    cv2.cvtColor((full[i] * 255 + 0.5).clip(0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+        np.save(out / "depth" / f"{stem}.npy", result.depths[i].numpy())
+        x = ((inv[i] - lo) / max(hi - lo, 1e-12)).clamp(0, 1).numpy()
+        cv2.imwrite(str(out / "depth" / f"{stem}.png"), cv2.applyColorMap((x * 255).astype(np.uint8),
+                                                                           cv2.COLORMAP_TURBO))
+    save_colmap(scene, out / "sparse" / "0")
+    save_points(scene.points, out / "points.ply", overwrite=True)
+    return {"colmap": out / "sparse" / "0", "images": out / "images", "depth": out / "depth",
+            "points": out / "points.ply"}
+
