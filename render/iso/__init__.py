@@ -5,6 +5,8 @@
 - :func:`extract_surface` (``render/iso/mesh_sdf.py``): the same for fields given as functions
   (networks, analytic SDFs), sampled in a narrow band, with MeshSDF gradients to the field's
   parameters (:func:`attach_field_gradient`).
+- :mod:`~scenegrad.render.iso.postprocess`: largest component, Taubin smoothing, quadric
+  decimation (Open3D).
 - :mod:`~scenegrad.render.iso.tables`: the case tables, derived from first principles.
 """
 
