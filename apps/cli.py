@@ -53,7 +53,50 @@ def render_mesh(
         raise SystemExit(2) from error
 
 
+def reconstruct(
+    input: tyro.conf.Positional[Path | None] = None,  # noqa: A002 - the CLI's name for it
+    out: Path = Path("scenegrad_out"),
+    preset: Literal["tiny", "fast", "default"] = "fast",
+    poses: Literal["flowmap"] = "flowmap",
+    max_frames: int | None = None,
+    resolution: int | None = None,
+    iterations: int | None = None,
+    mesh_resolution: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> None:
+    """Reconstruct a video or a folder of images: cameras, depth, Gaussian splats, a mesh and renders.
+
+    Args:
+        input: A video file or a folder of images; without one, a built-in sample clip.
+        out: Output folder (images/, sparse/0, transforms.json, depth/, points.ply, splats.ply,
+            mesh.ply, mesh.glb, renders/orbit.mp4, report.json).
+        preset: tiny (seconds, for tests), fast (a CPU budget) or default.
+        poses: How cameras are found: flowmap (poses and depth from the video by gradient descent).
+        max_frames: Frames taken from a video (default from the preset).
+        resolution: Longest side of the frames used, pixels (default from the preset).
+        iterations: Splat training iterations (default from the preset).
+        mesh_resolution: Voxels along the longest side of the fusion grid (default from the preset).
+        device: Torch device (the trainer runs on CPU tensors for now).
+        seed: Random seed.
+        resume: Continue an interrupted run in the same folder from its last finished stage.
+        overwrite: Replace the outputs of an earlier run in the folder.
+    """
+    from scenegrad.apps import reconstruct as command
+
+    try:
+        command.run(input, out, preset=preset, poses=poses, max_frames=max_frames, resolution=resolution,
+                    iterations=iterations, mesh_resolution=mesh_resolution, device=device, seed=seed,
+                    resume=resume, overwrite=overwrite)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        print(f"scenegrad reconstruct: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+
+
 COMMANDS = {
+    "reconstruct": reconstruct,
     "info": info,
     "render-mesh": render_mesh,
 }

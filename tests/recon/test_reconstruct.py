@@ -1,0 +1,134 @@
+"""scenegrad reconstruct, end to end on a short synthetic clip (tiny preset): every output exists, loads
+in its format's reader and agrees with the generator; resume, overwrite protection, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from scenegrad.datasets.generate import synthetic_scene
+from scenegrad.datasets.video import write_video
+from scenegrad.recon.reconstruct import OUTPUTS, ReconstructConfig, run
+
+FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clip")
+    scene = synthetic_scene("room", path="walk", count=FRAMES, size=(128, 96))
+    path = write_video(folder / "walk.mp4", (f.image() for f in scene.frames), fps=10)
+    return path, scene
+
+
+@pytest.fixture(scope="module")
+def result(clip, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    report = run(clip[0], out, ReconstructConfig(preset="tiny", progress=False))
+    return out, report
+
+
+def test_every_output_exists_and_loads(result, clip):
+    from scenegrad.datasets.colmap import load_colmap
+    from scenegrad.datasets.meshes import load_mesh
+    from scenegrad.datasets.splats import load_splats_ply
+    from scenegrad.datasets.transforms import load_transforms
+    from scenegrad.datasets.video import probe_video
+
+    out, report = result
+    assert set(report["stages"]) == {"frames", "poses", "splats", "mesh", "render"}
+    assert all(stage["done"] for stage in report["stages"].values())
+    assert json.loads((out / "report.json").read_text())["stages"].keys() == report["stages"].keys()
+    assert len(list((out / "images").glob("frame_*.png"))) == FRAMES
+    assert len(list((out / "depth").glob("*.npy"))) == FRAMES
+    scene = load_colmap(out / "sparse" / "0")
+    assert len(scene.frames) == FRAMES and scene.points is not None and len(scene.points) > 100
+    ns = load_transforms(out)
+    torch.testing.assert_close(ns.cameras.R.double(), scene.cameras.R.double(), atol=1e-5, rtol=0)
+    splats = load_splats_ply(out / "splats.ply")
+    assert splats.means.shape[0] == report["stages"]["splats"]["gaussians"]
+    for name in ("mesh.ply", "mesh.glb"):
+        mesh = load_mesh(out / name)
+        assert mesh.faces.shape[0] > 500 and mesh.vertex_colors is not None
+    assert probe_video(out / "renders" / "orbit.mp4").frame_count == report["stages"]["render"]["frames"]
+    assert report["stages"]["splats"]["heldout_psnr"] > 20.0
+
+
+def test_pycolmap_reads_the_model(result):
+    pycolmap = pytest.importorskip("pycolmap", reason="pycolmap is not installed")
+    out, _ = result
+    model = pycolmap.Reconstruction(str(out / "sparse" / "0"))
+    assert model.num_reg_images() == FRAMES
+
+
+def test_poses_agree_with_the_generator(result, clip):
+    from scenegrad.datasets.colmap import load_colmap
+    from scenegrad.recon.evaluate import pose_errors
+
+    out, _ = result
+    truth = clip[1].cameras
+    got = load_colmap(out / "sparse" / "0").cameras
+    errors = pose_errors(got, truth)
+    print(errors)
+    assert errors.ate_rel < 0.05 and errors.rot_mean_deg < 3.0
+
+
+def test_resume_redoes_only_missing_stages(result, clip, tmp_path):
+    out, report = result
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    data = json.loads((copy / "report.json").read_text())
+    del data["stages"]["mesh"], data["stages"]["render"]
+    (copy / "report.json").write_text(json.dumps(data))
+    (copy / "mesh.ply").unlink()
+    again = run(clip[0], copy, ReconstructConfig(preset="tiny", progress=False, resume=True))
+    assert (copy / "mesh.ply").is_file()
+    for stage in ("frames", "poses", "splats"):
+        assert again["stages"][stage]["seconds"] == report["stages"][stage]["seconds"]
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(clip[0], copy, ReconstructConfig(preset="tiny", progress=False))
+    (copy / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="at least 3"):  # overwrite clears our outputs, then the input fails
+        folder = tmp_path / "two"
+        folder.mkdir()
+        for i in range(2):
+            write_image = __import__("imageio").v2.imwrite
+            write_image(folder / f"{i}.png", np.full((8, 8, 3), 100, np.uint8))
+        run(folder, copy, ReconstructConfig(preset="tiny", progress=False, overwrite=True))
+    assert (copy / "notes.txt").read_text() == "mine"  # not ours: left alone
+    assert not any((copy / name).exists() for name in OUTPUTS if name != "report.json")
+
+
+def test_bad_inputs_are_named(tmp_path):
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video")
+    with pytest.raises(ValueError, match="fake.mp4"):
+        run(fake, tmp_path / "out1", ReconstructConfig(preset="tiny", progress=False))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a video"):
+        run(text, tmp_path / "out2", ReconstructConfig(preset="tiny", progress=False))
+    with pytest.raises(FileNotFoundError):
+        run(tmp_path / "missing.mp4", tmp_path / "out3", ReconstructConfig(preset="tiny", progress=False))
+    black = tmp_path / "black"
+    black.mkdir()
+    for i in range(4):
+        __import__("imageio").v2.imwrite(black / f"{i}.png", np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="black"):
+        run(black, tmp_path / "out4", ReconstructConfig(preset="tiny", progress=False))
+    with pytest.raises(ValueError, match="must not be"):
+        run(black, black / "out", ReconstructConfig(preset="tiny", progress=False))
+
+
+def test_cli_reports_errors(tmp_path, capsys):
+    from scenegrad.apps.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reconstruct", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o"), "--preset", "tiny"])
+    assert exit_info.value.code == 2
+    assert "missing.mp4" in capsys.readouterr().err
