@@ -95,8 +95,61 @@ def reconstruct(
         raise SystemExit(2) from error
 
 
+def export(
+    run_dir: tyro.conf.Positional[Path],
+    format: Literal["colmap", "nerfstudio", "ply", "splat", "glb", "obj"] = "colmap",  # noqa: A002
+    to: Path | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Export a reconstruct folder: COLMAP text model, nerfstudio transforms.json, 3DGS PLY, .splat, or mesh.
+
+    Args:
+        run_dir: A folder written by scenegrad reconstruct.
+        format: colmap (sparse/0 as text + images), nerfstudio (transforms.json + images), ply (3DGS
+            layout), splat (web viewers), glb or obj (the mesh).
+        to: Destination (default: run_dir/export/...).
+        overwrite: Replace an existing destination.
+    """
+    from scenegrad.apps import export as command
+
+    try:
+        print(command.export(run_dir, format, to, overwrite))
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        print(f"scenegrad export: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+
+
+def render(
+    run_dir: tyro.conf.Positional[Path],
+    path: Literal["orbit", "dataset"] = "orbit",
+    out: Path | None = None,
+    frames: int = 120,
+    fps: float = 24.0,
+    overwrite: bool = False,
+) -> None:
+    """Render a video of the Gaussian splats of a reconstruct folder.
+
+    Args:
+        run_dir: A folder written by scenegrad reconstruct.
+        path: orbit (a circle around the scene) or dataset (the input cameras in order).
+        out: The mp4 to write (default: run_dir/renders/<path>.mp4).
+        frames: Frames on the orbit.
+        fps: Frames per second of the video.
+        overwrite: Replace an existing video.
+    """
+    from scenegrad.apps import export as command
+
+    try:
+        print(command.render(run_dir, path, out, frames, fps, overwrite))
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        print(f"scenegrad render: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+
+
 COMMANDS = {
     "reconstruct": reconstruct,
+    "export": export,
+    "render": render,
     "info": info,
     "render-mesh": render_mesh,
 }

@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["ReconstructConfig", "STAGES", "OUTPUTS", "run"]
+__all__ = ["ReconstructConfig", "STAGES", "OUTPUTS", "run", "orbit_cameras"]
 
 STAGES = ("frames", "poses", "splats", "mesh", "render")
 #: Everything the pipeline writes in the output folder (what ``overwrite`` replaces).
@@ -185,7 +185,7 @@ def _coverage_deg(cameras, centre: torch.Tensor) -> float:
     return float(360.0 - torch.rad2deg(gaps.max()))
 
 
-def _orbit_cameras(cameras, centre: torch.Tensor, count: int):
+def orbit_cameras(cameras, centre: torch.Tensor, count: int):
     """``count`` cameras on a circle around ``centre`` at the training cameras' mean distance and height,
     in the plane their mean up direction defines, with the first camera's intrinsics."""
     from scenegrad.datasets.synthetic import look_at
@@ -296,7 +296,7 @@ def run(input_path: str | Path, out: str | Path, config: ReconstructConfig | Non
         centre = splats.means.double().median(dim=0).values
         coverage = _coverage_deg(scene.cameras, centre)
         if coverage >= 180:
-            cams, path = _orbit_cameras(scene.cameras, centre, 24 if config.preset == "tiny" else 120), "orbit"
+            cams, path = orbit_cameras(scene.cameras, centre, 24 if config.preset == "tiny" else 120), "orbit"
         else:
             cams, path = scene.cameras, "input trajectory"
         (out / "renders").mkdir(exist_ok=True)

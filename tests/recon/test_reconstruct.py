@@ -132,3 +132,32 @@ def test_cli_reports_errors(tmp_path, capsys):
         main(["reconstruct", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o"), "--preset", "tiny"])
     assert exit_info.value.code == 2
     assert "missing.mp4" in capsys.readouterr().err
+
+
+def test_export_and_render(result, tmp_path):
+    from scenegrad.apps.cli import main
+    from scenegrad.apps.export import export
+    from scenegrad.datasets.colmap import load_colmap
+    from scenegrad.datasets.meshes import load_mesh
+    from scenegrad.datasets.splats import load_splat, load_splats_ply
+    from scenegrad.datasets.transforms import load_transforms
+    from scenegrad.datasets.video import probe_video
+
+    out, _ = result
+    colmap = export(out, "colmap", tmp_path / "colmap")
+    assert (colmap / "sparse" / "0" / "images.txt").is_file()
+    assert len(load_colmap(colmap / "sparse" / "0").frames) == FRAMES
+    ns = export(out, "nerfstudio", tmp_path / "ns")
+    assert len(load_transforms(ns).frames) == FRAMES
+    splats = load_splats_ply(out / "splats.ply")
+    assert load_splat(export(out, "splat", tmp_path / "scene.splat")).means.shape == splats.means.shape
+    assert load_splats_ply(export(out, "ply", tmp_path / "s.ply")).means.shape == splats.means.shape
+    assert load_mesh(export(out, "glb", tmp_path / "m.glb")).faces.shape[0] > 500
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export(out, "glb", tmp_path / "m.glb")
+    main(["render", str(out), "--path", "dataset", "--out", str(tmp_path / "d.mp4")])
+    assert probe_video(tmp_path / "d.mp4").frame_count == FRAMES
+    main(["render", str(out), "--frames", "6", "--out", str(tmp_path / "o.mp4")])
+    assert probe_video(tmp_path / "o.mp4").frame_count == 6
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path / "nothing"), "--format", "ply"])
