@@ -121,18 +121,13 @@ def extract_mesh(volume: TSDFVolume, min_weight: float = 1.0, backend: str | Non
 def render_splat_depths(splats, cameras: Cameras, min_alpha: float = 0.9) -> tuple[Tensor, Tensor]:
     """Colour ``[N, H, W, 3]`` and expected depth ``[N, H, W]`` of trained splats from each camera; pixels
     with accumulated opacity below ``min_alpha`` get depth 0 (no measurement)."""
-    from scenegrad.render.gaussians import rasterize_gaussians
+    from scenegrad.recon.splat import _render, _splats_inputs
 
-    sh = torch.cat([splats.sh0, splats.shN], dim=1).float()
-    degree = int(round(sh.shape[1] ** 0.5)) - 1
+    inputs, degree = _splats_inputs(splats, None)
     colors, depths = [], []
     with torch.no_grad():
         for i in range(len(cameras)):
-            cam = cameras[i].to(dtype=torch.float32)
-            out = rasterize_gaussians(splats.means.float(), splats.quats.float(), splats.log_scales.float().exp(),
-                                      torch.sigmoid(splats.opacity_logits.float()), sh, cam.viewmats, cam.K,
-                                      int(cam.width[0]), int(cam.height[0]), sh_degree=degree,
-                                      render_mode="RGB+ED")
+            out = _render(inputs, cameras[i], degree, None, render_mode="RGB+ED")
             depth = out.depths[0, ..., 0]
             depths.append(torch.where(out.alphas[0, ..., 0] >= min_alpha, depth, torch.zeros_like(depth)))
             colors.append(out.colors[0].clamp(0, 1))

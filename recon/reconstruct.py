@@ -172,14 +172,21 @@ def _splat_config(config: ReconstructConfig):
                                checkpoint_every=max(50, config.iterations // 5), test_every=8)
 
 
-def _coverage_deg(cameras, centre: torch.Tensor) -> float:
-    """How far around ``centre`` the camera centres go (degrees, in the plane of their mean up)."""
+def _circle_frame(cameras, centre: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The plane the cameras move in around ``centre``: the cameras' mean up direction ``up`` (OpenCV:
+    image up is -Y), the camera centres' ``offset`` from ``centre`` and its ``radial`` part (orthogonal
+    to ``up``), and two unit axes ``a`` (towards the first camera), ``b = up x a`` of the plane."""
     up = -cameras.R[:, 1, :].double().mean(0)
     up = up / up.norm()
     offset = cameras.centers.double() - centre
     radial = offset - (offset @ up)[:, None] * up
     a = radial[0] / radial[0].norm().clamp_min(1e-12)
-    b = torch.linalg.cross(up, a)
+    return up, offset, radial, a, torch.linalg.cross(up, a)
+
+
+def _coverage_deg(cameras, centre: torch.Tensor) -> float:
+    """How far around ``centre`` the camera centres go (degrees, in the plane of their mean up)."""
+    _, _, radial, a, b = _circle_frame(cameras, centre)
     angles = torch.sort(torch.atan2(radial @ b, radial @ a)).values
     gaps = torch.diff(torch.cat([angles, angles[:1] + 2 * np.pi]))
     return float(360.0 - torch.rad2deg(gaps.max()))
@@ -191,15 +198,9 @@ def orbit_cameras(cameras, centre: torch.Tensor, count: int):
     from scenegrad.datasets.synthetic import look_at
     from scenegrad.render.cameras import Cameras
 
-    centres = cameras.centers.double()
-    up = -cameras.R[:, 1, :].double().mean(0)  # OpenCV: image up is -Y
-    up = up / up.norm()
-    offset = centres - centre
+    up, offset, radial, a, b = _circle_frame(cameras, centre)
     height = (offset @ up).mean()
-    radial = offset - (offset @ up)[:, None] * up
     radius = float(radial.norm(dim=1).mean().clamp_min(1e-6))
-    a = radial[0] / radial[0].norm().clamp_min(1e-12)
-    b = torch.linalg.cross(up, a)
     angles = torch.linspace(0, 2 * np.pi, count + 1, dtype=torch.float64)[:-1]
     eyes = centre + height * up + radius * (torch.cos(angles)[:, None] * a + torch.sin(angles)[:, None] * b)
     R, t = look_at(eyes, centre.expand_as(eyes), tuple(up.tolist()))  # ``up`` shows up in the images

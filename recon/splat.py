@@ -230,13 +230,14 @@ def _rasterize(*args, **kwargs):
 
 
 def _render(inputs: dict[str, Tensor], cameras: Cameras, sh_degree: int, background: Tensor | None,
-            *, rasterize_mode: str = "classic", near_plane: float = 0.01, backend: str | None = None):
+            *, rasterize_mode: str = "classic", near_plane: float = 0.01, render_mode: str = "RGB",
+            backend: str | None = None):
     width, height = int(cameras.width[0]), int(cameras.height[0])
     return _rasterize(
         inputs["means"], inputs["quats"], inputs["scales"], inputs["opacities"], inputs["colors"],
         cameras.viewmats.float(), cameras.K.float(), width, height, near_plane=near_plane, sh_degree=sh_degree,
         backgrounds=None if background is None else background.expand(len(cameras), 3),
-        rasterize_mode=rasterize_mode, backend=backend,
+        render_mode=render_mode, rasterize_mode=rasterize_mode, backend=backend,
     )
 
 
