@@ -29,3 +29,25 @@ def cuda_devices() -> list[str]:
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch (and OpenMP) thread for the module: loops of many small ops run steadily with one,
+    while two OpenMP threads that wait on each other made them 10-50x slower on a loaded 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SPOT = SHARED_DATA / "meshes" / "spot" / "spot.obj"
+
+
+def load_spot():
+    """The Spot mesh from ``../shared/data`` (skips the calling test where it is absent)."""
+    if not SPOT.is_file():
+        pytest.skip(f"{SPOT} not found (../shared/data is absent)")
+    from scenegrad.datasets.meshes import load_mesh
+
+    return load_mesh(SPOT)

@@ -22,15 +22,8 @@ from scenegrad.recon.evaluate import align_sim3, ate, pose_errors, rotation_angl
 from scenegrad.recon.flowmap import FlowMapConfig, fit, procrustes, save, to_scene
 from scenegrad.render.rotations import random_rotations
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the fits are many small ops, and on a shared 2-core machine two OpenMP threads
-    ran them up to 50x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One thread (tests/conftest.py): the fits are many small ops. Listed first, so the module's fits run under it.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------------

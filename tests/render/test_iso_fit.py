@@ -25,28 +25,12 @@ from scenegrad.render.conventions import world_to_clip
 from scenegrad.render.iso import marching_cubes
 from scenegrad.render.mesh import Mesh, antialias, rasterize
 
-from ..conftest import SHARED_DATA
-
-SPOT = SHARED_DATA / "meshes" / "spot" / "spot.obj"
+from ..conftest import load_spot
 
 
 @pytest.fixture(scope="module")
 def spot() -> Mesh:
-    if not SPOT.exists():
-        pytest.skip(f"{SPOT} not found (../shared/data is absent)")
-    from scenegrad.datasets.meshes import load_mesh
-
-    return load_mesh(SPOT)
-
-
-@pytest.fixture
-def one_thread():
-    # The loop is many small kernels: on a shared 2-core machine, more threads (OpenMP spinning)
-    # made it 10x slower under load; one thread runs it in seconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return load_spot()
 
 
 def look_at_cameras(directions: torch.Tensor, centre: torch.Tensor, distance: float, res: int,

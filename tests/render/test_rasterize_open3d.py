@@ -17,11 +17,10 @@ from scenegrad.render.cameras import Cameras, pixel_rays, resize
 from scenegrad.render.conventions import world_to_clip
 from scenegrad.render.mesh import interpolate, rasterize
 
-from ..conftest import SHARED_DATA
+from ..conftest import load_spot
 
 o3d = pytest.importorskip("open3d", reason="Open3D is not installed (pip install open3d-cpu==0.19.0)")
 
-SPOT = SHARED_DATA / "meshes" / "spot" / "spot.obj"
 SIZE = 256
 NUM_CAMERAS = 20
 REFERENCE_CAMERAS = (3, 11)  # also rasterized with the pure-torch reference
@@ -32,11 +31,7 @@ DEPTH_RTOL = 1e-4
 
 @pytest.fixture(scope="module")
 def spot():
-    if not SPOT.is_file():
-        pytest.skip("../shared/data/meshes not found")
-    from scenegrad.datasets.meshes import load_mesh
-
-    mesh, _ = load_mesh(SPOT).normalized()  # inside the unit sphere
+    mesh, _ = load_spot().normalized()  # inside the unit sphere
     return mesh
 
 

@@ -13,9 +13,7 @@ from scenegrad.render.cameras import Cameras
 from scenegrad.render.mesh import Lights, Mesh, render_mesh
 from scenegrad.render.rotations import so3_exp
 
-from ..conftest import SHARED_DATA
-
-SPOT = SHARED_DATA / "meshes" / "spot" / "spot.obj"
+from ..conftest import load_spot
 
 
 def sphere_mesh(subdivisions=3) -> Mesh:
@@ -76,11 +74,7 @@ def test_gradients_reach_every_input(native):
 
 @pytest.fixture(scope="module")
 def spot() -> Mesh:
-    if not SPOT.exists():
-        pytest.skip(f"{SPOT} not found (../shared/data is absent)")
-    from scenegrad.datasets.meshes import load_mesh
-
-    mesh = load_mesh(SPOT)
+    mesh = load_spot()
     # A 256^2 texture keeps the test fast and lets a perfect solution exist at that resolution.
     tex = torch.nn.functional.interpolate(mesh.texture[None].permute(0, 3, 1, 2)[:, :3], size=(256, 256),
                                           mode="area")
