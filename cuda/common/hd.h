@@ -39,6 +39,10 @@ template <typename T>
 SG_HD T sg_log2(T x) { return log2(x); }
 template <typename T>
 SG_HD T sg_sqrt(T x) { return sqrt(x); }
+template <typename T>
+SG_HD T sg_exp(T x) { return exp(x); }
+template <typename T>
+SG_HD T sg_log(T x) { return log(x); }
 #else
 template <typename T>
 SG_HD T sg_floor(T x) { return std::floor(x); }
@@ -48,6 +52,10 @@ template <typename T>
 SG_HD T sg_log2(T x) { return std::log2(x); }
 template <typename T>
 SG_HD T sg_sqrt(T x) { return std::sqrt(x); }
+template <typename T>
+SG_HD T sg_exp(T x) { return std::exp(x); }
+template <typename T>
+SG_HD T sg_log(T x) { return std::log(x); }
 #endif
 
 // floor(x) as an int without a libm call (x86-64 without SSE4.1 has no floor instruction), for

@@ -8,15 +8,12 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/checks.h"
+#include "common/launch_cuda.h"
 #include "gaussians/project_ops.h"
 
 namespace scenegrad {
 namespace gaussians {
 namespace {
-
-constexpr int kThreads = 256;
-
-inline unsigned blocks(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
 
 template <typename T>
 __global__ void project_fwd_kernel(const T* means, const T* quats, const T* scales, const T* V, const T* K,
@@ -82,13 +79,9 @@ std::vector<torch::Tensor> project_gaussians_fwd_cuda(const torch::Tensor& means
     SG_CHECK_CUDA(means);
     const c10::cuda::CUDAGuard guard(means.device());
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    const auto opts = means.options();
-    auto radii = torch::empty({C, N}, opts.dtype(torch::kInt32));
-    auto means2d = torch::empty({C, N, 2}, opts);
-    auto depths = torch::empty({C, N}, opts);
-    auto conics = torch::empty({C, N, 3}, opts);
-    auto comps = torch::empty({p.antialiased ? C : 0, p.antialiased ? N : 0}, opts);
-    if (C * N == 0) return {radii, means2d, depths, conics, comps};
+    std::vector<torch::Tensor> outs = project_outputs(means, C, N, p.antialiased);
+    torch::Tensor &radii = outs[0], &means2d = outs[1], &depths = outs[2], &conics = outs[3], &comps = outs[4];
+    if (C * N == 0) return outs;
     AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_gaussians_fwd_cuda", [&] {
         using T = scalar_t;
         project_fwd_kernel<T><<<blocks(C * N), kThreads, 0, stream>>>(
@@ -97,7 +90,7 @@ std::vector<torch::Tensor> project_gaussians_fwd_cuda(const torch::Tensor& means
             conics.data_ptr<T>(), p.antialiased ? comps.data_ptr<T>() : nullptr);
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return {radii, means2d, depths, conics, comps};
+    return outs;
 }
 
 std::vector<torch::Tensor> project_gaussians_bwd_cuda(

@@ -21,12 +21,8 @@ std::vector<Tensor> project_gaussians_fwd_cpu(const Tensor& means, const Tensor&
                                               const Tensor& viewmats, const Tensor& Ks, const ProjectParams<double>& p) {
     const auto [C, N] = check_project_inputs(means, quats, scales, viewmats, Ks);
     SG_CHECK_CPU(means);
-    const auto opts = means.options();
-    Tensor radii = torch::empty({C, N}, opts.dtype(torch::kInt32));
-    Tensor means2d = torch::empty({C, N, 2}, opts);
-    Tensor depths = torch::empty({C, N}, opts);
-    Tensor conics = torch::empty({C, N, 3}, opts);
-    Tensor comps = torch::empty({p.antialiased ? C : 0, p.antialiased ? N : 0}, opts);
+    std::vector<Tensor> outs = project_outputs(means, C, N, p.antialiased);
+    Tensor &radii = outs[0], &means2d = outs[1], &depths = outs[2], &conics = outs[3], &comps = outs[4];
     AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_gaussians_fwd_cpu", [&] {
         using T = scalar_t;
         const ProjectParams<T> pt = cast_params<T>(p);
@@ -45,7 +41,7 @@ std::vector<Tensor> project_gaussians_fwd_cpu(const Tensor& means, const Tensor&
             if (cp != nullptr) cp[i] = comp;
         }
     });
-    return {radii, means2d, depths, conics, comps};
+    return outs;
 }
 
 std::vector<Tensor> project_gaussians_bwd_cpu(const Tensor& means, const Tensor& quats, const Tensor& scales,

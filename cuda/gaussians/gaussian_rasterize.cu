@@ -13,16 +13,13 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/checks.h"
+#include "common/launch_cuda.h"
 #include "gaussians/rasterize.h"
 #include "gaussians/rasterize_ops.h"
 
 namespace scenegrad {
 namespace gaussians {
 namespace {
-
-constexpr int kThreads = 256;
-
-inline unsigned blocks(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
 
 template <typename T>
 __global__ void count_tiles_kernel(const T* means2d, const int32_t* radii, RasterDims d, int64_t CN,
@@ -64,20 +61,38 @@ struct Staging {
     }
 };
 
+// Where this thread works: its camera and tile (the block), its pixel and rank in the tile; pix is
+// 0 for threads past the image border (they only help stage Gaussians).
+template <typename T>
+struct TileThread {
+    int block_size, cam, rank;
+    int64_t tile, pix;
+    bool inside;
+    T px, py;
+    __device__ explicit TileThread(const RasterDims& d) {
+        block_size = d.tile * d.tile;
+        cam = blockIdx.z;
+        tile = ((int64_t)cam * d.tiles_y + blockIdx.y) * d.tiles_x + blockIdx.x;
+        const int x = blockIdx.x * d.tile + threadIdx.x, y = blockIdx.y * d.tile + threadIdx.y;
+        rank = threadIdx.y * d.tile + threadIdx.x;
+        inside = x < d.W && y < d.H;
+        pix = inside ? ((int64_t)cam * d.H + y) * d.W + x : 0;
+        px = T(x) + T(0.5);
+        py = T(y) + T(0.5);
+    }
+};
+
 template <typename T>
 __global__ void render_kernel(const T* means2d, const T* conics, const T* colors, const T* opacities, const T* bgs,
                               RasterDims d, const int64_t* offsets, const int32_t* flatten_ids, T* out_colors,
                               T* out_alphas, T* final_T, int32_t* last_ids) {
     extern __shared__ __align__(16) unsigned char smem[];
-    const int block_size = d.tile * d.tile;
+    const TileThread<T> th(d);
+    const int block_size = th.block_size, cam = th.cam, rank = th.rank;
+    const int64_t tile = th.tile, pix = th.pix;
+    const bool inside = th.inside;
+    const T px = th.px, py = th.py;
     Staging<T> stage(smem, block_size);
-    const int cam = blockIdx.z;
-    const int64_t tile = ((int64_t)cam * d.tiles_y + blockIdx.y) * d.tiles_x + blockIdx.x;
-    const int x = blockIdx.x * d.tile + threadIdx.x, y = blockIdx.y * d.tile + threadIdx.y;
-    const int rank = threadIdx.y * d.tile + threadIdx.x;
-    const bool inside = x < d.W && y < d.H;
-    const int64_t pix = ((int64_t)cam * d.H + y) * d.W + x;
-    const T px = T(x) + T(0.5), py = T(y) + T(0.5);
     const int64_t start = offsets[tile], end = offsets[tile + 1];
     const int64_t cam_base = (int64_t)cam * d.N;
     const int D = d.D;
@@ -127,15 +142,12 @@ __global__ void render_backward_kernel(const T* means2d, const T* conics, const 
                                        const T* v_alphas, T* scratch, T* v_means2d, T* v_conics, T* v_cols,
                                        T* v_opacities) {
     extern __shared__ __align__(16) unsigned char smem[];
-    const int block_size = d.tile * d.tile;
+    const TileThread<T> th(d);
+    const int block_size = th.block_size, cam = th.cam, rank = th.rank;
+    const int64_t tile = th.tile, pix = th.pix;
+    const bool inside = th.inside;
+    const T px = th.px, py = th.py;
     Staging<T> stage(smem, block_size);
-    const int cam = blockIdx.z;
-    const int64_t tile = ((int64_t)cam * d.tiles_y + blockIdx.y) * d.tiles_x + blockIdx.x;
-    const int x = blockIdx.x * d.tile + threadIdx.x, y = blockIdx.y * d.tile + threadIdx.y;
-    const int rank = threadIdx.y * d.tile + threadIdx.x;
-    const bool inside = x < d.W && y < d.H;
-    const int64_t pix = inside ? ((int64_t)cam * d.H + y) * d.W + x : 0;
-    const T px = T(x) + T(0.5), py = T(y) + T(0.5);
     const int64_t start = offsets[tile], end = offsets[tile + 1];
     if (start == end) return;  // uniform over the block
     const int64_t cam_base = (int64_t)cam * d.N;

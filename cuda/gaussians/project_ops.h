@@ -56,6 +56,15 @@ inline void check_shape(const torch::Tensor& t, std::initializer_list<int64_t> s
         TORCH_CHECK(t.scalar_type() == like.scalar_type(), "project_gaussians: ", name, " must have means' dtype");
 }
 
+// The forward's outputs, uninitialised: radii, means2d, depths, conics, compensations ([0, 0] unless
+// antialiased).
+inline std::vector<torch::Tensor> project_outputs(const torch::Tensor& means, int64_t C, int64_t N,
+                                                  bool antialiased) {
+    const auto opts = means.options();
+    return {torch::empty({C, N}, opts.dtype(torch::kInt32)), torch::empty({C, N, 2}, opts), torch::empty({C, N}, opts),
+            torch::empty({C, N, 3}, opts), torch::empty({antialiased ? C : 0, antialiased ? N : 0}, opts)};
+}
+
 // Checks shared by the launchers; returns (C, N).
 inline std::pair<int64_t, int64_t> check_project_inputs(const torch::Tensor& means, const torch::Tensor& quats,
                                                         const torch::Tensor& scales, const torch::Tensor& viewmats,

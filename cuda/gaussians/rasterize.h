@@ -55,24 +55,6 @@ SG_HD void tile_rect(T mx, T my, int32_t radius, const RasterDims& d, int& x0, i
     if (y1 < y0) y1 = y0;
 }
 
-template <typename T>
-SG_HD T sg_exp(T x) {
-#if defined(__CUDA_ARCH__)
-    return exp(x);
-#else
-    return std::exp(x);
-#endif
-}
-
-template <typename T>
-SG_HD T sg_log(T x) {
-#if defined(__CUDA_ARCH__)
-    return log(x);
-#else
-    return std::log(x);
-#endif
-}
-
 // A projected Gaussian as a pixel sees it.
 template <typename T>
 struct Splat {

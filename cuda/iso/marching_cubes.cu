@@ -7,16 +7,13 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/checks.h"
+#include "common/launch_cuda.h"
 #include "iso/marching_cubes.h"
 #include "iso/marching_cubes_ops.h"
 
 namespace scenegrad {
 namespace iso {
 namespace {
-
-constexpr int kThreads = 256;
-
-inline unsigned blocks(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
 
 template <typename T>
 __global__ void count_kernel(const T* v, McGrid g, T level, const int8_t* ntri, int32_t* point_bits,

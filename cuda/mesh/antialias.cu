@@ -5,14 +5,13 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/checks.h"
+#include "common/launch_cuda.h"
 #include "mesh/antialias.h"
 #include "mesh/ops.h"
 
 namespace scenegrad {
 namespace mesh {
 namespace {
-
-constexpr int kThreads = 256;
 
 template <typename T>
 __global__ void forward_kernel(const T* color, const T* rast, const T* pos, const int32_t* tri,
@@ -62,8 +61,6 @@ __global__ void backward_kernel(const T* color, const T* rast, const T* pos, con
         }
     }
 }
-
-inline unsigned blocks(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
 
 }  // namespace
 

@@ -5,14 +5,13 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/checks.h"
+#include "common/launch_cuda.h"
 #include "mesh/interpolate.h"
 #include "mesh/ops.h"
 
 namespace scenegrad {
 namespace mesh {
 namespace {
-
-constexpr int kThreads = 256;
 
 template <typename T>
 __global__ void forward_kernel(const T* attr, InterpolateDims d, const int32_t* tri, const T* rast, const T* db,
@@ -43,8 +42,6 @@ __global__ void backward_kernel(const T* attr, InterpolateDims d, const int32_t*
                                grad_out_da ? grad_out_da + p * 2 * d.D : nullptr, grad_rast + 4 * p,
                                grad_db ? grad_db + 4 * p : nullptr, add);
 }
-
-inline unsigned blocks(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
 
 }  // namespace
 

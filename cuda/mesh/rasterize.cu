@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "common/checks.h"
+#include "common/launch_cuda.h"
 #include "mesh/ops.h"
 #include "mesh/rasterize.h"
 
@@ -14,7 +15,6 @@ namespace scenegrad {
 namespace mesh {
 namespace {
 
-constexpr int kThreads = 256;
 constexpr unsigned long long kEmpty = ~0ull;
 
 template <typename T>
@@ -87,8 +87,6 @@ __global__ void backward_kernel(const T* pos, int B, int V, const int32_t* tri, 
     for (int i = 0; i < 3; ++i)
         for (int c = 0; c < 4; ++c) atomicAdd(grad_pos + (b * V + idx[i]) * 4 + c, gv[4 * i + c]);
 }
-
-inline unsigned blocks(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
 
 }  // namespace
 

@@ -5,14 +5,13 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/checks.h"
+#include "common/launch_cuda.h"
 #include "mesh/ops.h"
 #include "mesh/texture.h"
 
 namespace scenegrad {
 namespace mesh {
 namespace {
-
-constexpr int kThreads = 256;
 
 template <typename T, int kC>
 __global__ void forward_kernel(const T* buf, const T* uv, const T* uv_da, const T* bias, TextureDims d, T* out) {
@@ -73,8 +72,6 @@ __global__ void mip_fold_kernel(T* grad, int64_t total, int64_t offset, int64_t 
     T* g = grad + (b * total + offset + (int64_t)y * w + x) * C;
     for (int c = 0; c < C; ++c) g[c] += mip_fold_texel(next, h, w, C, x, y, c);
 }
-
-inline unsigned blocks(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
 
 }  // namespace
 
