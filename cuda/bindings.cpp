@@ -71,10 +71,6 @@ Tensor texture_mip(const Tensor& tex, const Tensor& offsets, const Tensor& sizes
     SG_DISPATCH(mesh, texture_mip, tex, tex, offsets, sizes);
 }
 
-Tensor texture_mip_fold_(Tensor grad_buf, const Tensor& offsets, const Tensor& sizes) {
-    SG_DISPATCH(mesh, texture_mip_fold, grad_buf, grad_buf, offsets, sizes);
-}
-
 bool with_cuda() {
 #ifdef SCENEGRAD_WITH_CUDA
     return true;
@@ -105,9 +101,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("antialias_fwd", &scenegrad::antialias_fwd, "silhouette antialiasing (see render.mesh.antialias)");
     m.def("antialias_bwd", &scenegrad::antialias_bwd, "gradients of antialias to color and pos");
     m.def("texture_fwd", &scenegrad::texture_fwd, "texture lookups (see render.mesh.texture)");
-    m.def("texture_bwd", &scenegrad::texture_bwd, "gradients of texture to texels, uv, uv_da and lod");
+    m.def("texture_bwd", &scenegrad::texture_bwd, "gradients of texture to the texture (mip levels folded in), uv, uv_da and lod");
     m.def("texture_mip", &scenegrad::texture_mip, "the mip pyramid of a texture, flattened");
-    m.def("texture_mip_fold_", &scenegrad::texture_mip_fold_, "fold mip-level gradients into level 0, in place");
     scenegrad::bind_gaussian_rasterize(m);
     scenegrad::bind_gaussian_project(m);
     scenegrad::bind_marching_cubes(m);

@@ -1,7 +1,10 @@
 // Scatter-adds from parallel CPU loops. Atomic float adds are compare-and-swap loops on x86 and
 // cost about ten plain adds; with few threads it is cheaper to give each thread its own zeroed copy
-// of the target (thread 0 adds into the target itself) and sum the copies at the end. With many
-// threads, or when the copies would take too much memory, every add is atomic instead.
+// of the target (thread 0 adds into the target itself) and sum the copies at the end. Each copy
+// keeps a flag per block of 2^kBlockShift elements it wrote, so the reduction (which also zeroes
+// what it read) costs what was touched, not the size of the target; the copies then go back to the
+// scratch pool (common/scratch_cpu.h) for the next call. With many threads, or when the copies
+// could take too much memory, every add is atomic instead.
 //
 //   ScatterAdd<float> scatter(grad, n);
 //   SG_OMP(parallel for) for (...) { float* g = scatter.local(); scatter.add(g + i, v); }
@@ -9,6 +12,7 @@
 #pragma once
 #include <cstdint>
 #include <cstdlib>
+#include <new>
 #include <vector>
 
 #ifdef SCENEGRAD_OPENMP
@@ -16,6 +20,7 @@
 #endif
 
 #include "common/hd.h"
+#include "common/scratch_cpu.h"
 
 namespace scenegrad {
 
@@ -23,7 +28,8 @@ template <typename T>
 class ScatterAdd {
    public:
     static constexpr int kMaxPrivateThreads = 4;
-    static constexpr int64_t kMaxPrivateBytes = int64_t(8) << 20;
+    static constexpr int64_t kMaxPrivateBytes = int64_t(256) << 20;
+    static constexpr int kBlockShift = 10;                           // 1024 elements per touched flag
 
     ScatterAdd(T* target, int64_t n) : target_(target), n_(n) {
 #ifdef SCENEGRAD_OPENMP
@@ -35,19 +41,19 @@ class ScatterAdd {
         if (threads > 1 && threads <= kMaxPrivateThreads &&
             (int64_t)(threads - 1) * n * (int64_t)sizeof(T) <= kMaxPrivateBytes) {
             atomic_ = false;
-            for (int t = 1; t < threads; ++t) {
-                // calloc: pages a thread never touches stay shared zero pages
-                T* copy = static_cast<T*>(std::calloc((size_t)n, sizeof(T)));
-                if (!copy) {
-                    atomic_ = true;
-                    break;
+            const int64_t blocks = (n >> kBlockShift) + 1;
+            try {
+                for (int t = 1; t < threads; ++t) {
+                    copies_.push_back(scratch_acquire<T>(n));
+                    flags_.push_back(scratch_acquire<unsigned char>(blocks));
                 }
-                copies_.push_back(copy);
+            } catch (const std::bad_alloc&) {
+                release(false);
+                atomic_ = true;
             }
-            if (atomic_) release();
         }
     }
-    ~ScatterAdd() { release(); }
+    ~ScatterAdd() { release(false); }
     ScatterAdd(const ScatterAdd&) = delete;
     ScatterAdd& operator=(const ScatterAdd&) = delete;
 
@@ -61,40 +67,61 @@ class ScatterAdd {
 #endif
     }
 
+    // Adds value at `where`, a position in this thread's local() buffer.
     void add(T* where, T value) const {
         if (atomic_) {
             SG_OMP(atomic)
             *where += value;
-        } else {
-            *where += value;
+            return;
+        }
+        *where += value;
+        for (size_t k = 0; k < copies_.size(); ++k) {
+            const uint64_t i = (uint64_t)(where - copies_[k]);
+            if (i < (uint64_t)n_) {
+                flags_[k][i >> kBlockShift] = 1;
+                return;
+            }
         }
     }
 
-    // Sums the private copies into the target (call after the parallel region).
+    // Sums the touched blocks of the private copies into the target (call after the parallel region).
     void reduce() {
         if (copies_.empty()) return;
         const int k = (int)copies_.size();
+        const int64_t n = n_, blocks = (n >> kBlockShift) + 1;
         T* const* copies = copies_.data();
+        unsigned char* const* flags = flags_.data();
         T* target = target_;
         SG_OMP(parallel for schedule(static))
-        for (int64_t i = 0; i < n_; ++i) {
-            T sum = target[i];
-            for (int c = 0; c < k; ++c) sum += copies[c][i];
-            target[i] = sum;
+        for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t lo = b << kBlockShift, end = lo + (int64_t(1) << kBlockShift), hi = end < n ? end : n;
+            for (int c = 0; c < k; ++c) {
+                if (!flags[c][b]) continue;
+                T* src = copies[c];
+                for (int64_t i = lo; i < hi; ++i) {
+                    target[i] += src[i];
+                    src[i] = T(0);
+                }
+                flags[c][b] = 0;
+            }
         }
-        release();
+        release(true);
     }
 
    private:
-    void release() {
-        for (T* copy : copies_) std::free(copy);
+    // Returns the copies to the scratch pool (`zeroed`: they are all zeros again, else freed).
+    void release(bool zeroed) {
+        for (T* copy : copies_) scratch_release(copy, zeroed);
+        for (unsigned char* f : flags_) scratch_release(f, zeroed);
         copies_.clear();
+        flags_.clear();
     }
 
     T* target_;
     int64_t n_;
     bool atomic_ = false;
     std::vector<T*> copies_;
+    std::vector<unsigned char*> flags_;
 };
 
 }  // namespace scenegrad

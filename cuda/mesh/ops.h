@@ -45,17 +45,15 @@ std::vector<torch::Tensor> antialias_bwd_cpu(const torch::Tensor& color, const t
 torch::Tensor texture_fwd_cpu(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
                               const torch::Tensor& uv, const torch::Tensor& uv_da, const torch::Tensor& bias,
                               int64_t boundary, int64_t filter);
-// -> {grad_buf, grad_uv, grad_uv_da, grad_lod (d loss / d lod per pixel: the bias gradient)}; the last
-// two are undefined without uv_da.
+// -> {grad_tex [Bt, h0, w0, C] (the gradients of every mip level folded down into the texture), grad_uv,
+// grad_uv_da, grad_lod (d loss / d lod per pixel: the bias gradient)}; the last two are undefined without
+// uv_da.
 std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& buf, const torch::Tensor& offsets,
                                            const torch::Tensor& sizes, const torch::Tensor& uv,
                                            const torch::Tensor& uv_da, const torch::Tensor& bias, int64_t boundary,
                                            int64_t filter, const torch::Tensor& grad_out);
 // tex [Bt, h0, w0, C] -> buf [Bt, total, C]: the mip pyramid laid out by offsets / sizes.
 torch::Tensor texture_mip_cpu(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes);
-// Folds the gradient of every level of grad_buf [Bt, total, C] down into level 0, in place;
-// returns level 0 as [Bt, h0, w0, C].
-torch::Tensor texture_mip_fold_cpu(torch::Tensor& grad_buf, const torch::Tensor& offsets, const torch::Tensor& sizes);
 
 #ifdef SCENEGRAD_WITH_CUDA
 torch::Tensor texture_fwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
@@ -66,7 +64,6 @@ std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& buf, const torc
                                            const torch::Tensor& uv_da, const torch::Tensor& bias, int64_t boundary,
                                            int64_t filter, const torch::Tensor& grad_out);
 torch::Tensor texture_mip_cuda(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes);
-torch::Tensor texture_mip_fold_cuda(torch::Tensor& grad_buf, const torch::Tensor& offsets, const torch::Tensor& sizes);
 torch::Tensor antialias_fwd_cuda(const torch::Tensor& color, const torch::Tensor& rast, const torch::Tensor& pos,
                                  const torch::Tensor& tri, const torch::Tensor& opposite);
 std::vector<torch::Tensor> antialias_bwd_cuda(const torch::Tensor& color, const torch::Tensor& rast,

@@ -75,6 +75,25 @@ __global__ void mip_fold_kernel(T* grad, int64_t total, int64_t offset, int64_t 
 
 }  // namespace
 
+// Folds the gradients of every mip level of grad_buf [B, total, C] down into level 0, in place, and
+// returns level 0 as [B, h0, w0, C].
+static torch::Tensor fold_mip_gradients(torch::Tensor& grad_buf, const torch::Tensor& offsets,
+                                        const torch::Tensor& sizes) {
+    const int64_t B = grad_buf.size(0), total = grad_buf.size(1), C = grad_buf.size(2);
+    const MipLayout m = mip_layout(offsets, sizes, total);
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(grad_buf.scalar_type(), "texture_mip_fold_cuda", [&] {
+        for (int l = m.levels - 1; l >= 1; --l) {
+            const int64_t n = B * m.sizes[2 * l - 2] * m.sizes[2 * l - 1];
+            mip_fold_kernel<scalar_t><<<blocks(n), kThreads, 0, stream>>>(
+                grad_buf.data_ptr<scalar_t>(), total, m.offsets[l - 1], m.offsets[l], m.sizes[2 * l - 2],
+                m.sizes[2 * l - 1], (int)C, n);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+    });
+    return grad_buf.narrow(1, m.offsets[0], (int64_t)m.sizes[0] * m.sizes[1]).view({B, m.sizes[0], m.sizes[1], C});
+}
+
 torch::Tensor texture_fwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
                                const torch::Tensor& uv, const torch::Tensor& uv_da, const torch::Tensor& bias,
                                int64_t boundary, int64_t filter) {
@@ -109,7 +128,7 @@ std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& buf, const torc
     auto grad_uv = torch::zeros_like(uv);
     auto grad_uv_da = mip ? torch::zeros_like(uv_da) : torch::Tensor();
     auto grad_lod = mip ? torch::zeros(uv.sizes().slice(0, 3), uv.options()) : torch::Tensor();
-    if (d.pixels == 0) return {grad_buf, grad_uv, grad_uv_da, grad_lod};
+    if (d.pixels == 0) return {fold_mip_gradients(grad_buf, offsets, sizes), grad_uv, grad_uv_da, grad_lod};
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "texture_bwd_cuda", [&] {
         with_channels(d.C, [&](auto channels) {
@@ -121,7 +140,7 @@ std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& buf, const torc
         });
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return {grad_buf, grad_uv, grad_uv_da, grad_lod};
+    return {fold_mip_gradients(grad_buf, offsets, sizes), grad_uv, grad_uv_da, grad_lod};
 }
 
 torch::Tensor texture_mip_cuda(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes) {
@@ -141,25 +160,6 @@ torch::Tensor texture_mip_cuda(const torch::Tensor& tex, const torch::Tensor& of
         }
     });
     return buf;
-}
-
-torch::Tensor texture_mip_fold_cuda(torch::Tensor& grad_buf, const torch::Tensor& offsets, const torch::Tensor& sizes) {
-    SG_CHECK_CUDA(grad_buf);
-    TORCH_CHECK(grad_buf.dim() == 3 && grad_buf.is_contiguous(), "grad_buf must be a contiguous [B, texels, C] tensor");
-    const c10::cuda::CUDAGuard guard(grad_buf.device());
-    const int64_t B = grad_buf.size(0), total = grad_buf.size(1), C = grad_buf.size(2);
-    const MipLayout m = mip_layout(offsets, sizes, total);
-    cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES(grad_buf.scalar_type(), "texture_mip_fold_cuda", [&] {
-        for (int l = m.levels - 1; l >= 1; --l) {
-            const int64_t n = B * m.sizes[2 * l - 2] * m.sizes[2 * l - 1];
-            mip_fold_kernel<scalar_t><<<blocks(n), kThreads, 0, stream>>>(
-                grad_buf.data_ptr<scalar_t>(), total, m.offsets[l - 1], m.offsets[l], m.sizes[2 * l - 2],
-                m.sizes[2 * l - 1], (int)C, n);
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-        }
-    });
-    return grad_buf.narrow(1, m.offsets[0], (int64_t)m.sizes[0] * m.sizes[1]).view({B, m.sizes[0], m.sizes[1], C});
 }
 
 }  // namespace mesh

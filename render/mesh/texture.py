@@ -2,7 +2,7 @@
 clamp, zero borders; cube maps for environment lighting).
 
 Layers: :func:`texture` (validates) -> ``_TextureNative`` (autograd) -> ``texture_mip`` /
-``texture_fwd`` / ``texture_bwd`` / ``texture_mip_fold_`` in ``cuda/bindings.cpp`` -> the per-texel
+``texture_fwd`` / ``texture_bwd`` in ``cuda/bindings.cpp`` -> the per-texel
 and per-pixel math (pyramid, level of detail, lookups) in ``cuda/mesh/texture.h``. The pure-PyTorch
 twin builds the pyramid (:func:`mip_pyramid`) and the level of detail (:func:`level_of_detail`) in
 torch and samples with :func:`scenegrad.render._reference.texture.texture_lookup`.
@@ -194,11 +194,10 @@ class _TextureNative(torch.autograd.Function):
         buf, uv, uv_da, bias = ctx.saved_tensors
         offsets_t, sizes_t, tex_shape = ctx.layout
         native = _backend.native_module()
-        grad_buf, grad_uv, grad_uv_da, grad_lod = native.texture_bwd(
+        grad_tex, grad_uv, grad_uv_da, grad_lod = native.texture_bwd(
             buf, offsets_t, sizes_t, uv, uv_da, bias, *ctx.modes, grad_out.contiguous()
         )
-        grad_tex = native.texture_mip_fold_(grad_buf, offsets_t, sizes_t) if len(sizes_t) > 1 \
-            else grad_buf.view(tex_shape)
+        grad_tex = grad_tex.view(tex_shape)
         if ctx.modes[1] == _reference.NEAREST:
             grad_uv = None  # piecewise constant in uv
         return grad_tex, grad_uv, grad_uv_da, grad_lod if bias is not None else None, None, None, None
