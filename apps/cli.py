@@ -57,7 +57,7 @@ def reconstruct(
     input: tyro.conf.Positional[Path | None] = None,  # noqa: A002 - the CLI's name for it
     out: Path = Path("scenegrad_out"),
     preset: Literal["tiny", "fast", "default"] = "fast",
-    poses: Literal["flowmap"] = "flowmap",
+    poses: Literal["flowmap", "colmap"] = "flowmap",
     max_frames: int | None = None,
     resolution: int | None = None,
     iterations: int | None = None,
@@ -72,9 +72,10 @@ def reconstruct(
     Args:
         input: A video file or a folder of images; without one, a built-in sample clip.
         out: Output folder (images/, sparse/0, transforms.json, depth/, points.ply, splats.ply,
-            mesh.ply, mesh.glb, renders/orbit.mp4, report.json).
+            mesh.ply, mesh.glb, renders/orbit.mp4, report.json, report.html).
         preset: tiny (seconds, for tests), fast (a CPU budget) or default.
-        poses: How cameras are found: flowmap (poses and depth from the video by gradient descent).
+        poses: How cameras are found: flowmap (poses and depth from the video by gradient descent) or
+            colmap (COLMAP through pycolmap: SIFT, matching, incremental mapping; no dense depth).
         max_frames: Frames taken from a video (default from the preset).
         resolution: Longest side of the frames used, pixels (default from the preset).
         iterations: Splat training iterations (default from the preset).
@@ -90,7 +91,7 @@ def reconstruct(
         command.run(input, out, preset=preset, poses=poses, max_frames=max_frames, resolution=resolution,
                     iterations=iterations, mesh_resolution=mesh_resolution, device=device, seed=seed,
                     resume=resume, overwrite=overwrite)
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
+    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError, ImportError) as error:
         print(f"scenegrad reconstruct: {error}", file=sys.stderr)
         raise SystemExit(2) from error
 

@@ -34,9 +34,10 @@ def run(input_path: Path | None, out: Path, **options) -> dict:
     report = reconstruct(input_path, out, ReconstructConfig(**options))
     stages = report["stages"]
     psnr = stages.get("splats", {}).get("heldout_psnr")
-    print(f"done in {report['total_seconds']:.0f} s: {stages['frames']['count']} frames posed, "
+    print(f"done in {report['total_seconds']:.0f} s: {stages['poses']['frames_posed']} of "
+          f"{stages['frames']['count']} frames posed, "
           f"{stages['splats']['gaussians']} Gaussians"
           + (f" (held-out PSNR {psnr:.1f} dB)" if psnr is not None else "")
           + f", mesh with {stages['mesh']['faces']} faces; outputs in {out}/ "
-          "(sparse/0, transforms.json, splats.ply, mesh.glb, renders/orbit.mp4, report.json)")
+          "(sparse/0, transforms.json, splats.ply, mesh.glb, renders/orbit.mp4, report.html)")
     return report

@@ -6,7 +6,9 @@ from the last finished one; ``report.json`` records which are done and how long 
 1. ``frames``: frames chosen from the video (:func:`scenegrad.datasets.video.select_frames`: sharp,
    spread over the motion) or the images of the folder, downscaled to ``resolution`` -> ``images/``.
 2. ``poses``: cameras, a shared focal length and dense depth by :mod:`scenegrad.recon.flowmap` ->
-   ``sparse/0`` (COLMAP), ``transforms.json`` (nerfstudio), ``depth/``, ``points.ply``.
+   ``sparse/0`` (COLMAP), ``transforms.json`` (nerfstudio), ``depth/``, ``points.ply``; or, with
+   ``poses="colmap"``, COLMAP's cameras and sparse points (:mod:`scenegrad.recon.colmap_poses`; no
+   dense depth, and frames COLMAP cannot register are left out).
 3. ``splats``: 3D Gaussians trained from the posed frames, seeded with the dense points
    (:func:`scenegrad.recon.splat.train`, every 8th frame held out) -> ``splats.ply`` (3DGS layout),
    checkpoints in ``splat/`` (resumed from).
@@ -15,6 +17,9 @@ from the last finished one; ``report.json`` records which are done and how long 
 5. ``render``: a video rendered from the splats -> ``renders/orbit.mp4``: a circle around the scene
    when the input cameras went at least half-way around it, else the input trajectory itself (a
    walk-through cannot be shown from behind).
+
+At the end ``report.html`` (:mod:`scenegrad.recon.report_html`) shows the timings, the held-out
+scores, the camera trajectory, frames beside their depth, and frames of the render.
 
 Presets: ``tiny`` (tests and smoke runs: seconds), ``fast`` (a CPU budget: minutes), ``default``.
 """
@@ -38,7 +43,7 @@ __all__ = ["ReconstructConfig", "STAGES", "OUTPUTS", "run", "orbit_cameras"]
 STAGES = ("frames", "poses", "splats", "mesh", "render")
 #: Everything the pipeline writes in the output folder (what ``overwrite`` replaces).
 OUTPUTS = ("images", "sparse", "transforms.json", "sparse_pc.ply", "depth", "points.ply", "splat", "splats.ply",
-           "mesh.ply", "mesh.glb", "renders", "report.json")
+           "mesh.ply", "mesh.glb", "renders", "report.json", "report.html")
 #: Dense depth points seeding the splats (a random subset): more only slows the first iterations down.
 SEED_POINTS = 20_000
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"}
@@ -54,7 +59,7 @@ class ReconstructConfig:
     resolution: longest side of the frames used (pixels).
     iterations: splat training iterations.
     mesh_resolution: voxels along the longest side of the TSDF grid.
-    poses: ``flowmap`` (the only pose path for now).
+    poses: ``flowmap`` (scenegrad's own, the default) or ``colmap`` (COLMAP through pycolmap).
     seed, device: as usual (``device`` is reported; the trainer runs on CPU tensors for now).
     resume: continue after the last finished stage (and the last splat checkpoint).
     overwrite: replace the outputs of an earlier run in the folder (other files are left alone).
@@ -66,7 +71,7 @@ class ReconstructConfig:
     resolution: int | None = None
     iterations: int | None = None
     mesh_resolution: int | None = None
-    poses: Literal["flowmap"] = "flowmap"
+    poses: Literal["flowmap", "colmap"] = "flowmap"
     seed: int = 0
     device: str = "cpu"
     resume: bool = False
@@ -248,11 +253,24 @@ def run(input_path: str | Path, out: str | Path, config: ReconstructConfig | Non
         from scenegrad.recon import flowmap
 
         start = time.perf_counter()
-        result = flowmap.fit(images, _flowmap_config(config))
-        flowmap.save(result, out, np.stack(images))
-        save_transforms(load_colmap(out / "sparse" / "0", out / "images"), out, image_dir="images", overwrite=True)
-        report.record("poses", time.perf_counter() - start, method=config.poses, frames_posed=len(result.cameras),
-                      focal_px=float(result.cameras.fx[0]))
+        if config.poses == "colmap":
+            from scenegrad.datasets.points import save_points
+            from scenegrad.recon.colmap_poses import colmap_poses
+
+            posed = colmap_poses(out / "images", out / "sparse" / "0")
+            colmap_scene = load_colmap(out / "sparse" / "0", out / "images")
+            if colmap_scene.points is not None:
+                save_points(colmap_scene.points, out / "points.ply", overwrite=True)
+            save_transforms(colmap_scene, out, image_dir="images", overwrite=True)
+            facts = {"frames_posed": len(posed.registered), "sparse_points": posed.points,
+                     "focal_px": float(colmap_scene.cameras.fx[0])}
+        else:
+            result = flowmap.fit(images, _flowmap_config(config))
+            flowmap.save(result, out, np.stack(images))
+            save_transforms(load_colmap(out / "sparse" / "0", out / "images"), out, image_dir="images",
+                            overwrite=True)
+            facts = {"frames_posed": len(result.cameras), "focal_px": float(result.cameras.fx[0])}
+        report.record("poses", time.perf_counter() - start, method=config.poses, **facts)
     scene = load_colmap(out / "sparse" / "0", out / "images", dtype=torch.float32)
 
     # 3. splats
@@ -307,4 +325,7 @@ def run(input_path: str | Path, out: str | Path, config: ReconstructConfig | Non
 
     report.data["total_seconds"] = round(sum(s["seconds"] for s in report.data["stages"].values()), 3)
     report.path.write_text(json.dumps(report.data, indent=2))
+    from scenegrad.recon.report_html import write_report_html
+
+    write_report_html(out)
     return report.data

@@ -59,6 +59,30 @@ def test_every_output_exists_and_loads(result, clip):
     assert report["stages"]["splats"]["heldout_psnr"] > 20.0
 
 
+def test_report_html_shows_the_run(result):
+    out, report = result
+    page = (out / "report.html").read_text()
+    assert page.count("<svg") == 1 and page.count("<polygon") == FRAMES  # one frustum per posed camera
+    images = page.count("data:image/jpeg;base64,")
+    assert images >= 6 + 6 + 1, images  # frames, their depth, render frames
+    assert f"{report['stages']['splats']['heldout_psnr']:.2f} dB" in page
+    for stage in report["stages"]:
+        assert f"<td>{stage}</td>" in page
+
+
+def test_trajectory_svg_places_cameras_in_the_plane_of_motion():
+    from scenegrad.datasets.synthetic import orbit_cameras
+    from scenegrad.recon.report_html import trajectory_svg
+
+    cams = orbit_cameras(8, 3.0, 64, 48, 50.0)
+    svg = trajectory_svg(cams.R.numpy(), cams.t.numpy(), size=200)
+    xy = np.array([[float(v) for v in pair.split(",")] for pair in
+                   svg.split('points="')[1].split('"')[0].split()])
+    # the orbit's centres form a circle in the picture: equal distances from their mean
+    r = np.linalg.norm(xy - xy.mean(0), axis=1)
+    assert r.std() < 0.02 * r.mean() and r.mean() > 50
+
+
 def test_pycolmap_reads_the_model(result):
     pycolmap = pytest.importorskip("pycolmap", reason="pycolmap is not installed")
     out, _ = result
