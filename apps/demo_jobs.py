@@ -130,6 +130,8 @@ class ReconstructJob:
     def _take(self, line: str, log) -> None:
         if not line.strip():
             return
+        for folder, name in ((self.out.parent, "<session>"), (self.input_path.parent, "<input>")):
+            line = line.replace(str(folder), name)
         if parse_bar(line) is not None:
             self._bar = line.strip()
             self._bar_stage = self._current_stage(self._done())
@@ -199,7 +201,6 @@ class ReconstructJob:
             messages = [line for line in self._lines if line.startswith("scenegrad reconstruct:")]
             error = (messages[-1].removeprefix("scenegrad reconstruct:").strip() if messages
                      else (self._lines[-1] if self._lines else f"exit code {code}"))
-            error = error.replace(str(self.out.parent), "<session>")
         return JobStatus(state=state, stage=stage if state == "running" else None, stages_done=done,
                          fraction=self._fraction, elapsed=elapsed, eta=eta if state == "running" else None,
                          stage_detail=self._bar if state == "running" else "",

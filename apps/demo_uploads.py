@@ -160,10 +160,10 @@ def check_member_name(name: str) -> PurePosixPath:
 
 
 def _kind(info: zipfile.ZipInfo) -> str:
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix type recorded (a plain entry)
+    if kind == stat.S_IFLNK:
         return "symlink"
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
         return "special file"
     return "dir" if info.is_dir() else "file"
 
