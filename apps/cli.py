@@ -152,6 +152,7 @@ def demo(
     max_upload_mb: float = 200.0,
     max_frames: int = 60,
     max_iterations: int = 3000,
+    max_resolution: int = 640,
     work_dir: Path | None = None,
 ) -> None:
     """Start the browser demo (Gradio, needs ``pip install scenegrad[app]``): reconstruct a video and look at
@@ -163,6 +164,7 @@ def demo(
         max_upload_mb: Largest upload accepted (a video or a zip), MB.
         max_frames: Most frames a reconstruction may use.
         max_iterations: Most splat training iterations a reconstruction may run.
+        max_resolution: Longest side, in pixels, of the frames a reconstruction uses.
         work_dir: Folder for uploads and results (default: a temporary folder removed on exit).
     """
     import importlib.util
@@ -174,7 +176,8 @@ def demo(
     from scenegrad.apps.demo_uploads import Limits
 
     try:
-        limits = Limits(max_upload_mb=max_upload_mb, max_frames=max_frames, max_iterations=max_iterations)
+        limits = Limits(max_upload_mb=max_upload_mb, max_frames=max_frames, max_iterations=max_iterations,
+                        max_resolution=max_resolution)
     except ValueError as error:
         print(f"scenegrad demo: {error}", file=sys.stderr)
         raise SystemExit(2) from error

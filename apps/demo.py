@@ -86,7 +86,8 @@ def _preset_options(preset: str, limits: Limits) -> dict:
         raise ValueError(f"unknown preset {preset!r}")
     resolved = ReconstructConfig(preset=preset).resolved()
     return {"preset": preset, "max_frames": min(resolved.max_frames, limits.max_frames),
-            "iterations": min(resolved.iterations, limits.max_iterations)}
+            "iterations": min(resolved.iterations, limits.max_iterations),
+            "resolution": min(resolved.resolution, limits.max_resolution)}
 
 
 def _sample(work_dir: Path) -> Path:
@@ -271,8 +272,9 @@ def build_app(config: DemoConfig | None = None):
                                              elem_id="sg-sample")
                     preset = gr.Radio(list(PRESETS), value="fast", label="preset (tiny: seconds, fast: minutes)",
                                       elem_id="sg-preset")
-                    gr.Markdown(f"At most {limits.max_frames} frames and {limits.max_iterations} training "
-                                "iterations per run; one run at a time for everyone, others wait in a queue.")
+                    gr.Markdown(f"At most {limits.max_frames} frames of {limits.max_resolution} pixels and "
+                                f"{limits.max_iterations} training iterations per run; one run at a time for "
+                                "everyone, others wait in a queue.")
                     with gr.Row():
                         run_button = gr.Button("Reconstruct", variant="primary", elem_id="sg-run")
                         cancel_button = gr.Button("Cancel", variant="stop", elem_id="sg-cancel")

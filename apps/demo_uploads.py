@@ -43,6 +43,7 @@ class Limits:
     max_zip_members: entries in a zip (files and folders).
     max_unzipped_mb: bytes a zip may expand to.
     max_iterations: splat training iterations a reconstruction may ask for.
+    max_resolution: longest side of the frames a reconstruction uses (pixels).
     """
 
     max_upload_mb: float = 200.0
@@ -50,9 +51,11 @@ class Limits:
     max_zip_members: int = 2000
     max_unzipped_mb: float = 1000.0
     max_iterations: int = 3000
+    max_resolution: int = 640
 
     def __post_init__(self):
-        for name in ("max_upload_mb", "max_frames", "max_zip_members", "max_unzipped_mb", "max_iterations"):
+        for name in ("max_upload_mb", "max_frames", "max_zip_members", "max_unzipped_mb", "max_iterations",
+                     "max_resolution"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
