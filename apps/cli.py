@@ -169,10 +169,6 @@ def demo(
     """
     import importlib.util
 
-    if importlib.util.find_spec("gradio") is None:
-        print("scenegrad demo: gradio is not installed; pip install 'scenegrad[app]'", file=sys.stderr)
-        raise SystemExit(2)
-    from scenegrad.apps.demo import DemoConfig, launch
     from scenegrad.apps.demo_uploads import Limits
 
     try:
@@ -181,6 +177,11 @@ def demo(
     except ValueError as error:
         print(f"scenegrad demo: {error}", file=sys.stderr)
         raise SystemExit(2) from error
+    if importlib.util.find_spec("gradio") is None:
+        print("scenegrad demo: gradio is not installed; pip install 'scenegrad[app]'", file=sys.stderr)
+        raise SystemExit(2)
+    from scenegrad.apps.demo import DemoConfig, launch
+
     launch(DemoConfig(host=host, port=port, limits=limits, work_dir=work_dir))
 
 

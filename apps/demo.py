@@ -114,6 +114,13 @@ def build_app(config: DemoConfig | None = None):
     sessions = Sessions(work_dir / "sessions")
     sample_lock = threading.Lock()
 
+    def render_sample():
+        with sample_lock:
+            _sample(work_dir)
+
+    # The sample clip takes seconds to render: start now, so the first run that picks it need not wait.
+    threading.Thread(target=render_sample, daemon=True).start()
+
     def session_for(request: gr.Request | None):
         sessions.close_idle(config.session_idle_s)
         return sessions.get(getattr(request, "session_hash", None))
@@ -132,7 +139,7 @@ def build_app(config: DemoConfig | None = None):
             if upload:
                 source = prepare_input(Path(upload), Path(upload).name, folder / "input", limits)
             elif use_sample:
-                with sample_lock:
+                with sample_lock:  # waits for the start-up rendering
                     source = _sample(work_dir)
             else:
                 raise ValueError("upload a video or a zip of images, or tick 'use the bundled sample clip'")

@@ -151,3 +151,18 @@ def test_a_failed_job_reports_the_pipelines_message(tmp_path):
     assert "clip.mp4" in status.error and str(tmp_path) not in status.error
     assert status.summary().startswith("failed: ")
     assert (tmp_path / "session" / "log.txt").is_file()
+
+
+def test_demo_command_help(capsys):
+    from scenegrad.apps.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--host", "--port", "--max-upload-mb", "--max-frames", "--max-iterations", "--work-dir"):
+        assert flag in out
+    assert "--share" not in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--max-frames", "0"])
+    assert exit_info.value.code == 2 and "max_frames must be positive" in capsys.readouterr().err
