@@ -363,9 +363,15 @@ def launch(config: DemoConfig | None = None, block: bool = True):
     atexit.register(cleanup)
     system = ["ui-sans-serif", "system-ui", "sans-serif"]  # no web fonts: the page fetches nothing
     theme = gr.themes.Default(font=system, font_mono=["ui-monospace", "monospace"])
+    # Gradio serves result files from its cache once it has copied them there, which it does for files
+    # under the temporary folder or the working directory; only a work_dir elsewhere must be allowed
+    # (that also lets Gradio serve any file in it to whoever knows the random session folder's name).
+    resolved = work_dir.resolve()
+    usual = (Path(tempfile.gettempdir()).resolve(), Path.cwd().resolve())
+    allowed = [] if any(resolved == p or p in resolved.parents for p in usual) else [str(work_dir)]
     app.queue(default_concurrency_limit=1, max_size=config.queue_size)
     app.launch(server_name=config.host, server_port=config.port, share=False, inbrowser=False,
-               max_file_size=f"{int(config.limits.max_upload_mb * 1e6)}b", allowed_paths=[str(work_dir)],
+               max_file_size=f"{int(config.limits.max_upload_mb * 1e6)}b", allowed_paths=allowed,
                show_error=True, ssr_mode=False, prevent_thread_lock=not block, theme=theme,
                footer_links=[], run_history=False)
     return app

@@ -38,7 +38,7 @@ def free_port() -> int:
 def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo")
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "GRADIO_TEMP_DIR": str(work / "gradio")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(work / "gradio")}
     process = subprocess.Popen(
         [sys.executable, "-m", "scenegrad.apps", "demo", "--port", str(port), "--work-dir", str(work),
          "--max-frames", str(FRAMES), "--max-iterations", str(ITERATIONS),
