@@ -253,7 +253,8 @@ def build_app(config: DemoConfig | None = None):
                         text += " · cancelled"
                     if job.stop.is_set() or result.step == steps:
                         save_mesh(result.mesh, folder / "fitted.glb", overwrite=True)
-                    yield text, inv.loss_figure(result.losses), result.preview
+                    scale = max(1, 256 // result.preview.shape[0])  # small renders, shown larger (nearest)
+                    yield text, inv.loss_figure(result.losses), result.preview.repeat(scale, 0).repeat(scale, 1)
                     if job.stop.is_set():
                         return
             except ValueError as error:
