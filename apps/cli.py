@@ -147,12 +147,52 @@ def render(
         raise SystemExit(2) from error
 
 
+def demo(
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    max_upload_mb: float = 200.0,
+    max_frames: int = 60,
+    max_iterations: int = 3000,
+    max_resolution: int = 640,
+    work_dir: Path | None = None,
+) -> None:
+    """Start the browser demo (Gradio, needs ``pip install scenegrad[app]``): reconstruct a video and look at
+    the result, or watch an inverse-rendering fit. It is served on this machine only, never shared.
+
+    Args:
+        host: Address to listen on (127.0.0.1: this machine only; 0.0.0.0 opens it to the network).
+        port: Port (default: the first free one from 7860).
+        max_upload_mb: Largest upload accepted (a video or a zip), MB.
+        max_frames: Most frames a reconstruction may use.
+        max_iterations: Most splat training iterations a reconstruction may run.
+        max_resolution: Longest side, in pixels, of the frames a reconstruction uses.
+        work_dir: Folder for uploads and results (default: a temporary folder removed on exit).
+    """
+    import importlib.util
+
+    from scenegrad.apps.demo_uploads import Limits
+
+    try:
+        limits = Limits(max_upload_mb=max_upload_mb, max_frames=max_frames, max_iterations=max_iterations,
+                        max_resolution=max_resolution)
+    except ValueError as error:
+        print(f"scenegrad demo: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+    if importlib.util.find_spec("gradio") is None:
+        print("scenegrad demo: gradio is not installed; pip install 'scenegrad[app]'", file=sys.stderr)
+        raise SystemExit(2)
+    from scenegrad.apps.demo import DemoConfig, launch
+
+    launch(DemoConfig(host=host, port=port, limits=limits, work_dir=work_dir))
+
+
 COMMANDS = {
     "reconstruct": reconstruct,
     "export": export,
     "render": render,
     "info": info,
     "render-mesh": render_mesh,
+    "demo": demo,
 }
 
 
