@@ -16,7 +16,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[dev,open3d,peers]"
+	$(PY) -m pip install -e ".[dev,open3d,peers,app]"
 	@touch $(STAMP)
 
 # The demo builds the native kernels, reports the machine, and reconstructs the built-in sample
