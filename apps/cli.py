@@ -122,7 +122,7 @@ def export(
 
 def render(
     run_dir: tyro.conf.Positional[Path],
-    path: Literal["orbit", "dataset"] = "orbit",
+    path: Literal["orbit", "spiral", "dataset"] = "orbit",
     out: Path | None = None,
     frames: int = 120,
     fps: float = 24.0,
@@ -132,7 +132,8 @@ def render(
 
     Args:
         run_dir: A folder written by scenegrad reconstruct.
-        path: orbit (a circle around the scene) or dataset (the input cameras in order).
+        path: orbit (a circle around the scene), spiral (around the mean input camera, for forward-facing
+            captures) or dataset (the input cameras in order).
         out: The mp4 to write (default: run_dir/renders/<path>.mp4).
         frames: Frames on the orbit.
         fps: Frames per second of the video.

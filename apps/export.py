@@ -67,16 +67,17 @@ def export(run_dir: Path, fmt: str, to: Path | None = None, overwrite: bool = Fa
 def render(run_dir: Path, path: str = "orbit", out: Path | None = None, frames: int = 120, fps: float = 24.0,
            overwrite: bool = False) -> Path:
     """Render the splats of ``run_dir`` along ``path`` (``orbit``: a circle around the scene at the
-    cameras' distance and height; ``dataset``: the input cameras in order) to an mp4."""
+    cameras' distance and height; ``spiral``: an LLFF-style spiral around the mean input camera, for
+    forward-facing captures; ``dataset``: the input cameras in order) to an mp4."""
     import torch
 
     from scenegrad.datasets.colmap import load_colmap
     from scenegrad.datasets.splats import load_splats_ply
-    from scenegrad.recon.reconstruct import orbit_cameras
+    from scenegrad.recon.reconstruct import orbit_cameras, spiral_cameras
     from scenegrad.recon.splat import render_video
 
-    if path not in ("orbit", "dataset"):
-        raise ValueError(f"unknown path {path!r}; choose orbit or dataset")
+    if path not in ("orbit", "spiral", "dataset"):
+        raise ValueError(f"unknown path {path!r}; choose orbit, spiral or dataset")
     run_dir = Path(run_dir)
     target = Path(out) if out is not None else run_dir / "renders" / f"{path}.mp4"
     if target.exists() and not overwrite:
@@ -85,6 +86,8 @@ def render(run_dir: Path, path: str = "orbit", out: Path | None = None, frames: 
     splats = load_splats_ply(_need(run_dir / "splats.ply", "the trained splats"))
     if path == "orbit":
         cams = orbit_cameras(scene.cameras, splats.means.double().median(dim=0).values, frames)
+    elif path == "spiral":
+        cams = spiral_cameras(scene.cameras, splats.means, frames)
     else:
         cams = scene.cameras
     target.parent.mkdir(parents=True, exist_ok=True)

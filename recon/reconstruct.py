@@ -38,7 +38,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["ReconstructConfig", "STAGES", "OUTPUTS", "run", "orbit_cameras"]
+__all__ = ["ReconstructConfig", "STAGES", "OUTPUTS", "run", "orbit_cameras", "spiral_cameras"]
 
 STAGES = ("frames", "poses", "splats", "mesh", "render")
 #: Everything the pipeline writes in the output folder (what ``overwrite`` replaces).
@@ -119,8 +119,9 @@ def _check_output(input_path: Path, out: Path, config: ReconstructConfig) -> Non
             shutil.rmtree(target) if target.is_dir() else target.unlink()
 
 
-def _load_frames(input_path: Path, config: ReconstructConfig) -> tuple[list[np.ndarray], list[str]]:
-    """Frames as float32 ``[H, W, 3]`` arrays in ``[0, 1]`` (one size) and their names."""
+def _load_frames(input_path: Path, config: ReconstructConfig) -> tuple[list[np.ndarray], list[str], list]:
+    """Frames as float32 ``[H, W, 3]`` arrays in ``[0, 1]`` (one size), their names, and where each came
+    from (the video's frame index, or the image's file name in the folder)."""
     import torch.nn.functional as F
 
     if input_path.is_file():
@@ -156,7 +157,8 @@ def _load_frames(input_path: Path, config: ReconstructConfig) -> tuple[list[np.n
     if (means < 0.02).all():
         raise ValueError(f"{input_path}: every frame is black (mean brightness {means.max():.3f})")
     names = [f"frame_{i:06d}.png" for i in range(len(images))]
-    return images, names
+    sources = [int(f.metadata["index"]) if f.metadata and "index" in f.metadata else f.name for f in scene.frames]
+    return images, names, sources
 
 
 def _flowmap_config(config: ReconstructConfig):
@@ -214,6 +216,39 @@ def orbit_cameras(cameras, centre: torch.Tensor, count: int):
                    cameras.height[:1].expand(count))
 
 
+def spiral_cameras(cameras, points: torch.Tensor, count: int, turns: float = 2.0):
+    """``count`` cameras on an LLFF-style spiral for forward-facing captures: around the mean camera
+    (mean centre, mean viewing direction), with radii along its right, down and forward axes from the
+    90th percentile of the input cameras' offsets (at least 5% of the focus distance sideways), all
+    looking at a focus point on the mean viewing ray at the median depth of ``points [N, 3]`` in
+    front of the mean camera; intrinsics of the first camera."""
+    from scenegrad.datasets.synthetic import look_at
+    from scenegrad.render.cameras import Cameras
+
+    R = cameras.R.double()
+    centre = cameras.centers.double().mean(0)
+    forward = torch.nn.functional.normalize(R[:, 2, :].mean(0), dim=0)
+    down = R[:, 1, :].mean(0)
+    down = torch.nn.functional.normalize(down - (down @ forward) * forward, dim=0)
+    right = torch.linalg.cross(down, forward)
+    depths = (points.double() - centre) @ forward
+    depths = depths[depths > 0]
+    spread = (cameras.centers.double() - centre).norm(dim=1).max().clamp_min(1e-6)
+    focus = float(depths.median()) if len(depths) else float(4 * spread)
+    axes = torch.stack([right, down, forward])
+    offsets = (cameras.centers.double() - centre) @ axes.T
+    radii = torch.quantile(offsets.abs(), 0.9, dim=0)
+    radii[:2] = radii[:2].clamp_min(0.05 * focus)
+    angles = torch.linspace(0, 2 * np.pi * turns, count + 1, dtype=torch.float64)[:-1]
+    eyes = centre + (radii[0] * torch.cos(angles))[:, None] * right + (radii[1] * torch.sin(angles))[:, None] * down \
+        + (radii[2] * torch.sin(angles / turns))[:, None] * forward
+    target = centre + focus * forward
+    Rs, ts = look_at(eyes, target.expand_as(eyes), -down)
+    return Cameras(cameras.fx[:1].expand(count), cameras.fy[:1].expand(count), cameras.cx[:1].expand(count),
+                   cameras.cy[:1].expand(count), Rs.float(), ts.float(), cameras.width[:1].expand(count),
+                   cameras.height[:1].expand(count))
+
+
 def run(input_path: str | Path, out: str | Path, config: ReconstructConfig | None = None) -> dict:
     """Run the pipeline (stages: see the module docstring); returns the report's data."""
     config = (config or ReconstructConfig()).resolved()
@@ -232,7 +267,7 @@ def run(input_path: str | Path, out: str | Path, config: ReconstructConfig | Non
     # 1. frames
     if not report.done("frames"):
         start = time.perf_counter()
-        images, names = _load_frames(input_path, config)
+        images, names, sources = _load_frames(input_path, config)
         (out / "images").mkdir(exist_ok=True)
         import cv2
 
@@ -240,7 +275,7 @@ def run(input_path: str | Path, out: str | Path, config: ReconstructConfig | Non
             cv2.imwrite(str(out / "images" / name),
                         cv2.cvtColor((image * 255 + 0.5).clip(0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
         report.record("frames", time.perf_counter() - start, count=len(images),
-                      size=[int(images[0].shape[1]), int(images[0].shape[0])])
+                      size=[int(images[0].shape[1]), int(images[0].shape[0])], sources=sources)
     else:
         from scenegrad.datasets.scene import read_image
 

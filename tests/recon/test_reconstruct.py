@@ -83,6 +83,28 @@ def test_trajectory_svg_places_cameras_in_the_plane_of_motion():
     assert r.std() < 0.02 * r.mean() and r.mean() > 50
 
 
+def test_spiral_circles_the_mean_camera_and_looks_at_the_focus():
+    from scenegrad.datasets.synthetic import look_at
+    from scenegrad.recon.reconstruct import spiral_cameras
+    from scenegrad.render.cameras import Cameras
+
+    # forward-facing captures: cameras spread on the plane z = 0, all looking down +Z (OpenCV world)
+    g = torch.Generator().manual_seed(0)
+    eyes = torch.cat([torch.rand(20, 2, generator=g, dtype=torch.float64) - 0.5, torch.zeros(20, 1)], 1)
+    R, t = look_at(eyes, eyes + torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    cams = Cameras(fx=50.0, fy=50.0, cx=32.0, cy=24.0, R=R, t=t, width=64, height=48)
+    points = torch.randn(500, 3, generator=g, dtype=torch.float64) * 0.3 + torch.tensor([0.0, 0.0, 3.0])
+    spiral = spiral_cameras(cams, points, 40)
+    centres = spiral.centers.double()
+    assert len(spiral) == 40
+    assert centres[:, :2].mean(0).abs().max() < 0.05  # around the mean camera
+    assert 0.3 < centres[:, 0].abs().max() < 0.6 and 0.3 < centres[:, 1].abs().max() < 0.6
+    focus = torch.tensor([0.0, 0.0, 3.0], dtype=torch.float64) + eyes.mean(0)
+    to_focus = torch.nn.functional.normalize(focus - centres, dim=1)
+    assert torch.allclose(spiral.R.double()[:, 2, :], to_focus, atol=0.05)  # every view looks at the focus
+    assert (spiral.R.double()[:, 1, 1] > 0.9).all()  # image down stays world +Y
+
+
 def test_pycolmap_reads_the_model(result):
     pycolmap = pytest.importorskip("pycolmap", reason="pycolmap is not installed")
     out, _ = result
@@ -183,5 +205,7 @@ def test_export_and_render(result, tmp_path):
     assert probe_video(tmp_path / "d.mp4").frame_count == FRAMES
     main(["render", str(out), "--frames", "6", "--out", str(tmp_path / "o.mp4")])
     assert probe_video(tmp_path / "o.mp4").frame_count == 6
+    main(["render", str(out), "--path", "spiral", "--frames", "5", "--out", str(tmp_path / "s.mp4")])
+    assert probe_video(tmp_path / "s.mp4").frame_count == 5
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path / "nothing"), "--format", "ply"])
