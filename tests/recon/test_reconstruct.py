@@ -169,6 +169,17 @@ def test_bad_inputs_are_named(tmp_path):
         run(black, tmp_path / "out4", ReconstructConfig(preset="tiny", progress=False))
     with pytest.raises(ValueError, match="must not be"):
         run(black, black / "out", ReconstructConfig(preset="tiny", progress=False))
+    import cv2
+
+    from scenegrad.datasets.generate import synthetic_scene
+
+    blurred = tmp_path / "blurred"
+    blurred.mkdir()
+    for i, frame in enumerate(synthetic_scene("room", path="walk", count=4, size=(160, 120)).frames):
+        image = (frame.image()[..., :3].numpy() * 255).astype(np.uint8)
+        __import__("imageio").v2.imwrite(blurred / f"{i}.png", cv2.GaussianBlur(image, (0, 0), 6))
+    with pytest.raises(ValueError, match="blurred"):
+        run(blurred, tmp_path / "out5", ReconstructConfig(preset="tiny", progress=False))
 
 
 def test_cli_reports_errors(tmp_path, capsys):
