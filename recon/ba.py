@@ -84,6 +84,7 @@ __all__ = ["LOSSES", "INTRINSICS", "Observations", "BAOptions", "BAResult", "bun
 
 LOSSES = ("linear", "huber", "cauchy")
 INTRINSICS = ("focal", "principal_point", "k1")
+_COST_RESOLUTION = 1e-13  # relative change of the cost below which float64 cannot tell a decrease
 _PAIR_CHUNK = 1 << 18  # pairs of observations per Schur chunk (bounds memory at ~C^2 * 2 MB)
 
 
@@ -242,15 +243,18 @@ def _observation_pairs(pt: Tensor, n_points: int) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _rho(q: Tensor, loss: str, s: float) -> tuple[Tensor, Tensor]:
-    """Robust loss ``rho(q)`` and ``rho'(q)`` of squared residual norms ``q``."""
+def _rho(q: Tensor, loss: str, s: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Robust loss ``rho(q)``, ``rho'(q)`` and ``rho''(q)`` of squared residual norms ``q``."""
     if loss == "linear":
-        return q, torch.ones_like(q)
+        return q, torch.ones_like(q), torch.zeros_like(q)
     if loss == "huber":
         inlier = q <= s * s
         root = q.clamp_min(s * s).sqrt()
-        return torch.where(inlier, q, 2 * s * root - s * s), torch.where(inlier, torch.ones_like(q), s / root)
-    return s * s * torch.log1p(q / (s * s)), 1 / (1 + q / (s * s))
+        zero = torch.zeros_like(q)
+        return (torch.where(inlier, q, 2 * s * root - s * s), torch.where(inlier, torch.ones_like(q), s / root),
+                torch.where(inlier, zero, -0.5 * s / root**3))
+    a = 1 / (1 + q / (s * s))
+    return s * s * torch.log1p(q / (s * s)), a, -a * a / (s * s)
 
 
 def _project(st: _State, struct: _Structure, with_jacobians: bool):
@@ -302,7 +306,7 @@ def _project(st: _State, struct: _Structure, with_jacobians: bool):
 def _cost(uv: Tensor, valid: Tensor, y: Tensor, c: Tensor, struct: _Structure) -> tuple[float, Tensor]:
     r = uv - y
     q = (r * r).sum(1)
-    rho, _ = _rho(torch.where(valid, q, torch.zeros_like(q)), struct.loss, struct.scale)
+    rho = _rho(torch.where(valid, q, torch.zeros_like(q)), struct.loss, struct.scale)[0]
     return float(0.5 * (c * rho * valid).sum()), r
 
 
@@ -331,19 +335,37 @@ def _scatter_rows(n: int, idx: Tensor, x: Tensor) -> Tensor:
     return x.new_zeros(n * width).index_add_(0, flat, x.reshape(-1)).view(n, *x.shape[1:])
 
 
-def _normal_equations(J_cam: Tensor, J_pt: Tensor, r: Tensor, w: Tensor, struct: _Structure) -> _Normal:
+def _normal_equations(J_cam: Tensor, J_pt: Tensor, r: Tensor, w: Tensor, struct: _Structure,
+                      curvature: Tensor | None = None) -> _Normal:
+    """``H = sum_i J_i^T (w_i I + k_i r_i r_i^T) J_i`` and ``g = sum_i w_i J_i^T r_i`` in blocks. ``w [O]``: IRLS
+    weights ``c rho'``; ``curvature = k [O]``: ``2 c rho''`` for the exact curvature of the robust loss
+    (Triggs' correction; ``None`` is plain IRLS Gauss-Newton)."""
     cam, pt = struct.cam, struct.pt
     J_cam = J_cam * struct.cam_free()[cam][:, None, :]
     J_pt = J_pt * struct.point_free[pt][:, None, None]
     wJc = w[:, None, None] * J_cam
     wJp = w[:, None, None] * J_pt
+    Ui, Vi, Wi = wJc.transpose(1, 2) @ J_cam, wJp.transpose(1, 2) @ J_pt, wJc.transpose(1, 2) @ J_pt
+    if curvature is not None:
+        rJc, rJp = (r[:, :, None] * J_cam).sum(1), (r[:, :, None] * J_pt).sum(1)  # r^T J
+        k = curvature[:, None, None]
+        Ui = Ui + k * rJc[:, :, None] * rJc[:, None, :]
+        Vi = Vi + k * rJp[:, :, None] * rJp[:, None, :]
+        Wi = Wi + k * rJc[:, :, None] * rJp[:, None, :]
     N, M = struct.n_cams, struct.n_points
-    U = _scatter_rows(N, cam, wJc.transpose(1, 2) @ J_cam)
-    V = _scatter_rows(M, pt, wJp.transpose(1, 2) @ J_pt)
-    W = wJc.transpose(1, 2) @ J_pt
     g_c = _scatter_rows(N, cam, (wJc * r[:, :, None]).sum(1))
     g_p = _scatter_rows(M, pt, (wJp * r[:, :, None]).sum(1))
-    return _Normal(U, V, W, g_c, g_p)
+    return _Normal(_scatter_rows(N, cam, Ui), _scatter_rows(M, pt, Vi), Wi, g_c, g_p)
+
+
+def _linearise(st: _State, struct: _Structure, y: Tensor, c: Tensor, exact: bool) -> tuple[_Normal, Tensor, Tensor]:
+    """Normal equations at ``st`` (``exact``: with the robust loss's curvature), the residuals and IRLS weights."""
+    uv, valid, J_cam, J_pt = _project(st, struct, True)
+    r = uv - y
+    _, drho, d2rho = _rho((r * r).sum(1), struct.loss, struct.scale)
+    w = c * drho * valid
+    curvature = 2 * c * d2rho * valid if exact and struct.loss != "linear" else None
+    return _normal_equations(J_cam, J_pt, r, w, struct, curvature), r, w
 
 
 def _dense_cameras(blocks: Tensor, struct: _Structure) -> tuple[Tensor, Tensor]:
@@ -429,15 +451,13 @@ def _apply(st: _State, struct: _Structure, dc: Tensor, dp: Tensor) -> _State:
 def _levenberg_marquardt(st: _State, struct: _Structure, y: Tensor, c: Tensor, opt: BAOptions):
     uv, valid = _project(st, struct, False)
     cost, _ = _cost(uv, valid, y, c, struct)
-    cost0, lam, nu = cost, opt.initial_damping, 2.0
+    cost0, lam, nu, floor_steps, polish = cost, opt.initial_damping, 2.0, 0, False
     converged, reason, iterations = False, "maximum iterations reached", 0
     while iterations < opt.max_iterations:
         iterations += 1
-        uv, valid, J_cam, J_pt = _project(st, struct, True)
-        r = uv - y
-        _, drho = _rho((r * r).sum(1), struct.loss, struct.scale)
-        w = c * drho * valid
-        nq = _normal_equations(J_cam, J_pt, r, w, struct)
+        nq, r, w = _linearise(st, struct, y, c, exact=polish)
+        # rounding of r = uv - y (absolute error ~ eps |y|) makes the cost uncertain by ~ sum w |r| eps |y|
+        resolution = 4 * torch.finfo(r.dtype).eps * float((w * r.norm(dim=1) * (y.norm(dim=1) + 1)).sum())
         g_norm = max(float(nq.g_c.abs().max()) if nq.g_c.numel() else 0.0,
                      float(nq.g_p.abs().max()) if nq.g_p.numel() else 0.0)
         if g_norm == 0.0:
@@ -460,16 +480,30 @@ def _levenberg_marquardt(st: _State, struct: _Structure, y: Tensor, c: Tensor, o
                         + (nq.V.diagonal(dim1=1, dim2=2) * dp * dp).sum())
             predicted = 0.5 * (-gd + lam * dDd)
             fewer_valid = bool((valid & ~valid_new).any())
-            if new_cost < cost and not fewer_valid and math.isfinite(new_cost):
-                rho = (cost - new_cost) / max(predicted, 1e-300)
-                lam *= max(1 / 3, 1 - (2 * rho - 1) ** 3)
-                nu = 2.0
+            # below the cost's float resolution a decrease cannot be measured: a Gauss-Newton step whose
+            # predicted decrease is that small is accepted unless the cost visibly rises (the optimum is
+            # then resolved to the parameters' precision, not only the cost's, which the gradients need)
+            floor = _COST_RESOLUTION * cost + resolution
+            at_floor = predicted <= floor and new_cost <= cost + floor
+            if (new_cost < cost or at_floor) and not fewer_valid and math.isfinite(new_cost):
+                if not at_floor:
+                    rho = (cost - new_cost) / max(predicted, 1e-300)
+                    lam *= max(1 / 3, 1 - (2 * rho - 1) ** 3)
+                    nu = 2.0
+                floor_steps = floor_steps + 1 if at_floor else 0
+                # once the cost is resolved, Newton steps with the robust loss's exact curvature converge
+                # faster than IRLS (which is only linear): they polish the optimum the gradients rely on
+                polish = polish or at_floor
                 decrease = cost - new_cost
                 params = torch.cat([st.t.reshape(-1), st.X.reshape(-1)]).abs().sum()
                 small_step = float(dc.abs().sum() + dp.abs().sum()) <= opt.xtol * (float(params) + opt.xtol)
                 st, cost, accepted = new, new_cost, True
-                if decrease <= opt.ftol * (cost + decrease) or small_step:
-                    converged, reason = True, "cost decrease below ftol" if not small_step else "step below xtol"
+                if small_step:
+                    converged, reason = True, "step below xtol"
+                elif not at_floor and decrease <= opt.ftol * (cost + decrease):
+                    converged, reason = True, "cost decrease below ftol"
+                elif floor_steps >= 10:
+                    converged, reason = True, "cost at its float resolution"
                 break
             lam, nu = lam * nu, nu * 2
         if not accepted:
@@ -523,7 +557,7 @@ def _robust_cost(st: _State, struct: _Structure, y: Tensor, c: Tensor) -> Tensor
     uv, valid = _project(st, struct, False)
     r = uv - y
     q = (r * r).sum(1)
-    rho, _ = _rho(torch.where(valid, q, torch.zeros_like(q)), struct.loss, struct.scale)
+    rho = _rho(torch.where(valid, q, torch.zeros_like(q)), struct.loss, struct.scale)[0]
     return 0.5 * (c * rho * valid).sum()
 
 
@@ -569,10 +603,7 @@ class _BundleAdjust(torch.autograd.Function):
             v = direct[:3]
             direct_kappa = direct[3:]
             # Gauss-Newton matrix at the optimum, for H u = v
-            uv, valid, J_cam, J_pt = _project(st, struct, True)
-            r = uv - y.detach()
-            _, drho = _rho((r * r).sum(1), struct.loss, struct.scale)
-            nq = _normal_equations(J_cam, J_pt, r, c.detach() * drho * valid, struct)
+            nq = _linearise(st, struct, y.detach(), c.detach(), exact=True)[0]
             u = _solve_gn(nq, struct, v)
             cost = _robust_cost(_chart(st, struct, *deltas, kap), struct, y, c)
             g = torch.autograd.grad(cost, deltas, create_graph=True, allow_unused=True)
@@ -788,7 +819,7 @@ def bundle_adjust(
     uv, valid = _project(st, struct, False)
     r = uv - y.detach().to(torch.float64)
     q = (r * r).sum(1)
-    _, drho = _rho(q, struct.loss, struct.scale)
+    drho = _rho(q, struct.loss, struct.scale)[1]
     uv0, valid0 = _project(_State(R0, t0, X0, *[x.detach() for x in intr],
                                   dist.detach().to(torch.float64) if cameras.model == "opencv" else None),
                            struct, False)
