@@ -486,10 +486,12 @@ def _levenberg_marquardt(st: _State, struct: _Structure, y: Tensor, c: Tensor, o
             floor = _COST_RESOLUTION * cost + resolution
             at_floor = predicted <= floor and new_cost <= cost + floor
             if (new_cost < cost or at_floor) and not fewer_valid and math.isfinite(new_cost):
-                if not at_floor:
+                if at_floor:  # no gain ratio to measure: undamp towards Newton steps
+                    lam = max(lam / 10, 1e-12)
+                else:
                     rho = (cost - new_cost) / max(predicted, 1e-300)
                     lam *= max(1 / 3, 1 - (2 * rho - 1) ** 3)
-                    nu = 2.0
+                nu = 2.0
                 floor_steps = floor_steps + 1 if at_floor else 0
                 # once the cost is resolved, Newton steps with the robust loss's exact curvature converge
                 # faster than IRLS (which is only linear): they polish the optimum the gradients rely on
