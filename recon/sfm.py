@@ -16,11 +16,12 @@ Pipeline (every step with well-kept tools; the bundle adjustment is :mod:`sceneg
    Levenberg-Marquardt refinement on the inliers); then triangulation of the tracks it completes
    (multi-view DLT, kept when the largest ray angle exceeds ``min_angle_deg``, the point is in front
    of its cameras and reprojects within ``max_error_px``), global bundle adjustment (Cauchy loss,
-   shared focal length and ``k1`` refined, SIMPLE_RADIAL) and removal of observations that end up
+   focal length and ``k1`` refined) and removal of observations that end up
    beyond ``max_error_px``.
 
-The camera model is SIMPLE_RADIAL (scenegrad ``"opencv"`` with ``dist = (k1, 0, 0, 0, 0)``), one set of
-intrinsics shared by all images (one camera), principal point at the image centre.
+The camera model is SIMPLE_RADIAL (scenegrad ``"opencv"`` with ``dist = (k1, 0, 0, 0, 0)``) with the
+principal point at the image centre; focal length and ``k1`` are shared by all images (one camera, the
+default when every image has the same size) or per image (photos from many cameras).
 
 >>> import numpy as np
 >>> SfMOptions().matching, SfMOptions(matching="sequential", window=5).window
@@ -55,6 +56,8 @@ class SfMOptions:
     thresholds. min_pnp_inliers: inliers needed to register an image. ba_loss_scale: Cauchy scale (pixels).
     camera_model: ``"SIMPLE_RADIAL"`` (focal and ``k1`` refined) or ``"SIMPLE_PINHOLE"`` (focal only).
     refine_intrinsics: ``False`` keeps ``focal_prior`` (and ``k1 = 0``): calibrated cameras.
+    intrinsics: ``"shared"`` (one camera), ``"per_image"`` (photos from many cameras) or ``"auto"``
+    (shared when every image has the same size).
     """
 
     max_features: int = 4096
@@ -70,6 +73,7 @@ class SfMOptions:
     ba_loss_scale: float = 2.0
     camera_model: str = "SIMPLE_RADIAL"
     refine_intrinsics: bool = True
+    intrinsics: str = "auto"
 
 
 @dataclass
@@ -207,8 +211,12 @@ def _tracks(sizes: list[int], matches: dict[tuple[int, int], np.ndarray]) -> tup
 # ----------------------------------------------------------------------------------------------
 
 
-def _normalised(xy: np.ndarray, f: float, c: np.ndarray, k1: float) -> np.ndarray:
-    """Undistorted normalised coordinates of pixels (SIMPLE_RADIAL, a few fixed-point iterations)."""
+def _normalised(rec: _Recon, img: np.ndarray | int, xy: np.ndarray) -> np.ndarray:
+    """Undistorted normalised coordinates of pixels ``xy [n, 2]`` in images ``img`` (SIMPLE_RADIAL,
+    fixed-point iterations)."""
+    f, c, k1 = rec.f[img], rec.c[img], rec.k1[img]
+    if np.ndim(img):
+        f, k1 = f[:, None], k1[:, None]
     d = (xy - c) / f
     n = d.copy()
     for _ in range(10):
@@ -229,9 +237,10 @@ class _Recon:
 
     R: dict[int, np.ndarray]
     t: dict[int, np.ndarray]
-    f: float
-    k1: float
-    c: np.ndarray  # [2] principal point
+    f: np.ndarray  # [I] focal length of every image (pixels)
+    k1: np.ndarray  # [I]
+    c: np.ndarray  # [I, 2] principal points
+    group: np.ndarray  # [I] intrinsics group (images of one camera share focal and k1)
     X: np.ndarray  # [T, 3] per track (NaN: not triangulated)
     active: np.ndarray  # [O] observation used
 
@@ -241,7 +250,7 @@ def _project(rec: _Recon, img: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, n
     t = np.stack([rec.t[int(i)] for i in img])
     xc = np.einsum("nij,nj->ni", R, X) + t
     n = xc[:, :2] / xc[:, 2:]
-    uv = rec.f * n * (1 + rec.k1 * (n * n).sum(1, keepdims=True)) + rec.c
+    uv = rec.f[img, None] * n * (1 + rec.k1[img, None] * (n * n).sum(1, keepdims=True)) + rec.c[img]
     return uv, xc[:, 2]
 
 
@@ -252,7 +261,7 @@ def _project(rec: _Recon, img: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, n
 
 def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] | None = None,
                     options: SfMOptions | None = None) -> SfMResult:
-    """Reconstruct cameras and points from ``images`` (RGB ``[H, W, 3]``, one size; or a :class:`Scene`).
+    """Reconstruct cameras and points from ``images`` (RGB ``[H, W, 3]``; or a :class:`Scene`).
 
     Returns an :class:`SfMResult` with the largest reconstruction grown from the best initial pair
     (images that cannot be registered are left out of ``result.scene``). Raises ``ValueError`` with fewer
@@ -263,15 +272,18 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
     opt = options or SfMOptions()
     if opt.camera_model not in ("SIMPLE_RADIAL", "SIMPLE_PINHOLE"):
         raise ValueError(f"camera_model must be 'SIMPLE_RADIAL' or 'SIMPLE_PINHOLE', got {opt.camera_model!r}")
+    if opt.intrinsics not in ("shared", "per_image", "auto"):
+        raise ValueError(f"intrinsics must be 'shared', 'per_image' or 'auto', got {opt.intrinsics!r}")
     if opt.matching not in ("exhaustive", "sequential"):
         raise ValueError(f"matching must be 'exhaustive' or 'sequential', got {opt.matching!r}")
     frames_in = images.frames if isinstance(images, Scene) else None
     pixels = [_uint8(f.image()) for f in frames_in] if frames_in is not None else [_uint8(i) for i in images]
     if len(pixels) < 2:
         raise ValueError(f"structure from motion needs at least two images, got {len(pixels)}")
-    H, W = pixels[0].shape[:2]
-    if any(p.shape[:2] != (H, W) for p in pixels):
-        raise ValueError("incremental_sfm needs images of one size (one shared camera)")
+    sizes = np.array([p.shape[1::-1] for p in pixels], dtype=np.float64)  # (W, H)
+    if opt.intrinsics == "shared" and (sizes != sizes[0]).any():
+        raise ValueError("intrinsics='shared' needs images of one size; use 'per_image' or 'auto'")
+    shared = opt.intrinsics == "shared" or (opt.intrinsics == "auto" and not (sizes != sizes[0]).any())
     names = names or ([f.name for f in frames_in] if frames_in is not None else
                       [f"image_{i:04d}" for i in range(len(pixels))])
     seconds: dict[str, float] = {}
@@ -300,9 +312,9 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
         if len(track) else np.zeros((0, 2))
     n_tracks = int(track.max()) + 1 if len(track) else 0
 
-    f0 = opt.focal_prior or 1.2 * max(W, H)
-    rec = _Recon({}, {}, float(f0), 0.0, np.array([W / 2, H / 2]), np.full((n_tracks, 3), np.nan),
-                 np.ones(len(track), bool))
+    f0 = np.full(n_img, float(opt.focal_prior)) if opt.focal_prior else 1.2 * sizes.max(1)
+    rec = _Recon({}, {}, f0, np.zeros(n_img), sizes / 2, np.zeros(n_img, np.int64) if shared else np.arange(n_img),
+                 np.full((n_tracks, 3), np.nan), np.ones(len(track), bool))
     _initialise(rec, feats, matches, opt, track, obs_img, obs_kp, obs_xy)
     _triangulate_new(rec, track, obs_img, obs_xy, opt)
     _bundle(rec, track, obs_img, obs_xy, opt)
@@ -318,10 +330,10 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
         if counts[best] < opt.min_pnp_inliers:
             break
         sel = has_point & (obs_img == best)
-        n = _normalised(obs_xy[sel], rec.f, rec.c, rec.k1)
+        n = _normalised(rec, best, obs_xy[sel])
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(
-            rec.X[track[sel]], n, np.eye(3), None, iterationsCount=2000, reprojectionError=opt.max_error_px / rec.f,
-            confidence=0.9999, flags=cv2.SOLVEPNP_EPNP)
+            rec.X[track[sel]], n, np.eye(3), None, iterationsCount=2000,
+            reprojectionError=opt.max_error_px / rec.f[best], confidence=0.9999, flags=cv2.SOLVEPNP_EPNP)
         if not ok or inliers is None or len(inliers) < opt.min_pnp_inliers:
             failed.add(best)
             continue
@@ -347,9 +359,10 @@ def _initialise(rec: _Recon, feats, matches, opt: SfMOptions, track, obs_img, ob
     scored.sort(reverse=True)
     for _, i, j in scored:
         m = matches[(i, j)]
-        na = _normalised(feats[i].xy[m[:, 0]], rec.f, rec.c, rec.k1)
-        nb = _normalised(feats[j].xy[m[:, 1]], rec.f, rec.c, rec.k1)
-        E, mask = cv2.findEssentialMat(na, nb, np.eye(3), cv2.USAC_MAGSAC, 0.9999, opt.verify_px / rec.f)
+        na = _normalised(rec, i, feats[i].xy[m[:, 0]])
+        nb = _normalised(rec, j, feats[j].xy[m[:, 1]])
+        threshold = opt.verify_px / math.sqrt(rec.f[i] * rec.f[j])
+        E, mask = cv2.findEssentialMat(na, nb, np.eye(3), cv2.USAC_MAGSAC, 0.9999, threshold)
         if E is None or E.shape != (3, 3):
             continue
         count, R, t, mask = cv2.recoverPose(E, na, nb, np.eye(3), mask=mask)
@@ -375,7 +388,7 @@ def _triangulate_new(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> No
     cand = np.nonzero(counts >= 2)[0]
     if not len(cand):
         return
-    n_all = _normalised(obs_xy, rec.f, rec.c, rec.k1)
+    n_all = _normalised(rec, obs_img, obs_xy)
     starts = np.searchsorted(track, cand, side="left")
     stops = np.searchsorted(track, cand, side="right")
     cos_min = math.cos(math.radians(opt.min_angle_deg))
@@ -408,22 +421,20 @@ def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> None:
     tracks_used, point_idx = np.unique(track[use], return_inverse=True)
     if len(tracks_used) < 3:
         return
-    f64 = torch.float64
-    cams = Cameras(rec.f, rec.f, float(rec.c[0]), float(rec.c[1]),
-                   torch.tensor(np.stack([rec.R[i] for i in reg]), dtype=f64),
-                   torch.tensor(np.stack([rec.t[i] for i in reg]), dtype=f64), 1, 1, model="opencv",
-                   dist=torch.tensor([rec.k1, 0, 0, 0, 0], dtype=f64))
+    cams = _cameras(rec, reg, 1, 1)
     obs = Observations(torch.tensor([pos[int(i)] for i in obs_img[use]]), torch.from_numpy(point_idx),
                        torch.from_numpy(obs_xy[use]))
     refine = ("focal", "k1") if opt.camera_model == "SIMPLE_RADIAL" else ("focal",)
     if len(reg) < 3 or not opt.refine_intrinsics:
         refine = ()
     res = bundle_adjust(cams, torch.from_numpy(rec.X[tracks_used]), obs, refine_intrinsics=refine,
-                        intrinsic_groups=torch.zeros(len(reg), dtype=torch.long),
+                        intrinsic_groups=torch.from_numpy(rec.group[reg]),
                         options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=30))
     for k, i in enumerate(reg):
         rec.R[i], rec.t[i] = res.cameras.R[k].detach().numpy(), res.cameras.t[k].detach().numpy()
-    rec.f, rec.k1 = float(res.cameras.fx[0]), float(res.cameras.dist[0, 0])
+    rec.f[reg], rec.k1[reg] = res.cameras.fx.detach().numpy(), res.cameras.dist[:, 0].detach().numpy()
+    if len(reg) and (rec.group == rec.group[0]).all():  # one camera: unregistered images share it too
+        rec.f[:], rec.k1[:] = rec.f[reg[0]], rec.k1[reg[0]]
     rec.X[tracks_used] = res.points.detach().numpy()
     err = res.residuals.norm(dim=1).numpy()
     where = np.nonzero(use)[0]
@@ -432,16 +443,24 @@ def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> None:
     rec.X[left < 2] = np.nan
 
 
+def _cameras(rec: _Recon, reg: list[int], width, height) -> Cameras:
+    """SIMPLE_RADIAL cameras (scenegrad ``"opencv"``) of the images ``reg``."""
+    f64 = torch.float64
+    dist = torch.zeros(len(reg), 5, dtype=f64)
+    dist[:, 0] = torch.from_numpy(rec.k1[reg])
+    f = torch.from_numpy(rec.f[reg])
+    return Cameras(f, f.clone(), torch.from_numpy(rec.c[reg, 0]), torch.from_numpy(rec.c[reg, 1]),
+                   torch.tensor(np.stack([rec.R[i] for i in reg]), dtype=f64),
+                   torch.tensor(np.stack([rec.t[i] for i in reg]), dtype=f64), width, height, model="opencv", dist=dist)
+
+
 def _result(rec: _Recon, feats, names, frames_in, pixels, track, obs_img, obs_kp, obs_xy, seconds) -> SfMResult:
     reg = sorted(rec.R)
     pos = {i: k for k, i in enumerate(reg)}
     use = rec.active & ~np.isnan(rec.X[track, 0]) & np.isin(obs_img, reg)
     tracks_used, point_idx = np.unique(track[use], return_inverse=True)
-    H, W = pixels[0].shape[:2]
-    f64 = torch.float64
-    cams = Cameras(rec.f, rec.f, float(rec.c[0]), float(rec.c[1]), torch.tensor(np.stack([rec.R[i] for i in reg]),
-                   dtype=f64), torch.tensor(np.stack([rec.t[i] for i in reg]), dtype=f64), W, H, model="opencv",
-                   dist=torch.tensor([rec.k1, 0, 0, 0, 0], dtype=f64))
+    sizes = np.array([pixels[i].shape[1::-1] for i in reg])
+    cams = _cameras(rec, reg, torch.from_numpy(sizes[:, 0]), torch.from_numpy(sizes[:, 1]))
     X = rec.X[tracks_used]
     uv, _ = _project(rec, obs_img[use], X[point_idx])
     err = np.linalg.norm(uv - obs_xy[use], axis=1)

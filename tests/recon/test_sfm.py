@@ -43,7 +43,7 @@ def test_rootsift_matching_is_mutual_and_verified(torus):
 def test_calibrated_sfm_recovers_the_cameras(torus, tmp_path):
     f = float(torus.cameras.fx[0])
     res = incremental_sfm(torus, options=SfMOptions(camera_model="SIMPLE_PINHOLE", focal_prior=f,
-                                                    refine_intrinsics=False))
+                                                    refine_intrinsics=False, matching="sequential", window=3))
     assert res.registered == list(range(8))
     err = pose_errors(res.scene.cameras, torus.cameras)
     assert err.rot_max_deg < 0.1 and err.ate_rel < 1e-3  # measured: 0.07 deg, 2.5e-4
@@ -69,5 +69,8 @@ def test_self_calibrating_sfm_registers_every_image(torus):
 def test_sfm_rejects_bad_input(torus):
     with pytest.raises(ValueError, match="two images"):
         incremental_sfm([torus.frames[0].image()])
+    with pytest.raises(ValueError, match="one size"):
+        small = torus.frames[1].image()[:100, :100]
+        incremental_sfm([torus.frames[0].image(), small], options=SfMOptions(intrinsics="shared"))
     with pytest.raises(ValueError, match="matching"):
         incremental_sfm(torus, options=SfMOptions(matching="vocab"))
