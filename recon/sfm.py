@@ -267,7 +267,6 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
     (images that cannot be registered are left out of ``result.scene``). Raises ``ValueError`` with fewer
     than two images, images of different sizes, or when no pair can initialise a reconstruction.
     """
-    import cv2
 
     opt = options or SfMOptions()
     if opt.camera_model not in ("SIMPLE_RADIAL", "SIMPLE_PINHOLE"):
@@ -330,16 +329,9 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
         if counts[best] < opt.min_pnp_inliers:
             break
         sel = has_point & (obs_img == best)
-        n = _normalised(rec, best, obs_xy[sel])
-        ok, rvec, tvec, inliers = cv2.solvePnPRansac(
-            rec.X[track[sel]], n, np.eye(3), None, iterationsCount=2000,
-            reprojectionError=opt.max_error_px / rec.f[best], confidence=0.9999, flags=cv2.SOLVEPNP_EPNP)
-        if not ok or inliers is None or len(inliers) < opt.min_pnp_inliers:
+        if not _register(rec, best, rec.X[track[sel]], obs_xy[sel], opt):
             failed.add(best)
             continue
-        inl = inliers.ravel()
-        rvec, tvec = cv2.solvePnPRefineLM(rec.X[track[sel]][inl], n[inl], np.eye(3), None, rvec, tvec)
-        rec.R[best], rec.t[best] = cv2.Rodrigues(rvec)[0], tvec.ravel()
         failed.clear()  # a new camera can make earlier failures registrable
         _triangulate_new(rec, track, obs_img, obs_xy, opt)
         _bundle(rec, track, obs_img, obs_xy, opt)
@@ -347,6 +339,44 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
     _bundle(rec, track, obs_img, obs_xy, opt)
     seconds["mapping"] = time.perf_counter() - clock
     return _result(rec, feats, names, frames_in, pixels, track, obs_img, obs_kp, obs_xy, seconds)
+
+
+def _register(rec: _Recon, image: int, X: np.ndarray, xy: np.ndarray, opt: SfMOptions) -> bool:
+    """Pose of ``image`` from 2D-3D matches by PnP RANSAC (EPnP samples, LM refinement on the inliers).
+
+    When no image of its camera is registered yet, its focal length is unknown: PnP runs for focal
+    lengths from 0.5 to 4 times the prior (telephoto photos), the one with most inliers is kept and
+    refined with the pose by a bundle adjustment of this camera alone (points fixed)."""
+    import cv2
+
+    known = any(rec.group[i] == rec.group[image] for i in rec.R)
+    prior = rec.f[image]
+    best = None
+    for f in [prior] if known or not opt.refine_intrinsics else prior * np.array([1.0, 0.5, 0.7, 1.4, 2.0, 2.8, 4.0]):
+        rec.f[image] = f
+        n = _normalised(rec, image, xy)
+        ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+            X, n, np.eye(3), None, iterationsCount=2000, reprojectionError=opt.max_error_px / f,
+            confidence=0.9999, flags=cv2.SOLVEPNP_EPNP)
+        if ok and inliers is not None and (best is None or len(inliers) > len(best[3])):
+            best = (f, rvec, tvec, inliers.ravel())
+    if best is None or len(best[3]) < opt.min_pnp_inliers:
+        rec.f[image] = prior
+        return False
+    f, rvec, tvec, inl = best
+    rec.f[image] = f
+    n = _normalised(rec, image, xy[inl])
+    rvec, tvec = cv2.solvePnPRefineLM(X[inl], n, np.eye(3), None, rvec, tvec)
+    rec.R[image], rec.t[image] = cv2.Rodrigues(rvec)[0], tvec.ravel()
+    if not known and opt.refine_intrinsics:
+        cams = _cameras(rec, [image], 1, 1)
+        obs = Observations(torch.zeros(len(inl), dtype=torch.long), torch.arange(len(inl)), torch.from_numpy(xy[inl]))
+        res = bundle_adjust(cams, torch.from_numpy(X[inl]), obs, refine_intrinsics=("focal",),
+                            fixed_points=torch.ones(len(inl), dtype=torch.bool),
+                            options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=20))
+        rec.R[image], rec.t[image] = res.cameras.R[0].detach().numpy(), res.cameras.t[0].detach().numpy()
+        rec.f[image] = float(res.cameras.fx[0])
+    return True
 
 
 def _initialise(rec: _Recon, feats, matches, opt: SfMOptions, track, obs_img, obs_kp, obs_xy) -> None:
