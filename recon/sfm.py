@@ -49,7 +49,8 @@ __all__ = ["SfMOptions", "SfMResult", "Features", "extract_features", "match_fea
 class SfMOptions:
     """Options of :func:`incremental_sfm`.
 
-    max_features: SIFT keypoints per image. ratio: Lowe's ratio test. matching / window: ``"exhaustive"``
+    max_features / contrast_threshold: SIFT descriptors per image and OpenCV's contrast threshold.
+    ratio: Lowe's ratio test. matching / window: ``"exhaustive"``
     or ``"sequential"`` pairs (frames ``i < j <= i + window``). min_inliers: verified matches a pair
     needs. verify_px: epipolar RANSAC threshold (pixels). focal_prior: starting focal length in pixels
     (default ``1.2 * max(width, height)``). min_angle_deg / max_error_px: triangulation and filtering
@@ -57,10 +58,11 @@ class SfMOptions:
     camera_model: ``"SIMPLE_RADIAL"`` (focal and ``k1`` refined) or ``"SIMPLE_PINHOLE"`` (focal only).
     refine_intrinsics: ``False`` keeps ``focal_prior`` (and ``k1 = 0``): calibrated cameras.
     intrinsics: ``"shared"`` (one camera), ``"per_image"`` (photos from many cameras) or ``"auto"``
-    (shared when every image has the same size).
+    (shared when every image has the same size). refine_from: registered images before intrinsics are refined.
     """
 
     max_features: int = 4096
+    contrast_threshold: float = 0.04
     ratio: float = 0.8
     matching: str = "exhaustive"
     window: int = 10
@@ -74,16 +76,19 @@ class SfMOptions:
     camera_model: str = "SIMPLE_RADIAL"
     refine_intrinsics: bool = True
     intrinsics: str = "auto"
+    refine_from: int = 3
 
 
 @dataclass
 class Features:
-    """Keypoints ``xy [K, 2]`` (float64, scenegrad pixels), RootSIFT descriptors ``desc [K, 128]``
-    (float32, unit L2 norm) and colours ``rgb [K, 3]`` (float32 in ``[0, 1]``) of one image."""
+    """Keypoint locations ``xy [K, 2]`` (float64, scenegrad pixels) and colours ``rgb [K, 3]`` (float32 in
+    ``[0, 1]``) of one image, with RootSIFT descriptors ``desc [D, 128]`` (float32, unit L2 norm) and the
+    location of each, ``loc [D]`` (SIFT gives a location one descriptor per dominant orientation)."""
 
     xy: np.ndarray
     desc: np.ndarray
     rgb: np.ndarray
+    loc: np.ndarray
 
 
 @dataclass
@@ -117,28 +122,33 @@ def _uint8(image: np.ndarray | Tensor) -> np.ndarray:
     return np.ascontiguousarray(a[..., :3])
 
 
-def extract_features(image: np.ndarray | Tensor, max_features: int = 4096) -> Features:
-    """SIFT keypoints with RootSIFT descriptors of an RGB image (``[H, W, 3]`` uint8, or float in ``[0, 1]``)."""
+def extract_features(image: np.ndarray | Tensor, max_features: int = 4096, contrast_threshold: float = 0.04
+                     ) -> Features:
+    """SIFT keypoints with RootSIFT descriptors of an RGB image (``[H, W, 3]`` uint8, or float in ``[0, 1]``);
+    ``max_features`` descriptors at most, ``contrast_threshold`` as OpenCV's (COLMAP's is about half)."""
     import cv2
 
     rgb = _uint8(image)
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    kps, desc = cv2.SIFT_create(nfeatures=max_features).detectAndCompute(gray, None)
+    kps, desc = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=contrast_threshold).detectAndCompute(
+        gray, None)
     if desc is None or not kps:
-        return Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32), np.zeros((0, 3), np.float32))
+        return Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32), np.zeros((0, 3), np.float32),
+                        np.zeros(0, np.int64))
     xy = np.array([k.pt for k in kps], dtype=np.float64)
-    # OpenCV repeats a keypoint for each dominant orientation: keep one per location
-    _, keep = np.unique(np.round(xy * 100).astype(np.int64), axis=0, return_index=True)
-    keep = np.sort(keep)
-    xy, desc = xy[keep], desc[keep].astype(np.float32)
+    # OpenCV repeats a keypoint for each dominant orientation: one location, several descriptors
+    _, first, loc = np.unique(np.round(xy * 100).astype(np.int64), axis=0, return_index=True, return_inverse=True)
+    xy = xy[first]
+    desc = desc.astype(np.float32)
     desc = np.sqrt(desc / np.maximum(desc.sum(1, keepdims=True), 1e-12))  # RootSIFT
     ij = np.clip(np.round(xy).astype(np.int64), 0, [rgb.shape[1] - 1, rgb.shape[0] - 1])
     colours = rgb[ij[:, 1], ij[:, 0]].astype(np.float32) / 255
-    return Features(xy + 0.5, desc, colours)
+    return Features(xy + 0.5, desc, colours, loc.reshape(-1))
 
 
 def match_features(a: Features, b: Features, ratio: float = 0.8) -> np.ndarray:
-    """``[K, 2]`` index pairs of mutual nearest neighbours passing the ratio test (descriptor distances)."""
+    """``[K, 2]`` location index pairs (into ``a.xy``, ``b.xy``) of descriptors that are mutual nearest
+    neighbours passing the ratio test, one partner per location."""
     if len(a.desc) < 2 or len(b.desc) < 2:
         return np.zeros((0, 2), np.int64)
     da, db = torch.from_numpy(a.desc), torch.from_numpy(b.desc)
@@ -148,8 +158,14 @@ def match_features(a: Features, b: Features, ratio: float = 0.8) -> np.ndarray:
     best_ab = top.indices[:, 0]
     best_ba = sim.argmax(0)
     keep = (dist[:, 0] < ratio * dist[:, 1]) & (best_ba[best_ab] == torch.arange(len(da)))
-    i = torch.nonzero(keep)[:, 0]
-    return torch.stack([i, best_ab[i]], 1).numpy()
+    i = torch.nonzero(keep)[:, 0].numpy()
+    pairs = np.unique(np.stack([a.loc[i], b.loc[best_ab.numpy()[i]]], 1), axis=0)
+    # one partner per location: drop locations matched to two different ones (through two orientations)
+    ok = np.ones(len(pairs), bool)
+    for col in (0, 1):
+        _, inverse, counts = np.unique(pairs[:, col], return_inverse=True, return_counts=True)
+        ok &= counts[inverse.reshape(-1)] == 1
+    return pairs[ok]
 
 
 def _verify(xa: np.ndarray, xb: np.ndarray, threshold: float) -> np.ndarray | None:
@@ -288,7 +304,7 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
-    feats = [extract_features(p, opt.max_features) for p in pixels]
+    feats = [extract_features(p, opt.max_features, opt.contrast_threshold) for p in pixels]
     seconds["features"] = time.perf_counter() - clock
     clock = time.perf_counter()
     n_img = len(feats)
@@ -455,7 +471,7 @@ def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> None:
     obs = Observations(torch.tensor([pos[int(i)] for i in obs_img[use]]), torch.from_numpy(point_idx),
                        torch.from_numpy(obs_xy[use]))
     refine = ("focal", "k1") if opt.camera_model == "SIMPLE_RADIAL" else ("focal",)
-    if len(reg) < 3 or not opt.refine_intrinsics:
+    if len(reg) < opt.refine_from or not opt.refine_intrinsics:
         refine = ()
     res = bundle_adjust(cams, torch.from_numpy(rec.X[tracks_used]), obs, refine_intrinsics=refine,
                         intrinsic_groups=torch.from_numpy(rec.group[reg]),
@@ -466,10 +482,12 @@ def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> None:
     if len(reg) and (rec.group == rec.group[0]).all():  # one camera: unregistered images share it too
         rec.f[:], rec.k1[:] = rec.f[reg[0]], rec.k1[reg[0]]
     rec.X[tracks_used] = res.points.detach().numpy()
-    err = res.residuals.norm(dim=1).numpy()
-    where = np.nonzero(use)[0]
-    rec.active[where[err > opt.max_error_px]] = False
-    left = np.bincount(track[rec.active & np.isin(obs_img, reg)], minlength=len(rec.X))
+    # every observation of a point in a registered image is (re)judged by its error: outliers drop out,
+    # observations dropped under an earlier, worse geometry come back
+    seen = ~np.isnan(rec.X[track, 0]) & np.isin(obs_img, reg)
+    uv, z = _project(rec, obs_img[seen], rec.X[track[seen]])
+    rec.active[seen] = (z > 0) & (np.linalg.norm(uv - obs_xy[seen], axis=1) <= opt.max_error_px)
+    left = np.bincount(track[rec.active & seen], minlength=len(rec.X))
     rec.X[left < 2] = np.nan
 
 
