@@ -1,0 +1,193 @@
+"""Benchmark of structure from motion (scenegrad.recon.sfm) against COLMAP (pycolmap) on real photos with
+laser ground truth.
+
+Scenes (``--scene``): Strecha Herz-Jesu-P8 (``../shared/data/posed/herzjesu_p8``: 8 photos 3072x2048, laser
+ground truth), the VGGSfM kitchen (``unposed/kitchen``: 25 views 1558x1039 of one camera) and Sacre Coeur
+(``unposed/sacre_coeur``: 10 Flickr photos of many cameras and sizes), downscaled to the long side
+``--side`` (default 1024; ground-truth cameras scaled to match); both methods get the same images and
+exhaustive matching, with SIMPLE_RADIAL cameras self-calibrated: one shared camera for Herz-Jesu and
+the kitchen, one per image for Sacre Coeur. Without ground truth only registration, points and runtime
+are reported.
+
+Figures per method: images registered, mean and median rotation error over all camera pairs (relative
+rotations, degrees: no alignment needed), ATE (RMSE of camera centres after a Sim(3) alignment, metres),
+focal error ``|f / f_gt - 1|``, runtime (seconds, wall, features to model). A table on stdout and JSON
+(``--json`` or ``benchmarks/results/bench_sfm.json``).
+
+    python benchmarks/bench_sfm.py [--scene herzjesu|kitchen|sacre_coeur] [--side 1024] [--no-peers] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import RESULTS_DIR, machine  # noqa: E402
+
+from scenegrad.datasets.strecha import load_strecha  # noqa: E402
+from scenegrad.recon.evaluate import ate, rotation_angles  # noqa: E402
+from scenegrad.recon.sfm import SfMOptions, incremental_sfm  # noqa: E402
+from scenegrad.render.cameras import Cameras, resize  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SCENES = {"herzjesu": DATA / "posed" / "herzjesu_p8", "kitchen": DATA / "unposed" / "kitchen" / "images",
+          "sacre_coeur": DATA / "unposed" / "sacre_coeur" / "mapping"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="scenegrad benchmark: structure from motion (Herz-Jesu-P8, CPU)")
+    parser.add_argument("--scene", default="herzjesu", choices=tuple(SCENES), help="image set")
+    parser.add_argument("--side", type=int, default=1024, help="long side of the images every method gets")
+    parser.add_argument("--no-peers", action="store_true", help="skip COLMAP (pycolmap)")
+    parser.add_argument("--json", default=None, help="output path (default benchmarks/results/bench_sfm.json)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a busy machine)")
+    return parser.parse_args(argv)
+
+
+def load_images(name: str, side: int) -> tuple[list[np.ndarray], Cameras | None, list[str]]:
+    """The images downscaled to long side ``side`` (RGB uint8), the ground truth scaled to match (or
+    ``None``) and the file names."""
+    import cv2
+
+    if name == "herzjesu":
+        scene = load_strecha(SCENES[name])
+        paths = [frame.image_path for frame in scene.frames]
+    else:
+        scene = None
+        paths = sorted(p for p in SCENES[name].iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    images, names = [], []
+    for path in paths:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        h, w = bgr.shape[:2]
+        s = side / max(h, w)
+        small = cv2.resize(bgr, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        images.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+        names.append(path.name)
+    h, w = images[0].shape[:2]
+    return images, (resize(scene.cameras, (w, h)) if scene is not None else None), names
+
+
+def run_scenegrad(images: list[np.ndarray], names: list[str]) -> tuple[Cameras, list[int], float, dict]:
+    t = time.perf_counter()
+    result = incremental_sfm(images, names, SfMOptions())
+    seconds = time.perf_counter() - t
+    return result.scene.cameras, result.registered, seconds, {
+        "points": len(result.scene.points), "stages_s": {k: round(v, 2) for k, v in result.seconds.items()}}
+
+
+def run_colmap(images: list[np.ndarray], names: list[str]) -> tuple[Cameras | None, list[int], float, dict]:
+    """pycolmap: SIFT, exhaustive matching, incremental mapping, SIMPLE_RADIAL cameras (one shared camera when
+    every image has the same size, else one per image)."""
+    import cv2
+    import pycolmap
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "images").mkdir()
+        for image, name in zip(images, names, strict=True):
+            cv2.imwrite(str(root / "images" / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        t = time.perf_counter()
+        db = root / "database.db"
+        one_size = len({im.shape for im in images}) == 1
+        mode = pycolmap.CameraMode.SINGLE if one_size else pycolmap.CameraMode.PER_IMAGE
+        pycolmap.extract_features(db, root / "images", camera_mode=mode, device=pycolmap.Device.cpu)
+        pycolmap.match_exhaustive(db, device=pycolmap.Device.cpu)
+        (root / "sparse").mkdir()
+        models = pycolmap.incremental_mapping(db, root / "images", root / "sparse")
+        seconds = time.perf_counter() - t
+        if not models:
+            return None, [], seconds, {}
+        model = max(models.values(), key=lambda m: m.num_reg_images())
+        index = {name: k for k, name in enumerate(names)}
+        rows = []
+        for image in model.images.values():
+            if image.has_pose:
+                M = np.asarray(image.cam_from_world().matrix())
+                p = model.cameras[image.camera_id].params
+                rows.append((index[image.name], M[:, :3], M[:, 3], p[0], p[1], p[2], p[3]))
+        rows.sort(key=lambda r: r[0])
+        col = list(zip(*rows, strict=True))
+        w = torch.tensor([images[i].shape[1] for i in col[0]])
+        h = torch.tensor([images[i].shape[0] for i in col[0]])
+        cams = Cameras(torch.tensor(col[3]), torch.tensor(col[3]), torch.tensor(col[4]), torch.tensor(col[5]),
+                       torch.tensor(np.array(col[1])), torch.tensor(np.array(col[2])), w, h, model="opencv",
+                       dist=torch.nn.functional.pad(torch.tensor(col[6])[:, None], (0, 4)))
+        return cams, list(col[0]), seconds, {"points": model.num_points3D()}
+
+
+def evaluate(name: str, cams: Cameras | None, posed: list[int], seconds: float, gt: Cameras | None, count: int,
+             extra: dict) -> dict:
+    row = {"method": name, "images": count, "registered": len(posed), "seconds": seconds, **extra}
+    if cams is None or gt is None or len(posed) < 3:
+        return row
+    g = gt[posed]
+    Re, Rg = cams.R.double(), g.R.double()
+    i, j = torch.triu_indices(len(posed), len(posed), 1)
+    pair = rotation_angles(Re[j] @ Re[i].transpose(-1, -2), Rg[j] @ Rg[i].transpose(-1, -2))
+    return row | {"rot_pairs_mean_deg": float(pair.mean()), "rot_pairs_median_deg": float(pair.median()),
+                  "ate_m": ate(cams.centers, g.centers),
+                  "focal_rel": abs(float(cams.fx.double().mean() / g.fx.double().mean()) - 1),
+                  "focal_px": float(cams.fx.double().mean()), "focal_gt_px": float(g.fx.double().mean())}
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    if not SCENES[args.scene].is_dir():
+        raise SystemExit(f"bench_sfm: the {args.scene} photos are missing ({SCENES[args.scene]})")
+    images, gt, names = load_images(args.scene, args.side)
+    h, w = images[0].shape[:2]
+    print(f"{args.scene}: {len(images)} images, first {w}x{h}", file=sys.stderr)
+    rows = []
+    try:
+        rows.append(_row("scenegrad sfm", run_scenegrad, images, names, gt))
+    except Exception as error:  # report, and still run the peer
+        rows.append({"method": "scenegrad sfm", "error": f"{type(error).__name__}: {error}"})
+    if not args.no_peers:
+        try:
+            rows.append(_row("colmap (pycolmap)", run_colmap, images, names, gt))
+        except Exception as error:  # a peer failing must not hide our figures
+            rows.append({"method": "colmap (pycolmap)", "error": f"{type(error).__name__}: {error}"})
+    _print_table(rows, args.scene, args.side)
+    payload = {"benchmark": "bench_sfm", "machine": machine(), "scene": args.scene, "side": args.side, "rows": rows}
+    path = Path(args.json) if args.json else RESULTS_DIR / f"bench_sfm_{args.scene}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
+
+
+def _row(name, run, images, names, gt) -> dict:
+    cams, posed, seconds, extra = run(images, names)
+    return evaluate(name, cams, posed, seconds, gt, len(images), extra)
+
+
+def _print_table(rows: list[dict], scene: str, side: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(x, spec):
+        return "–" if x is None else format(x, spec)
+
+    table = Table(title=f"bench_sfm: {scene}, long side {side}, CPU ({torch.get_num_threads()} threads)")
+    for column in ("method", "registered", "points", "rot. pairs mean °", "median °", "ATE m", "focal err", "seconds",
+                   "note"):
+        table.add_column(column, justify="left" if column in ("method", "note") else "right")
+    for r in rows:
+        table.add_row(r["method"], f"{r.get('registered', '–')}/{r.get('images', '–')}", str(r.get("points", "–")),
+                      fmt(r.get("rot_pairs_mean_deg"), ".3f"), fmt(r.get("rot_pairs_median_deg"), ".3f"),
+                      fmt(r.get("ate_m"), ".4f"),
+                      "–" if r.get("focal_rel") is None else f"{100 * r['focal_rel']:.2f} %",
+                      fmt(r.get("seconds"), ".1f"), r.get("error", ""))
+    Console(width=130).print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,535 @@
+"""Incremental structure from motion: cameras and sparse points from unordered photos.
+
+Pipeline (every step with well-kept tools; the bundle adjustment is :mod:`scenegrad.recon.ba`):
+
+1. **Features**: OpenCV SIFT, descriptors mapped to RootSIFT (L1-normalised, square-rooted), keypoints in
+   scenegrad pixels (centre of the top-left pixel at ``(0.5, 0.5)``), duplicates at one location dropped.
+2. **Matching**: mutual nearest neighbours with Lowe's ratio test, over all pairs (``"exhaustive"``) or
+   pairs within ``window`` frames (``"sequential"``, for videos).
+3. **Verification**: a fundamental matrix by OpenCV's USAC MAGSAC++; pairs with fewer than ``min_inliers``
+   inliers are dropped.
+4. **Tracks**: connected components of the verified matches (union-find by ``scipy.sparse.csgraph``); a
+   track holding two keypoints of one image is inconsistent and dropped.
+5. **Initialisation**: the pair with the most inliers among those poorly explained by a homography
+   (enough parallax), relative pose from the essential matrix (MAGSAC++) and ``recoverPose``.
+6. **Registration**: the image seeing the most triangulated tracks, by PnP RANSAC (EPnP samples,
+   Levenberg-Marquardt refinement on the inliers); then triangulation of the tracks it completes
+   (multi-view DLT, kept when the largest ray angle exceeds ``min_angle_deg``, the point is in front
+   of its cameras and reprojects within ``max_error_px``), global bundle adjustment (Cauchy loss,
+   focal length and ``k1`` refined) and removal of observations that end up
+   beyond ``max_error_px``.
+
+The camera model is SIMPLE_RADIAL (scenegrad ``"opencv"`` with ``dist = (k1, 0, 0, 0, 0)``) with the
+principal point at the image centre; focal length and ``k1`` are shared by all images (one camera, the
+default when every image has the same size) or per image (photos from many cameras).
+
+>>> import numpy as np
+>>> SfMOptions().matching, SfMOptions(matching="sequential", window=5).window
+('exhaustive', 5)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from scenegrad.datasets.scene import Frame, Points, Scene
+from scenegrad.recon.ba import BAOptions, Observations, bundle_adjust
+from scenegrad.render.cameras import Cameras
+
+__all__ = ["SfMOptions", "SfMResult", "Features", "extract_features", "match_features", "incremental_sfm"]
+
+
+@dataclass
+class SfMOptions:
+    """Options of :func:`incremental_sfm`.
+
+    max_features / contrast_threshold: SIFT descriptors per image and OpenCV's contrast threshold.
+    ratio: Lowe's ratio test. matching / window: ``"exhaustive"``
+    or ``"sequential"`` pairs (frames ``i < j <= i + window``). min_inliers: verified matches a pair
+    needs. verify_px: epipolar RANSAC threshold (pixels). focal_prior: starting focal length in pixels
+    (default ``1.2 * max(width, height)``). min_angle_deg / max_error_px: triangulation and filtering
+    thresholds. min_pnp_inliers: inliers needed to register an image. ba_loss_scale: Cauchy scale (pixels).
+    camera_model: ``"SIMPLE_RADIAL"`` (focal and ``k1`` refined) or ``"SIMPLE_PINHOLE"`` (focal only).
+    refine_intrinsics: ``False`` keeps ``focal_prior`` (and ``k1 = 0``): calibrated cameras.
+    intrinsics: ``"shared"`` (one camera), ``"per_image"`` (photos from many cameras) or ``"auto"``
+    (shared when every image has the same size). refine_from: registered images before intrinsics are refined.
+    """
+
+    max_features: int = 4096
+    contrast_threshold: float = 0.04
+    ratio: float = 0.8
+    matching: str = "exhaustive"
+    window: int = 10
+    min_inliers: int = 30
+    verify_px: float = 1.5
+    focal_prior: float | None = None
+    min_angle_deg: float = 1.5
+    max_error_px: float = 4.0
+    min_pnp_inliers: int = 20
+    ba_loss_scale: float = 2.0
+    camera_model: str = "SIMPLE_RADIAL"
+    refine_intrinsics: bool = True
+    intrinsics: str = "auto"
+    refine_from: int = 3
+
+
+@dataclass
+class Features:
+    """Keypoint locations ``xy [K, 2]`` (float64, scenegrad pixels) and colours ``rgb [K, 3]`` (float32 in
+    ``[0, 1]``) of one image, with RootSIFT descriptors ``desc [D, 128]`` (float32, unit L2 norm) and the
+    location of each, ``loc [D]`` (SIFT gives a location one descriptor per dominant orientation)."""
+
+    xy: np.ndarray
+    desc: np.ndarray
+    rgb: np.ndarray
+    loc: np.ndarray
+
+
+@dataclass
+class SfMResult:
+    """Output of :func:`incremental_sfm`.
+
+    scene: the registered frames (input order), their cameras, the points (ids ``1..P``, colours,
+    mean reprojection error) and per frame ``metadata["colmap_xys"] / ["colmap_point3d_ids"]`` (all
+    keypoints and the point each observes, ``-1`` for none), ready for
+    :func:`scenegrad.datasets.colmap.save_colmap`. registered: input indices of the scene's frames.
+    observations: the 2D observations (``camera_idx`` indexes the scene's frames). seconds: time per stage.
+    """
+
+    scene: Scene
+    registered: list[int]
+    observations: Observations
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# Features and matching
+# ----------------------------------------------------------------------------------------------
+
+
+def _uint8(image: np.ndarray | Tensor) -> np.ndarray:
+    a = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return np.ascontiguousarray(a[..., :3])
+
+
+def extract_features(image: np.ndarray | Tensor, max_features: int = 4096, contrast_threshold: float = 0.04
+                     ) -> Features:
+    """SIFT keypoints with RootSIFT descriptors of an RGB image (``[H, W, 3]`` uint8, or float in ``[0, 1]``);
+    ``max_features`` descriptors at most, ``contrast_threshold`` as OpenCV's (COLMAP's is about half)."""
+    import cv2
+
+    rgb = _uint8(image)
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    kps, desc = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=contrast_threshold).detectAndCompute(
+        gray, None)
+    if desc is None or not kps:
+        return Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32), np.zeros((0, 3), np.float32),
+                        np.zeros(0, np.int64))
+    xy = np.array([k.pt for k in kps], dtype=np.float64)
+    # OpenCV repeats a keypoint for each dominant orientation: one location, several descriptors
+    _, first, loc = np.unique(np.round(xy * 100).astype(np.int64), axis=0, return_index=True, return_inverse=True)
+    xy = xy[first]
+    desc = desc.astype(np.float32)
+    desc = np.sqrt(desc / np.maximum(desc.sum(1, keepdims=True), 1e-12))  # RootSIFT
+    ij = np.clip(np.round(xy).astype(np.int64), 0, [rgb.shape[1] - 1, rgb.shape[0] - 1])
+    colours = rgb[ij[:, 1], ij[:, 0]].astype(np.float32) / 255
+    return Features(xy + 0.5, desc, colours, loc.reshape(-1))
+
+
+def match_features(a: Features, b: Features, ratio: float = 0.8) -> np.ndarray:
+    """``[K, 2]`` location index pairs (into ``a.xy``, ``b.xy``) of descriptors that are mutual nearest
+    neighbours passing the ratio test, one partner per location."""
+    if len(a.desc) < 2 or len(b.desc) < 2:
+        return np.zeros((0, 2), np.int64)
+    da, db = torch.from_numpy(a.desc), torch.from_numpy(b.desc)
+    sim = da @ db.T
+    top = sim.topk(2, dim=1)
+    dist = (2 - 2 * top.values).clamp_min(0).sqrt()
+    best_ab = top.indices[:, 0]
+    best_ba = sim.argmax(0)
+    keep = (dist[:, 0] < ratio * dist[:, 1]) & (best_ba[best_ab] == torch.arange(len(da)))
+    i = torch.nonzero(keep)[:, 0].numpy()
+    pairs = np.unique(np.stack([a.loc[i], b.loc[best_ab.numpy()[i]]], 1), axis=0)
+    # one partner per location: drop locations matched to two different ones (through two orientations)
+    ok = np.ones(len(pairs), bool)
+    for col in (0, 1):
+        _, inverse, counts = np.unique(pairs[:, col], return_inverse=True, return_counts=True)
+        ok &= counts[inverse.reshape(-1)] == 1
+    return pairs[ok]
+
+
+def _verify(xa: np.ndarray, xb: np.ndarray, threshold: float) -> np.ndarray | None:
+    """Inlier mask of a fundamental matrix fitted by MAGSAC++ (``None`` when it fails)."""
+    import cv2
+
+    if len(xa) < 8:
+        return None
+    F, mask = cv2.findFundamentalMat(xa, xb, cv2.USAC_MAGSAC, threshold, 0.9999, 10000)
+    if F is None or mask is None:
+        return None
+    return mask.ravel().astype(bool)
+
+
+def _homography_inliers(xa: np.ndarray, xb: np.ndarray, threshold: float) -> int:
+    import cv2
+
+    H, mask = cv2.findHomography(xa, xb, cv2.USAC_MAGSAC, threshold)
+    return 0 if mask is None else int(mask.sum())
+
+
+# ----------------------------------------------------------------------------------------------
+# Tracks
+# ----------------------------------------------------------------------------------------------
+
+
+def _tracks(sizes: list[int], matches: dict[tuple[int, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tracks from pairwise matches: ``(track, image, keypoint)`` of every observation, sorted by track;
+    tracks with two keypoints in one image are dropped."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    offset = np.concatenate([[0], np.cumsum(sizes)])
+    rows = [offset[i] + m[:, 0] for (i, _), m in matches.items()]
+    cols = [offset[j] + m[:, 1] for (_, j), m in matches.items()]
+    n = int(offset[-1])
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    count = np.bincount(label)
+    node = np.nonzero(count[label] >= 2)[0]
+    image = np.searchsorted(offset, node, side="right") - 1
+    comp = label[node]
+    # inconsistent: a component with two keypoints of one image
+    key = comp.astype(np.int64) * len(sizes) + image
+    uniq, counts = np.unique(key, return_counts=True)
+    bad = np.unique(uniq[counts > 1] // len(sizes))
+    ok = ~np.isin(comp, bad)
+    node, image, comp = node[ok], image[ok], comp[ok]
+    _, track = np.unique(comp, return_inverse=True)
+    order = np.argsort(track, kind="stable")
+    return track[order], image[order], (node - offset[image])[order]
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _normalised(rec: _Recon, img: np.ndarray | int, xy: np.ndarray) -> np.ndarray:
+    """Undistorted normalised coordinates of pixels ``xy [n, 2]`` in images ``img`` (SIMPLE_RADIAL,
+    fixed-point iterations)."""
+    f, c, k1 = rec.f[img], rec.c[img], rec.k1[img]
+    if np.ndim(img):
+        f, k1 = f[:, None], k1[:, None]
+    d = (xy - c) / f
+    n = d.copy()
+    for _ in range(10):
+        n = d / (1 + k1 * (n * n).sum(1, keepdims=True))
+    return n
+
+
+def _triangulate(P: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Multi-view DLT: world point from ``[V, 3, 4]`` poses and ``[V, 2]`` normalised observations."""
+    A = np.concatenate([n[:, :1] * P[:, 2] - P[:, 0], n[:, 1:] * P[:, 2] - P[:, 1]])
+    X = np.linalg.svd(A)[2][-1]
+    return X[:3] / X[3] if abs(X[3]) > 1e-12 else np.full(3, np.nan)
+
+
+@dataclass
+class _Recon:
+    """The growing reconstruction (numpy, float64)."""
+
+    R: dict[int, np.ndarray]
+    t: dict[int, np.ndarray]
+    f: np.ndarray  # [I] focal length of every image (pixels)
+    k1: np.ndarray  # [I]
+    c: np.ndarray  # [I, 2] principal points
+    group: np.ndarray  # [I] intrinsics group (images of one camera share focal and k1)
+    X: np.ndarray  # [T, 3] per track (NaN: not triangulated)
+    active: np.ndarray  # [O] observation used
+
+
+def _project(rec: _Recon, img: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    R = np.stack([rec.R[int(i)] for i in img])
+    t = np.stack([rec.t[int(i)] for i in img])
+    xc = np.einsum("nij,nj->ni", R, X) + t
+    n = xc[:, :2] / xc[:, 2:]
+    uv = rec.f[img, None] * n * (1 + rec.k1[img, None] * (n * n).sum(1, keepdims=True)) + rec.c[img]
+    return uv, xc[:, 2]
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline
+# ----------------------------------------------------------------------------------------------
+
+
+def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] | None = None,
+                    options: SfMOptions | None = None) -> SfMResult:
+    """Reconstruct cameras and points from ``images`` (RGB ``[H, W, 3]``; or a :class:`Scene`).
+
+    Returns an :class:`SfMResult` with the largest reconstruction grown from the best initial pair
+    (images that cannot be registered are left out of ``result.scene``). Raises ``ValueError`` with fewer
+    than two images, images of different sizes, or when no pair can initialise a reconstruction.
+    """
+
+    opt = options or SfMOptions()
+    if opt.camera_model not in ("SIMPLE_RADIAL", "SIMPLE_PINHOLE"):
+        raise ValueError(f"camera_model must be 'SIMPLE_RADIAL' or 'SIMPLE_PINHOLE', got {opt.camera_model!r}")
+    if opt.intrinsics not in ("shared", "per_image", "auto"):
+        raise ValueError(f"intrinsics must be 'shared', 'per_image' or 'auto', got {opt.intrinsics!r}")
+    if opt.matching not in ("exhaustive", "sequential"):
+        raise ValueError(f"matching must be 'exhaustive' or 'sequential', got {opt.matching!r}")
+    frames_in = images.frames if isinstance(images, Scene) else None
+    pixels = [_uint8(f.image()) for f in frames_in] if frames_in is not None else [_uint8(i) for i in images]
+    if len(pixels) < 2:
+        raise ValueError(f"structure from motion needs at least two images, got {len(pixels)}")
+    sizes = np.array([p.shape[1::-1] for p in pixels], dtype=np.float64)  # (W, H)
+    if opt.intrinsics == "shared" and (sizes != sizes[0]).any():
+        raise ValueError("intrinsics='shared' needs images of one size; use 'per_image' or 'auto'")
+    shared = opt.intrinsics == "shared" or (opt.intrinsics == "auto" and not (sizes != sizes[0]).any())
+    names = names or ([f.name for f in frames_in] if frames_in is not None else
+                      [f"image_{i:04d}" for i in range(len(pixels))])
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    feats = [extract_features(p, opt.max_features, opt.contrast_threshold) for p in pixels]
+    seconds["features"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    n_img = len(feats)
+    pairs = [(i, j) for i in range(n_img) for j in range(i + 1, n_img)
+             if opt.matching == "exhaustive" or j - i <= opt.window]
+    matches: dict[tuple[int, int], np.ndarray] = {}
+    for i, j in pairs:
+        m = match_features(feats[i], feats[j], opt.ratio)
+        if len(m) < opt.min_inliers:
+            continue
+        inl = _verify(feats[i].xy[m[:, 0]], feats[j].xy[m[:, 1]], opt.verify_px)
+        if inl is not None and inl.sum() >= opt.min_inliers:
+            matches[(i, j)] = m[inl]
+    seconds["matching"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    if not matches:
+        raise ValueError("no image pair has enough verified matches to start a reconstruction")
+    track, obs_img, obs_kp = _tracks([len(f.xy) for f in feats], matches)
+    obs_xy = np.concatenate([feats[i].xy[k][None] for i, k in zip(obs_img, obs_kp, strict=True)]) \
+        if len(track) else np.zeros((0, 2))
+    n_tracks = int(track.max()) + 1 if len(track) else 0
+
+    f0 = np.full(n_img, float(opt.focal_prior)) if opt.focal_prior else 1.2 * sizes.max(1)
+    rec = _Recon({}, {}, f0, np.zeros(n_img), sizes / 2, np.zeros(n_img, np.int64) if shared else np.arange(n_img),
+                 np.full((n_tracks, 3), np.nan), np.ones(len(track), bool))
+    _initialise(rec, feats, matches, opt, track, obs_img, obs_kp, obs_xy)
+    _triangulate_new(rec, track, obs_img, obs_xy, opt)
+    _bundle(rec, track, obs_img, obs_xy, opt)
+
+    failed: set[int] = set()
+    while True:
+        has_point = ~np.isnan(rec.X[track, 0]) & rec.active
+        candidates = [i for i in range(n_img) if i not in rec.R and i not in failed]
+        if not candidates:
+            break
+        counts = np.bincount(obs_img[has_point], minlength=n_img)
+        best = max(candidates, key=lambda i: counts[i])
+        if counts[best] < opt.min_pnp_inliers:
+            break
+        sel = has_point & (obs_img == best)
+        if not _register(rec, best, rec.X[track[sel]], obs_xy[sel], opt):
+            failed.add(best)
+            continue
+        failed.clear()  # a new camera can make earlier failures registrable
+        _triangulate_new(rec, track, obs_img, obs_xy, opt)
+        _bundle(rec, track, obs_img, obs_xy, opt)
+    _triangulate_new(rec, track, obs_img, obs_xy, opt)
+    _bundle(rec, track, obs_img, obs_xy, opt)
+    seconds["mapping"] = time.perf_counter() - clock
+    return _result(rec, feats, names, frames_in, pixels, track, obs_img, obs_kp, obs_xy, seconds)
+
+
+def _register(rec: _Recon, image: int, X: np.ndarray, xy: np.ndarray, opt: SfMOptions) -> bool:
+    """Pose of ``image`` from 2D-3D matches by PnP RANSAC (EPnP samples, LM refinement on the inliers).
+
+    When no image of its camera is registered yet, its focal length is unknown: PnP runs for focal
+    lengths from 0.5 to 4 times the prior (telephoto photos), the one with most inliers is kept and
+    refined with the pose by a bundle adjustment of this camera alone (points fixed)."""
+    import cv2
+
+    known = any(rec.group[i] == rec.group[image] for i in rec.R)
+    prior = rec.f[image]
+    best = None
+    for f in [prior] if known or not opt.refine_intrinsics else prior * np.array([1.0, 0.5, 0.7, 1.4, 2.0, 2.8, 4.0]):
+        rec.f[image] = f
+        n = _normalised(rec, image, xy)
+        ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+            X, n, np.eye(3), None, iterationsCount=2000, reprojectionError=opt.max_error_px / f,
+            confidence=0.9999, flags=cv2.SOLVEPNP_EPNP)
+        if ok and inliers is not None and (best is None or len(inliers) > len(best[3])):
+            best = (f, rvec, tvec, inliers.ravel())
+    if best is None or len(best[3]) < opt.min_pnp_inliers:
+        rec.f[image] = prior
+        return False
+    f, rvec, tvec, inl = best
+    rec.f[image] = f
+    n = _normalised(rec, image, xy[inl])
+    rvec, tvec = cv2.solvePnPRefineLM(X[inl], n, np.eye(3), None, rvec, tvec)
+    rec.R[image], rec.t[image] = cv2.Rodrigues(rvec)[0], tvec.ravel()
+    if not known and opt.refine_intrinsics:
+        cams = _cameras(rec, [image], 1, 1)
+        obs = Observations(torch.zeros(len(inl), dtype=torch.long), torch.arange(len(inl)), torch.from_numpy(xy[inl]))
+        res = bundle_adjust(cams, torch.from_numpy(X[inl]), obs, refine_intrinsics=("focal",),
+                            fixed_points=torch.ones(len(inl), dtype=torch.bool),
+                            options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=20))
+        rec.R[image], rec.t[image] = res.cameras.R[0].detach().numpy(), res.cameras.t[0].detach().numpy()
+        rec.f[image] = float(res.cameras.fx[0])
+    return True
+
+
+def _initialise(rec: _Recon, feats, matches, opt: SfMOptions, track, obs_img, obs_kp, obs_xy) -> None:
+    import cv2
+
+    scored = []
+    for (i, j), m in matches.items():
+        h = _homography_inliers(feats[i].xy[m[:, 0]], feats[j].xy[m[:, 1]], 4 * opt.verify_px)
+        scored.append((len(m) * (1.0 if h < 0.8 * len(m) else 0.25), i, j))
+    scored.sort(reverse=True)
+    for _, i, j in scored:
+        m = matches[(i, j)]
+        na = _normalised(rec, i, feats[i].xy[m[:, 0]])
+        nb = _normalised(rec, j, feats[j].xy[m[:, 1]])
+        threshold = opt.verify_px / math.sqrt(rec.f[i] * rec.f[j])
+        E, mask = cv2.findEssentialMat(na, nb, np.eye(3), cv2.USAC_MAGSAC, 0.9999, threshold)
+        if E is None or E.shape != (3, 3):
+            continue
+        count, R, t, mask = cv2.recoverPose(E, na, nb, np.eye(3), mask=mask)
+        if count < opt.min_inliers:
+            continue
+        rec.R[i], rec.t[i] = np.eye(3), np.zeros(3)
+        rec.R[j], rec.t[j] = R, t.ravel()
+        before = (~np.isnan(rec.X[:, 0])).sum()
+        _triangulate_new(rec, track, obs_img, obs_xy, opt)
+        if (~np.isnan(rec.X[:, 0])).sum() - before >= opt.min_inliers:
+            return
+        rec.R.clear()
+        rec.t.clear()
+        rec.X[:] = np.nan
+    raise ValueError("no image pair could initialise the reconstruction (too little parallax or matches)")
+
+
+def _triangulate_new(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> None:
+    """Triangulate every track without a point that has two or more registered, active observations."""
+    registered = np.isin(obs_img, list(rec.R)) & rec.active
+    todo = np.isnan(rec.X[track, 0]) & registered
+    counts = np.bincount(track[todo], minlength=len(rec.X))
+    cand = np.nonzero(counts >= 2)[0]
+    if not len(cand):
+        return
+    n_all = _normalised(rec, obs_img, obs_xy)
+    starts = np.searchsorted(track, cand, side="left")
+    stops = np.searchsorted(track, cand, side="right")
+    cos_min = math.cos(math.radians(opt.min_angle_deg))
+    for tr, s, e in zip(cand, starts, stops, strict=True):
+        idx = np.arange(s, e)[registered[s:e]]
+        imgs = obs_img[idx]
+        P = np.stack([np.concatenate([rec.R[int(i)], rec.t[int(i)][:, None]], 1) for i in imgs])
+        X = _triangulate(P, n_all[idx])
+        if not np.isfinite(X).all():
+            continue
+        uv, z = _project(rec, imgs, np.broadcast_to(X, (len(idx), 3)))
+        err = np.linalg.norm(uv - obs_xy[idx], axis=1)
+        good = (z > 0) & (err <= opt.max_error_px)
+        if good.sum() < 2:
+            continue
+        centres = np.stack([-rec.R[int(i)].T @ rec.t[int(i)] for i in imgs[good]])
+        rays = X - centres
+        rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+        if (rays @ rays.T).min() > cos_min:
+            continue
+        rec.X[tr] = X
+
+
+def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> None:
+    """Global bundle adjustment of the registered images and triangulated tracks, then the removal of
+    observations beyond ``max_error_px`` (and of points left with fewer than two)."""
+    reg = sorted(rec.R)
+    pos = {i: k for k, i in enumerate(reg)}
+    use = rec.active & ~np.isnan(rec.X[track, 0]) & np.isin(obs_img, reg)
+    tracks_used, point_idx = np.unique(track[use], return_inverse=True)
+    if len(tracks_used) < 3:
+        return
+    cams = _cameras(rec, reg, 1, 1)
+    obs = Observations(torch.tensor([pos[int(i)] for i in obs_img[use]]), torch.from_numpy(point_idx),
+                       torch.from_numpy(obs_xy[use]))
+    refine = ("focal", "k1") if opt.camera_model == "SIMPLE_RADIAL" else ("focal",)
+    if len(reg) < opt.refine_from or not opt.refine_intrinsics:
+        refine = ()
+    res = bundle_adjust(cams, torch.from_numpy(rec.X[tracks_used]), obs, refine_intrinsics=refine,
+                        intrinsic_groups=torch.from_numpy(rec.group[reg]),
+                        options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=30))
+    for k, i in enumerate(reg):
+        rec.R[i], rec.t[i] = res.cameras.R[k].detach().numpy(), res.cameras.t[k].detach().numpy()
+    rec.f[reg], rec.k1[reg] = res.cameras.fx.detach().numpy(), res.cameras.dist[:, 0].detach().numpy()
+    if len(reg) and (rec.group == rec.group[0]).all():  # one camera: unregistered images share it too
+        rec.f[:], rec.k1[:] = rec.f[reg[0]], rec.k1[reg[0]]
+    rec.X[tracks_used] = res.points.detach().numpy()
+    # every observation of a point in a registered image is (re)judged by its error: outliers drop out,
+    # observations dropped under an earlier, worse geometry come back
+    seen = ~np.isnan(rec.X[track, 0]) & np.isin(obs_img, reg)
+    uv, z = _project(rec, obs_img[seen], rec.X[track[seen]])
+    rec.active[seen] = (z > 0) & (np.linalg.norm(uv - obs_xy[seen], axis=1) <= opt.max_error_px)
+    left = np.bincount(track[rec.active & seen], minlength=len(rec.X))
+    rec.X[left < 2] = np.nan
+
+
+def _cameras(rec: _Recon, reg: list[int], width, height) -> Cameras:
+    """SIMPLE_RADIAL cameras (scenegrad ``"opencv"``) of the images ``reg``."""
+    f64 = torch.float64
+    dist = torch.zeros(len(reg), 5, dtype=f64)
+    dist[:, 0] = torch.from_numpy(rec.k1[reg])
+    f = torch.from_numpy(rec.f[reg])
+    return Cameras(f, f.clone(), torch.from_numpy(rec.c[reg, 0]), torch.from_numpy(rec.c[reg, 1]),
+                   torch.tensor(np.stack([rec.R[i] for i in reg]), dtype=f64),
+                   torch.tensor(np.stack([rec.t[i] for i in reg]), dtype=f64), width, height, model="opencv", dist=dist)
+
+
+def _result(rec: _Recon, feats, names, frames_in, pixels, track, obs_img, obs_kp, obs_xy, seconds) -> SfMResult:
+    reg = sorted(rec.R)
+    pos = {i: k for k, i in enumerate(reg)}
+    use = rec.active & ~np.isnan(rec.X[track, 0]) & np.isin(obs_img, reg)
+    tracks_used, point_idx = np.unique(track[use], return_inverse=True)
+    sizes = np.array([pixels[i].shape[1::-1] for i in reg])
+    cams = _cameras(rec, reg, torch.from_numpy(sizes[:, 0]), torch.from_numpy(sizes[:, 1]))
+    X = rec.X[tracks_used]
+    uv, _ = _project(rec, obs_img[use], X[point_idx])
+    err = np.linalg.norm(uv - obs_xy[use], axis=1)
+    mean_err = np.bincount(point_idx, err, len(X)) / np.maximum(np.bincount(point_idx, minlength=len(X)), 1)
+    rgb = np.zeros((len(X), 3), np.float32)
+    rgb[point_idx] = np.stack([feats[i].rgb[k] for i, k in zip(obs_img[use], obs_kp[use], strict=True)])
+    frames = []
+    for i in reg:
+        ids = np.full(len(feats[i].xy), -1, np.int64)
+        mine = obs_img[use] == i
+        ids[obs_kp[use][mine]] = point_idx[mine] + 1
+        meta = {"colmap_xys": feats[i].xy.copy(), "colmap_point3d_ids": ids}
+        if frames_in is not None:
+            old = frames_in[i]
+            frames.append(Frame(name=old.name, image_path=old.image_path, image_fn=old.image_fn,
+                                metadata={**old.metadata, **meta}))
+        else:
+            px = pixels[i]
+            frames.append(Frame(name=names[i], image_fn=lambda px=px: px, metadata=meta))
+    points = Points(torch.from_numpy(X), torch.from_numpy(rgb), torch.from_numpy(mean_err),
+                    torch.arange(1, len(X) + 1))
+    obs = Observations(torch.tensor([pos[int(i)] for i in obs_img[use]], dtype=torch.long),
+                       torch.from_numpy(point_idx), torch.from_numpy(obs_xy[use]))
+    return SfMResult(Scene(frames=frames, cameras=cams, points=points), reg, obs, seconds)
