@@ -57,7 +57,7 @@ def reconstruct(
     input: tyro.conf.Positional[Path | None] = None,  # noqa: A002 - the CLI's name for it
     out: Path = Path("scenegrad_out"),
     preset: Literal["tiny", "fast", "default"] = "fast",
-    poses: Literal["flowmap", "colmap"] = "flowmap",
+    poses: Literal["flowmap", "sfm", "colmap"] = "flowmap",
     max_frames: int | None = None,
     resolution: int | None = None,
     iterations: int | None = None,
@@ -74,8 +74,9 @@ def reconstruct(
         out: Output folder (images/, sparse/0, transforms.json, depth/, points.ply, splats.ply,
             mesh.ply, mesh.glb, renders/orbit.mp4, report.json, report.html).
         preset: tiny (seconds, for tests), fast (a CPU budget) or default.
-        poses: How cameras are found: flowmap (poses and depth from the video by gradient descent) or
-            colmap (COLMAP through pycolmap: SIFT, matching, incremental mapping; no dense depth).
+        poses: How cameras are found: flowmap (poses and depth from the video by gradient descent), sfm
+            (scenegrad's structure from motion: SIFT, matching, incremental mapping, bundle adjustment) or
+            colmap (COLMAP through pycolmap); sfm and colmap give no dense depth.
         max_frames: Frames taken from a video (default from the preset).
         resolution: Longest side of the frames used, pixels (default from the preset).
         iterations: Splat training iterations (default from the preset).

@@ -7,8 +7,9 @@ from the last finished one; ``report.json`` records which are done and how long 
    spread over the motion) or the images of the folder, downscaled to ``resolution`` -> ``images/``.
 2. ``poses``: cameras, a shared focal length and dense depth by :mod:`scenegrad.recon.flowmap` ->
    ``sparse/0`` (COLMAP), ``transforms.json`` (nerfstudio), ``depth/``, ``points.ply``; or, with
-   ``poses="colmap"``, COLMAP's cameras and sparse points (:mod:`scenegrad.recon.colmap_poses`; no
-   dense depth, and frames COLMAP cannot register are left out).
+   ``poses="sfm"`` or ``"colmap"``, the cameras and sparse points of scenegrad's structure from motion
+   (:mod:`scenegrad.recon.sfm`) or of COLMAP (:mod:`scenegrad.recon.colmap_poses`): no dense depth,
+   and frames that cannot be registered are left out.
 3. ``splats``: 3D Gaussians trained from the posed frames, seeded with the dense points
    (:func:`scenegrad.recon.splat.train`, every 8th frame held out) -> ``splats.ply`` (3DGS layout),
    checkpoints in ``splat/`` (resumed from).
@@ -44,6 +45,8 @@ STAGES = ("frames", "poses", "splats", "mesh", "render")
 #: Everything the pipeline writes in the output folder (what ``overwrite`` replaces).
 OUTPUTS = ("images", "sparse", "transforms.json", "sparse_pc.ply", "depth", "points.ply", "splat", "splats.ply",
            "mesh.ply", "mesh.glb", "renders", "report.json", "report.html")
+#: ``--poses sfm`` matches every pair of frames up to this many, else each frame with its neighbours.
+SFM_EXHAUSTIVE_UP_TO = 40
 #: Below this sharpness (:func:`_sharpness`) in every frame the input is refused as blurred.
 MIN_SHARPNESS = 15.0
 #: Dense depth points seeding the splats (a random subset): more only slows the first iterations down.
@@ -61,7 +64,9 @@ class ReconstructConfig:
     resolution: longest side of the frames used (pixels).
     iterations: splat training iterations.
     mesh_resolution: voxels along the longest side of the TSDF grid.
-    poses: ``flowmap`` (scenegrad's own, the default) or ``colmap`` (COLMAP through pycolmap).
+    poses: ``flowmap`` (scenegrad's own from the video, the default), ``sfm`` (scenegrad's structure from
+        motion, :mod:`scenegrad.recon.sfm`: better for photos than for videos) or ``colmap`` (COLMAP
+        through pycolmap).
     seed, device: as usual (``device`` is reported; the trainer runs on CPU tensors for now).
     resume: continue after the last finished stage (and the last splat checkpoint).
     overwrite: replace the outputs of an earlier run in the folder (other files are left alone).
@@ -73,7 +78,7 @@ class ReconstructConfig:
     resolution: int | None = None
     iterations: int | None = None
     mesh_resolution: int | None = None
-    poses: Literal["flowmap", "colmap"] = "flowmap"
+    poses: Literal["flowmap", "sfm", "colmap"] = "flowmap"
     seed: int = 0
     device: str = "cpu"
     resume: bool = False
@@ -318,6 +323,24 @@ def run(input_path: str | Path, out: str | Path, config: ReconstructConfig | Non
             save_transforms(colmap_scene, out, image_dir="images", overwrite=True)
             facts = {"frames_posed": len(posed.registered), "sparse_points": posed.points,
                      "focal_px": float(colmap_scene.cameras.fx[0])}
+        elif config.poses == "sfm":
+            from scenegrad.datasets.colmap import save_colmap
+            from scenegrad.datasets.points import save_points
+            from scenegrad.recon.sfm import SfMOptions, incremental_sfm
+
+            matching = "exhaustive" if len(images) <= SFM_EXHAUSTIVE_UP_TO else "sequential"
+            sfm = incremental_sfm(images, names, SfMOptions(camera_model="SIMPLE_PINHOLE", matching=matching))
+            if len(sfm.registered) < 3:
+                raise RuntimeError(f"{input_path}: structure from motion registered {len(sfm.registered)} of "
+                                   f"{len(images)} frames; try --poses flowmap")
+            (out / "sparse" / "0").mkdir(parents=True, exist_ok=True)
+            save_colmap(sfm.scene, out / "sparse" / "0")
+            if sfm.scene.points is not None:
+                save_points(sfm.scene.points, out / "points.ply", overwrite=True)
+            save_transforms(load_colmap(out / "sparse" / "0", out / "images"), out, image_dir="images",
+                            overwrite=True)
+            facts = {"frames_posed": len(sfm.registered), "focal_px": float(sfm.scene.cameras.fx[0]),
+                     "sparse_points": 0 if sfm.scene.points is None else len(sfm.scene.points)}
         else:
             result = flowmap.fit(images, _flowmap_config(config))
             flowmap.save(result, out, np.stack(images))
