@@ -8,7 +8,7 @@ Pipeline (every step with well-kept tools; the bundle adjustment is :mod:`sceneg
    pairs within ``window`` frames (``"sequential"``, for videos).
 3. **Verification**: a fundamental matrix by OpenCV's USAC MAGSAC++; pairs with fewer than ``min_inliers``
    inliers are dropped.
-4. **Tracks**: connected components of the verified matches (union-find by ``scipy.sparse.csgraph``); a
+4. **Tracks**: connected components of the verified matches (a bulk union-find in numpy); a
    track holding two keypoints of one image is inconsistent: its observations in that image are dropped
    (or the whole track, ``inconsistent_tracks="drop"``).
 5. **Initialisation**: the pair with the most inliers among those poorly explained by a homography
@@ -198,23 +198,38 @@ def _homography_inliers(xa: np.ndarray, xb: np.ndarray, threshold: float) -> int
 # ----------------------------------------------------------------------------------------------
 
 
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[n]`` component label (its smallest node) of every node of the graph with edges ``(a, b)``: union-find
+    done in bulk, hooking each edge's larger root under the smaller one, then path halving to the roots."""
+    label = np.arange(n)
+    while True:
+        la, lb = label[a], label[b]
+        low = np.minimum(la, lb)
+        new = label.copy()
+        np.minimum.at(new, la, low)
+        np.minimum.at(new, lb, low)
+        while True:  # every node to its root
+            up = new[new]
+            if np.array_equal(up, new):
+                break
+            new = up
+        if np.array_equal(new, label):
+            return label
+        label = new
+
+
 def _tracks(sizes: list[int], matches: dict[tuple[int, int], np.ndarray], split: str = "prune"
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tracks from pairwise matches: ``(track, image, keypoint)`` of every observation, sorted by track.
     A track with two keypoints in one image is inconsistent: ``split="drop"`` drops it, ``"prune"`` drops
     its observations in those images only."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     offset = np.concatenate([[0], np.cumsum(sizes)])
     rows = [offset[i] + m[:, 0] for (i, _), m in matches.items()]
     cols = [offset[j] + m[:, 1] for (_, j), m in matches.items()]
     n = int(offset[-1])
     if not rows:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
-    _, label = connected_components(graph, directed=False)
+    label = _components(n, np.concatenate(rows), np.concatenate(cols))
     count = np.bincount(label)
     node = np.nonzero(count[label] >= 2)[0]
     image = np.searchsorted(offset, node, side="right") - 1
