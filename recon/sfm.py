@@ -8,8 +8,9 @@ Pipeline (every step with well-kept tools; the bundle adjustment is :mod:`sceneg
    pairs within ``window`` frames (``"sequential"``, for videos).
 3. **Verification**: a fundamental matrix by OpenCV's USAC MAGSAC++; pairs with fewer than ``min_inliers``
    inliers are dropped.
-4. **Tracks**: connected components of the verified matches (union-find by ``scipy.sparse.csgraph``); a
-   track holding two keypoints of one image is inconsistent and dropped.
+4. **Tracks**: connected components of the verified matches (a bulk union-find in numpy); a
+   track holding two keypoints of one image is inconsistent: its observations in that image are dropped
+   (or the whole track, ``inconsistent_tracks="drop"``).
 5. **Initialisation**: the pair with the most inliers among those poorly explained by a homography
    (enough parallax), relative pose from the essential matrix (MAGSAC++) and ``recoverPose``.
 6. **Registration**: the image seeing the most triangulated tracks, by PnP RANSAC (EPnP samples,
@@ -54,11 +55,14 @@ class SfMOptions:
     or ``"sequential"`` pairs (frames ``i < j <= i + window``). min_inliers: verified matches a pair
     needs. verify_px: epipolar RANSAC threshold (pixels). focal_prior: starting focal length in pixels
     (default ``1.2 * max(width, height)``). min_angle_deg / max_error_px: triangulation and filtering
-    thresholds. min_pnp_inliers: inliers needed to register an image. ba_loss_scale: Cauchy scale (pixels).
+    thresholds. min_pnp_inliers / pnp_error_px: inliers needed to register an image and their error (COLMAP's
+    12 px: the new image's focal length and the model are still rough). ba_loss_scale: Cauchy scale (pixels).
     camera_model: ``"SIMPLE_RADIAL"`` (focal and ``k1`` refined) or ``"SIMPLE_PINHOLE"`` (focal only).
     refine_intrinsics: ``False`` keeps ``focal_prior`` (and ``k1 = 0``): calibrated cameras.
     intrinsics: ``"shared"`` (one camera), ``"per_image"`` (photos from many cameras) or ``"auto"``
     (shared when every image has the same size). refine_from: registered images before intrinsics are refined.
+    inconsistent_tracks: ``"prune"`` (drop a track's observations in images where it has two keypoints) or
+    ``"drop"`` (drop the track).
     """
 
     max_features: int = 4096
@@ -72,11 +76,13 @@ class SfMOptions:
     min_angle_deg: float = 1.5
     max_error_px: float = 4.0
     min_pnp_inliers: int = 20
+    pnp_error_px: float = 12.0
     ba_loss_scale: float = 2.0
     camera_model: str = "SIMPLE_RADIAL"
     refine_intrinsics: bool = True
     intrinsics: str = "auto"
     refine_from: int = 3
+    inconsistent_tracks: str = "prune"
 
 
 @dataclass
@@ -192,31 +198,51 @@ def _homography_inliers(xa: np.ndarray, xb: np.ndarray, threshold: float) -> int
 # ----------------------------------------------------------------------------------------------
 
 
-def _tracks(sizes: list[int], matches: dict[tuple[int, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tracks from pairwise matches: ``(track, image, keypoint)`` of every observation, sorted by track;
-    tracks with two keypoints in one image are dropped."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[n]`` component label (its smallest node) of every node of the graph with edges ``(a, b)``: union-find
+    done in bulk, hooking each edge's larger root under the smaller one, then path halving to the roots."""
+    label = np.arange(n)
+    while True:
+        la, lb = label[a], label[b]
+        low = np.minimum(la, lb)
+        new = label.copy()
+        np.minimum.at(new, la, low)
+        np.minimum.at(new, lb, low)
+        while True:  # every node to its root
+            up = new[new]
+            if np.array_equal(up, new):
+                break
+            new = up
+        if np.array_equal(new, label):
+            return label
+        label = new
 
+
+def _tracks(sizes: list[int], matches: dict[tuple[int, int], np.ndarray], split: str = "prune"
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tracks from pairwise matches: ``(track, image, keypoint)`` of every observation, sorted by track.
+    A track with two keypoints in one image is inconsistent: ``split="drop"`` drops it, ``"prune"`` drops
+    its observations in those images only."""
     offset = np.concatenate([[0], np.cumsum(sizes)])
     rows = [offset[i] + m[:, 0] for (i, _), m in matches.items()]
     cols = [offset[j] + m[:, 1] for (_, j), m in matches.items()]
     n = int(offset[-1])
     if not rows:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
-    _, label = connected_components(graph, directed=False)
+    label = _components(n, np.concatenate(rows), np.concatenate(cols))
     count = np.bincount(label)
     node = np.nonzero(count[label] >= 2)[0]
     image = np.searchsorted(offset, node, side="right") - 1
     comp = label[node]
-    # inconsistent: a component with two keypoints of one image
+    # inconsistent: a component with two keypoints of one image. split="drop" drops the whole track,
+    # "prune" only its observations in the images where it is ambiguous (keeping the track when two remain)
     key = comp.astype(np.int64) * len(sizes) + image
-    uniq, counts = np.unique(key, return_counts=True)
-    bad = np.unique(uniq[counts > 1] // len(sizes))
-    ok = ~np.isin(comp, bad)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    ambiguous = counts[inverse.reshape(-1)] > 1
+    ok = ~np.isin(comp, np.unique(comp[ambiguous])) if split == "drop" else ~ambiguous
     node, image, comp = node[ok], image[ok], comp[ok]
+    enough = np.bincount(comp, minlength=int(label.max()) + 1)[comp] >= 2
+    node, image, comp = node[enough], image[enough], comp[enough]
     _, track = np.unique(comp, return_inverse=True)
     order = np.argsort(track, kind="stable")
     return track[order], image[order], (node - offset[image])[order]
@@ -322,7 +348,7 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
     clock = time.perf_counter()
     if not matches:
         raise ValueError("no image pair has enough verified matches to start a reconstruction")
-    track, obs_img, obs_kp = _tracks([len(f.xy) for f in feats], matches)
+    track, obs_img, obs_kp = _tracks([len(f.xy) for f in feats], matches, opt.inconsistent_tracks)
     obs_xy = np.concatenate([feats[i].xy[k][None] for i, k in zip(obs_img, obs_kp, strict=True)]) \
         if len(track) else np.zeros((0, 2))
     n_tracks = int(track.max()) + 1 if len(track) else 0
@@ -372,7 +398,7 @@ def _register(rec: _Recon, image: int, X: np.ndarray, xy: np.ndarray, opt: SfMOp
         rec.f[image] = f
         n = _normalised(rec, image, xy)
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(
-            X, n, np.eye(3), None, iterationsCount=2000, reprojectionError=opt.max_error_px / f,
+            X, n, np.eye(3), None, iterationsCount=2000, reprojectionError=opt.pnp_error_px / f,
             confidence=0.9999, flags=cv2.SOLVEPNP_EPNP)
         if ok and inliers is not None and (best is None or len(inliers) > len(best[3])):
             best = (f, rvec, tvec, inliers.ravel())

@@ -14,7 +14,7 @@ from scenegrad.datasets.generate import synthetic_scene
 from scenegrad.datasets.synthetic import torus_mesh
 from scenegrad.recon.ba import reprojection_residuals
 from scenegrad.recon.evaluate import pose_errors
-from scenegrad.recon.sfm import SfMOptions, extract_features, incremental_sfm, match_features
+from scenegrad.recon.sfm import SfMOptions, _components, _tracks, extract_features, incremental_sfm, match_features
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +31,30 @@ def torus():
     texture = F.interpolate(noise, size=(768, 3072), mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
     mesh = dataclasses.replace(torus_mesh(), texture=texture.clamp(0, 1).contiguous())
     return synthetic_scene(mesh, path="arc", count=8, size=(480, 360), points=0, shading="none")
+
+
+def test_union_find_components_and_inconsistent_tracks():
+    rng = np.random.default_rng(0)
+    n, a, b = 300, rng.integers(0, 300, 200), rng.integers(0, 300, 200)
+    parent = list(range(n))  # a plain sequential union-find as the reference
+
+    def root(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for u, v in zip(a.tolist(), b.tolist(), strict=True):
+        parent[root(u)] = root(v)
+    label = _components(n, a, b)
+    assert len({(int(x), root(i)) for i, x in enumerate(label)}) == len(set(label.tolist())) == len(
+        {root(i) for i in range(n)})
+    # image 0 keypoints 0 and 1 both reach image 1 keypoint 0 (through image 2): ambiguous in image 0
+    matches = {(0, 1): np.array([[0, 0]]), (1, 2): np.array([[0, 0]]), (0, 2): np.array([[1, 0], [2, 1]]),
+               (1, 3): np.array([[1, 0]])}
+    obs = list(zip(*(x.tolist() for x in _tracks([3, 2, 2, 1], matches, "prune")), strict=True))
+    assert obs == [(0, 1, 0), (0, 2, 0), (1, 0, 2), (1, 2, 1), (2, 1, 1), (2, 3, 0)]  # (track, image, keypoint)
+    obs = list(zip(*(x.tolist() for x in _tracks([3, 2, 2, 1], matches, "drop")), strict=True))
+    assert obs == [(0, 0, 2), (0, 2, 1), (1, 1, 1), (1, 3, 0)]
 
 
 def test_rootsift_matching_is_mutual_and_verified(torus):
