@@ -180,7 +180,10 @@ def _verify(xa: np.ndarray, xb: np.ndarray, threshold: float) -> np.ndarray | No
 
     if len(xa) < 8:
         return None
-    F, mask = cv2.findFundamentalMat(xa, xb, cv2.USAC_MAGSAC, threshold, 0.9999, 10000)
+    try:  # OpenCV's USAC asserts instead of returning nothing when no model fits (degenerate pairs)
+        F, mask = cv2.findFundamentalMat(xa, xb, cv2.USAC_MAGSAC, threshold, 0.9999, 10000)
+    except cv2.error:
+        return None
     if F is None or mask is None:
         return None
     return mask.ravel().astype(bool)
@@ -189,7 +192,10 @@ def _verify(xa: np.ndarray, xb: np.ndarray, threshold: float) -> np.ndarray | No
 def _homography_inliers(xa: np.ndarray, xb: np.ndarray, threshold: float) -> int:
     import cv2
 
-    H, mask = cv2.findHomography(xa, xb, cv2.USAC_MAGSAC, threshold)
+    try:
+        H, mask = cv2.findHomography(xa, xb, cv2.USAC_MAGSAC, threshold)
+    except cv2.error:  # no model (see _verify)
+        return 0
     return 0 if mask is None else int(mask.sum())
 
 
@@ -434,7 +440,10 @@ def _initialise(rec: _Recon, feats, matches, opt: SfMOptions, track, obs_img, ob
         na = _normalised(rec, i, feats[i].xy[m[:, 0]])
         nb = _normalised(rec, j, feats[j].xy[m[:, 1]])
         threshold = opt.verify_px / math.sqrt(rec.f[i] * rec.f[j])
-        E, mask = cv2.findEssentialMat(na, nb, np.eye(3), cv2.USAC_MAGSAC, 0.9999, threshold)
+        try:
+            E, mask = cv2.findEssentialMat(na, nb, np.eye(3), cv2.USAC_MAGSAC, 0.9999, threshold)
+        except cv2.error:  # no model (see _verify)
+            continue
         if E is None or E.shape != (3, 3):
             continue
         count, R, t, mask = cv2.recoverPose(E, na, nb, np.eye(3), mask=mask)

@@ -98,3 +98,15 @@ def test_sfm_rejects_bad_input(torus):
         incremental_sfm([torus.frames[0].image(), small], options=SfMOptions(intrinsics="shared"))
     with pytest.raises(ValueError, match="matching"):
         incremental_sfm(torus, options=SfMOptions(matching="vocab"))
+
+
+def test_degenerate_pairs_are_unverified_not_errors():
+    """OpenCV's USAC asserts when no model fits (e.g. identical points); the pair is just left out."""
+    from scenegrad.recon.sfm import _homography_inliers, _verify
+
+    x = np.random.default_rng(0).random((50, 2)) * 100
+    line = np.stack([np.arange(50.0), np.arange(50.0)], 1)
+    for a, b in ((x, x.copy()), (line, line + 1)):
+        mask = _verify(a, b, 1.0)
+        assert mask is None or mask.dtype == bool
+        assert _homography_inliers(a, b, 1.0) >= 0
