@@ -1,0 +1,15 @@
+"""Pulsar-style sphere rendering: differentiable rendering of scenes made of spheres.
+
+- :func:`render_spheres` (``render/spheres/render.py``): every pixel blends the spheres its ray
+  hits with weights that depend softly on the intersection depth (sharpness ``gamma``) and on the
+  ray's distance to the centre; returns a :class:`SphereRender` (features, alpha, depth and the
+  ids of the strongest contributors).
+
+Backends (:mod:`scenegrad.render.backend`, area ``"spheres"``): a pure-PyTorch reference
+(``render/_reference/spheres.py``), a native C++ CPU kernel and a CUDA kernel (``cuda/spheres/``,
+the per-pixel math shared in ``spheres.h``).
+"""
+
+from .render import BG_EPS, MAX_FEATURES, SphereRender, render_spheres
+
+__all__ = ["render_spheres", "SphereRender", "BG_EPS", "MAX_FEATURES"]
