@@ -3,8 +3,8 @@
 //
 // A pixel's ray is s (a, b, 1) in the camera frame, a = (u - cx) / fx, b = (v - cy) / fy at the pixel
 // centre (u, v). For a sphere with camera-frame centre c = (X, Y, Z) and radius r:
-//     dd = a^2 + b^2 + 1,  dc = a X + b Y + Z,  dist2 = |c|^2 - dc^2 / dd,  h = 1 - dist2 / r^2
-//     z  = dc / dd - sqrt(r^2 h / dd)                  (front intersection, camera-frame depth)
+//     dd = a^2 + b^2 + 1,  k = (a X + b Y + Z) / dd,  dist2 = |c - k (a, b, 1)|^2,  h = 1 - dist2 / r^2
+//     z  = k - sqrt(r^2 h / dd)                         (front intersection, camera-frame depth)
 //     hit: h > 0 and near <= z <= far;  e = (1 - (z - near) / (far - near)) / gamma
 //     w  = opacity h exp(e - M)      (M: the pixel's largest exponent, at least bg_eps / gamma)
 // and per pixel W = sum w + exp(bg_eps / gamma - M), features = (sum w f + w_bg bg) / W,
@@ -56,7 +56,7 @@ Blend<T> make_blend(double near, double far, double gamma, double bg_eps) {
 // A sphere as the pixels of one camera see it.
 template <typename T>
 struct Sphere {
-    T X, Y, Z, r, r2, cc, opacity, bound;  // bound: the largest exponent e any of its hits can have
+    T X, Y, Z, r, r2, opacity, bound;  // bound: the largest exponent e any of its hits can have
 };
 
 template <typename T>
@@ -69,7 +69,6 @@ SG_HD Sphere<T> load_sphere(const T* centers, const T* radii, const T* opacities
     s.Z = c[2];
     s.r = radii[i];
     s.r2 = s.r * s.r;
-    s.cc = s.X * s.X + s.Y * s.Y + s.Z * s.Z;
     s.opacity = opacities[i];
     const T zmin = sg_max(s.Z - s.r, p.near);
     s.bound = (T(1) - (zmin - p.near) * p.inv_range) * p.inv_gamma;
@@ -94,11 +93,12 @@ SG_HD Ray<T> pixel_ray(int x, int y, T fx, T fy, T cx, T cy) {
 // Whether the ray hits the sphere (h > 0, near <= z <= far); then h, z and the exponent e.
 template <typename T>
 SG_HD bool sphere_hit(const Sphere<T>& s, const Ray<T>& ray, const Blend<T>& p, T& h, T& z, T& e) {
-    const T dc = ray.a * s.X + ray.b * s.Y + s.Z;
-    const T dist2 = s.cc - dc * dc / ray.dd;
+    const T k = (ray.a * s.X + ray.b * s.Y + s.Z) / ray.dd;  // the ray's closest point to c is k (a, b, 1)
+    const T px = s.X - k * ray.a, py = s.Y - k * ray.b, pz = s.Z - k;
+    const T dist2 = px * px + py * py + pz * pz;  // |c - k d|^2: no cancellation, unlike |c|^2 - dc^2 / dd
     h = T(1) - dist2 / s.r2;
     if (!(h > T(0))) return false;
-    z = dc / ray.dd - sg_sqrt(s.r2 * h / ray.dd);
+    z = k - sg_sqrt(s.r2 * h / ray.dd);
     if (!(z >= p.near && z <= p.far)) return false;
     e = (T(1) - (z - p.near) * p.inv_range) * p.inv_gamma;
     return true;
@@ -113,9 +113,9 @@ struct HitGrad {
 template <typename T>
 SG_HD HitGrad<T> sphere_hit_backward(const Sphere<T>& s, const Ray<T>& ray, T gh, T gz) {
     const T a = ray.a, b = ray.b, dd = ray.dd;
-    const T dc = a * s.X + b * s.Y + s.Z;
-    const T k = dc / dd;
-    const T dist2 = s.cc - dc * k;
+    const T k = (a * s.X + b * s.Y + s.Z) / dd;
+    const T px = s.X - k * a, py = s.Y - k * b, pz = s.Z - k;
+    const T dist2 = px * px + py * py + pz * pz;
     const T q = (s.r2 - dist2) / dd;  // = r^2 h / dd > 0 on a hit
     const T sq = sg_sqrt(q);
     const T inv2sqdd = T(1) / (T(2) * sq * dd);

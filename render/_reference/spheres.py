@@ -4,9 +4,9 @@ Everything happens in the camera frame (OpenCV axes). Pixel ``(x, y)`` looks alo
 ``s * d`` with ``d = ((x + 0.5 - cx) / fx, (y + 0.5 - cy) / fy, 1)``, so the parameter ``s`` is the
 camera-frame depth of the point ``s * d``. For a sphere with centre ``c`` and radius ``r``::
 
-    dist2 = |c|^2 - (d.c)^2 / |d|^2                 squared distance from the ray to the centre
+    k     = (d.c) / |d|^2;  dist2 = |c - k d|^2      squared distance from the ray to the centre
     h     = 1 - dist2 / r^2                          1 at the centre, 0 on the silhouette
-    z     = (d.c) / |d|^2 - sqrt(r^2 h / |d|^2)      depth of the front intersection
+    z     = k - sqrt(r^2 h / |d|^2)                 depth of the front intersection
     hit   = h > 0  and  near <= z <= far
     e     = (1 - (z - near) / (far - near)) / gamma  (in [0, 1 / gamma]; near spheres weigh more)
     w     = opacity * h * exp(e)                     (h is the soft edge: the weight falls to 0
@@ -49,13 +49,12 @@ def _pixel_chunk(
     a, b = a[..., None], b[..., None]  # [B, P, 1]
     r2 = (radii * radii)[None, None, :]
     dd = a * a + b * b + 1
-    dc = a * X + b * Y + Z
-    cc = X * X + Y * Y + Z * Z
-    dist2 = cc - dc * dc / dd
+    k = (a * X + b * Y + Z) / dd  # the ray's closest point to the centre is k (a, b, 1)
+    dist2 = (X - k * a).square() + (Y - k * b).square() + (Z - k).square()
     h = 1 - dist2 / r2
     inside = h > 0
     q = torch.where(inside, r2 * h / dd, torch.ones_like(h))
-    z = dc / dd - q.sqrt()
+    z = k - q.sqrt()
     hit = inside & (z >= near) & (z <= far)
     e = (1 - (z - near) / (far - near)) / gamma
     floor = torch.full_like(e[..., 0], bg_eps / gamma)

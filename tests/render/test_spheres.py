@@ -12,6 +12,8 @@ from scenegrad.render.cameras import Cameras
 from scenegrad.render.rotations import quat_to_matrix
 from scenegrad.render.spheres import BG_EPS, render_spheres
 
+from ..conftest import requires_cuda
+
 
 def camera(width=24, height=20, f=30.0, dtype=torch.float64, device="cpu", n=1, R=None, t=None):
     R = torch.eye(3, dtype=dtype, device=device).expand(n, 3, 3) if R is None else R
@@ -144,3 +146,118 @@ def test_input_errors():
         render_spheres(pos, radii, feats, distorted, near=0.1, far=5.0)
     with pytest.raises(ValueError, match="float32"):
         render_spheres(pos.float(), radii, feats, cams, near=0.1, far=5.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Native kernels against the reference
+# ----------------------------------------------------------------------------------------------
+
+
+def hard_scene(n, d, dtype=torch.float64, seed=0):
+    """Random spheres plus: one behind the camera, one around the camera, one across the image border,
+    one straddling the near plane."""
+    pos, radii, feats, opac = random_scene(n, d, dtype=dtype, seed=seed)
+    extra = torch.tensor([[0.2, 0.1, -2.0], [0.0, 0.0, 0.3], [1.6, -0.4, 3.0], [-0.3, 0.2, 0.6]], dtype=dtype)
+    extra_r = torch.tensor([0.5, 1.0, 0.6, 0.3], dtype=dtype)
+    g = torch.Generator().manual_seed(seed + 100)
+    pos, radii = torch.cat([pos, extra]), torch.cat([radii, extra_r])
+    feats = torch.cat([feats, torch.rand(4, d, generator=g, dtype=dtype)])
+    opac = torch.cat([opac, torch.full((4,), 0.9, dtype=dtype)])
+    return pos, radii, feats, opac
+
+
+def run(backend, pos, radii, feats, opac, bg, cams, seed=0, with_depth=True, **kw):
+    """Forward outputs and the gradients of a random linear loss (of features, alpha and, if
+    ``with_depth``, depth) to every input and camera parameter."""
+    leaves = [x.detach().clone().requires_grad_(True) for x in (pos, radii, feats, opac, bg, cams.t, cams.R,
+                                                                 cams.fx, cams.fy, cams.cx, cams.cy)]
+    p, r, f, o, b, t, R, fx, fy, cx, cy = leaves
+    c = Cameras(fx, fy, cx, cy, R, t, cams.width, cams.height)
+    out = render_spheres(p, r, f, c, opacities=o, background=b, backend=backend, **kw)
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((x * torch.rand(x.shape, generator=g, dtype=torch.float64).to(x.device, x.dtype)).sum()
+               for x in (out.features, out.alpha, out.depth)[: 3 if with_depth else 2])
+    loss.backward()
+    return out, [x.grad for x in leaves]
+
+
+def two_cameras(dtype=torch.float64, width=37, height=29):
+    R = quat_to_matrix(torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.98, 0.05, -0.1, 0.02]],
+                                                                     dtype=dtype), dim=-1))
+    t = torch.tensor([[0.0, 0.0, 0.0], [0.2, -0.1, 0.3]], dtype=dtype)
+    return camera(width=width, height=height, dtype=dtype, n=2, R=R, t=t)
+
+
+@pytest.mark.parametrize("d, gamma, tile", [(1, 0.1, 16), (3, 0.02, 8), (8, 0.7, 5), (3, 1e-3, 16)])
+def test_native_matches_reference(native, d, gamma, tile):
+    pos, radii, feats, opac = hard_scene(40, d, seed=d)
+    bg = torch.rand(d, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    cams = two_cameras()
+    kw = dict(near=0.5, far=8.0, gamma=gamma, n_ids=3, tile_size=tile)
+    out_n, grads_n = run("native", pos, radii, feats, opac, bg, cams, **kw)
+    out_r, grads_r = run("reference", pos, radii, feats, opac, bg, cams, **kw)
+    for name in ("features", "alpha", "depth", "weights"):
+        torch.testing.assert_close(getattr(out_n, name), getattr(out_r, name), atol=1e-9, rtol=1e-9, msg=name)
+    strong = out_r.weights > 1e-6  # weaker ones may be past the native early stop
+    assert torch.equal(out_n.ids[strong], out_r.ids[strong])
+    names = ("positions", "radii", "features", "opacities", "background", "t", "R", "fx", "fy", "cx", "cy")
+    for name, gn, gr in zip(names, grads_n, grads_r, strict=True):
+        torch.testing.assert_close(gn, gr, atol=1e-8, rtol=1e-7, msg=name)
+
+
+def test_native_float32_close_to_float64(native):
+    # no sphere straddling the near plane: its clipped pixels make ill-conditioned gradients
+    pos, radii, feats, opac = random_scene(60, 3, seed=7)
+    bg = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    kw = dict(near=0.5, far=8.0, gamma=0.05)
+    out64, grads64 = run("native", pos, radii, feats, opac, bg, two_cameras(), **kw)
+    out32, grads32 = run("native", pos.float(), radii.float(), feats.float(), opac.float(), bg.float(),
+                         two_cameras(torch.float32), **kw)
+    torch.testing.assert_close(out32.features, out64.features.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out32.depth, out64.depth.float(), atol=1e-4, rtol=1e-4)
+    for g32, g64 in zip(grads32, grads64, strict=True):
+        assert float((g32.double() - g64).abs().max()) <= 1e-4 * float(g64.abs().max()) + 1e-5
+
+
+def test_native_gradcheck(native):
+    pos, radii, feats, opac = hard_scene(5, 2, seed=3)
+    cams = camera(width=9, height=7, f=7.0)
+    bg = torch.tensor([0.3, 0.6], dtype=torch.float64)
+
+    def fn(pos, radii, feats, opac, bg, t, fy, cy):
+        c = Cameras(cams.fx, fy, cams.cx, cy, cams.R, t, 9, 7)
+        out = render_spheres(pos, radii, feats, c, near=0.5, far=6.0, opacities=opac, gamma=0.2, background=bg,
+                             tile_size=4, backend="native")
+        return out.features, out.alpha, out.depth
+
+    inputs = [x.clone().requires_grad_(True) for x in (pos, radii, feats, opac, bg, cams.t, cams.fy, cams.cy)]
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+
+
+def test_native_many_spheres_and_large_features(native):
+    pos, radii, feats, opac = random_scene(3000, 32, dtype=torch.float32, seed=11, spread=2.0)
+    radii = radii * 0.2
+    cams = camera(width=96, height=80, f=60.0, dtype=torch.float32)
+    kw = dict(near=0.5, far=8.0, gamma=0.01)
+    ref = render_spheres(pos.double(), radii.double(), feats.double(), cams.to(dtype=torch.float64),
+                         opacities=opac.double(), backend="reference", **kw)
+    out = render_spheres(pos, radii, feats, cams, opacities=opac, backend="native", **kw)
+    torch.testing.assert_close(out.features, ref.features.float(), atol=2e-4, rtol=1e-3)
+    torch.testing.assert_close(out.depth, ref.depth.float(), atol=2e-4, rtol=1e-4)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu(native, dtype):
+    pos, radii, feats, opac = hard_scene(200, 3, dtype=dtype, seed=4)
+    bg = torch.tensor([0.1, 0.2, 0.3], dtype=dtype)
+    cams = two_cameras(dtype)
+    kw = dict(near=0.5, far=8.0, gamma=0.05, n_ids=4)
+    out_c, grads_c = run("native", pos, radii, feats, opac, bg, cams, **kw)
+    moved = [x.cuda() for x in (pos, radii, feats, opac, bg)]
+    out_g, grads_g = run("native", *moved, cams.to("cuda"), **kw)
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-9, rtol=1e-9)
+    for name in ("features", "alpha", "depth", "weights"):
+        torch.testing.assert_close(getattr(out_g, name).cpu(), getattr(out_c, name), **tol)
+    for gg, gc in zip(grads_g, grads_c, strict=True):
+        torch.testing.assert_close(gg.cpu(), gc, atol=10 * tol["atol"] * (1 + float(gc.abs().max())), rtol=1e-3)
