@@ -133,8 +133,8 @@ __global__ void render_kernel(const T* centers, const T* radii, const T* feature
                 break;
             }
             examined = batch + j + 1 - start;
-            T h, z, e;
-            if (!sphere_hit(s, ray, p, h, z, e)) continue;
+            T h, k, z, e;
+            if (!sphere_hit(s, ray, p, h, k, z, e)) continue;
             pb.add(e, s.opacity * h, z, features + (int64_t)stage.ids[j] * D, acc, D, K, stage.ids[j], p);
         }
         __syncthreads();
@@ -184,14 +184,14 @@ __global__ void render_backward_kernel(const T* centers, const T* radii, const T
         const int n = (int)(end - batch < th.block_size ? end - batch : th.block_size);
         for (int j = 0; j < n && batch + j - start < stop; ++j) {
             const Sphere<T>& s = stage.spheres[j];
-            T h, z, e;
-            if (!sphere_hit(s, ray, p, h, z, e)) continue;
+            T h, k, z, e;
+            if (!sphere_hit(s, ray, p, h, k, z, e)) continue;
             const T E = sg_exp(e - M), w = s.opacity * h * E;
             const int64_t sid = stage.ids[j];
             const T* f = features + sid * D;
             const T gw = weight_grad(f, F, gF, D, gA, A, gZ, Z, z, inv_W, inv_sw);
             const T gz = gw * w * dz_de + gZ * w * inv_sw;
-            const HitGrad<T> hg = sphere_hit_backward(s, ray, gw * s.opacity * E, gz);
+            const HitGrad<T> hg = sphere_hit_backward(s, ray, h, k, gw * s.opacity * E, gz);
             T* r = grads + (cam_base + sid) * row;
             atomicAdd(r, hg.X);
             atomicAdd(r + 1, hg.Y);
@@ -199,7 +199,7 @@ __global__ void render_backward_kernel(const T* centers, const T* radii, const T
             atomicAdd(r + 3, hg.r);
             atomicAdd(r + 4, gw * h * E);
             const T wW = w * inv_W;
-            for (int k = 0; k < D; ++k) atomicAdd(r + 5 + k, gF[k] * wW);
+            for (int c = 0; c < D; ++c) atomicAdd(r + 5 + c, gF[c] * wW);
             ga += hg.a;
             gb += hg.b;
         }

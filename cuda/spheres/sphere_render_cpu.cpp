@@ -36,21 +36,39 @@ inline TileCoords tile_coords(const SphereDims& d, int64_t tile) {
     return t;
 }
 
-// Tile-local copies of a tile's spheres and their features.
+constexpr int kChunk = 16;  // spheres whose h is evaluated together (vectorised) per pixel
+
+// Tile-local copies of a tile's spheres: as structs (for the scalar steps), the fields the hit test
+// reads as arrays (for the vectorised h), and a dense feature block.
 template <typename T>
 struct TileSpheres {
     std::vector<Sphere<T>> s;
+    std::vector<T> X, Y, Z, r2;
     std::vector<T> f;  // [n, D]
 
     void load(const T* centers, const T* radii, const T* opacities, const T* features, const int32_t* ids,
               int64_t n, int64_t cam_base, int D, const Blend<T>& p) {
         s.resize(n);
+        for (auto* v : {&X, &Y, &Z, &r2}) v->resize(n);
         f.resize(n * D);
         for (int64_t j = 0; j < n; ++j) {
-            s[j] = load_sphere(centers, radii, opacities, cam_base, ids[j], p);
+            const Sphere<T> sj = load_sphere(centers, radii, opacities, cam_base, ids[j], p);
+            s[j] = sj;
+            X[j] = sj.X;
+            Y[j] = sj.Y;
+            Z[j] = sj.Z;
+            r2[j] = sj.r2;
             const T* src = features + (int64_t)ids[j] * D;
             for (int k = 0; k < D; ++k) f[j * D + k] = src[k];
         }
+    }
+
+    // h[q], k[q] of spheres j0 + q, q < m, for one ray (sphere_h of spheres.h in one vectorisable loop).
+    void chunk_h(int64_t j0, int m, const Ray<T>& ray, T* h, T* k) const {
+        const T *x = X.data() + j0, *y = Y.data() + j0, *z = Z.data() + j0, *rr = r2.data() + j0;
+        const T a = ray.a, b = ray.b, inv_dd = ray.inv_dd;
+        SG_OMP(simd)
+        for (int q = 0; q < m; ++q) h[q] = sphere_h(x[q], y[q], z[q], rr[q], a, b, inv_dd, k[q]);
     }
 };
 
@@ -76,7 +94,7 @@ void forward_tile(const Common<T>& g, int64_t t, int32_t* ids, const T* keys, T*
     local.load(g.centers, g.radii, g.opacities, g.features, ids + start, n, cam_base, D, g.p);
     const T* in = g.intrinsics + 4 * tc.cam;
     const T* bg = g.background;
-    T acc[kMaxFeatures];
+    T acc[kMaxFeatures], hs[kChunk], ks[kChunk];
     PixelBlend<T> pb;
     for (int y = tc.y0; y < tc.y1; ++y) {
         for (int x = tc.x0; x < tc.x1; ++x) {
@@ -85,12 +103,21 @@ void forward_tile(const Common<T>& g, int64_t t, int32_t* ids, const T* keys, T*
             pb.init(g.p);
             for (int k = 0; k < D; ++k) acc[k] = T(0);
             int64_t j = 0;
-            for (; j < n; ++j) {
-                const Sphere<T>& s = local.s[j];
-                if (s.bound < pb.stop) break;
-                T h, z, e;
-                if (!sphere_hit(s, ray, g.p, h, z, e)) continue;
-                pb.add(e, s.opacity * h, z, local.f.data() + j * D, acc, D, K, ids[start + j], g.p);
+            bool stopped = false;
+            for (int64_t j0 = 0; j0 < n && !stopped; j0 += kChunk) {
+                const int m = (int)std::min<int64_t>(kChunk, n - j0);
+                if (local.s[j0].bound < pb.stop) break;
+                local.chunk_h(j0, m, ray, hs, ks);
+                for (int q = 0; q < m; ++q, ++j) {
+                    const Sphere<T>& s = local.s[j];
+                    if (s.bound < pb.stop) {
+                        stopped = true;
+                        break;
+                    }
+                    T z, e;
+                    if (!(hs[q] > T(0)) || !sphere_depth(s.r2, hs[q], ks[q], ray.inv_dd, g.p, z, e)) continue;
+                    pb.add(e, s.opacity * hs[q], z, local.f.data() + j * D, acc, D, K, ids[start + j], g.p);
+                }
             }
             const T W = pb.sw + pb.wbg, inv_W = T(1) / W;
             T* o = out_f + pix * D;
@@ -133,6 +160,7 @@ void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t) {
     const T* in = g.intrinsics + 4 * tc.cam;
     const T fx = in[0], fy = in[1];
     T g_fx = 0, g_fy = 0, g_cx = 0, g_cy = 0;
+    T hs[kChunk], ks[kChunk];
     const T dz_de = -g.p.inv_range * g.p.inv_gamma;  // de / dz
     for (int y = tc.y0; y < tc.y1; ++y) {
         for (int x = tc.x0; x < tc.x1; ++x) {
@@ -145,25 +173,31 @@ void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t) {
             const T gA = b.v_a[pix], gZ = b.v_z[pix];
             const T *F = b.out_f + pix * D, *gF = b.v_f + pix * D;
             T ga = 0, gb = 0;
-            for (int64_t j = 0; j < stop; ++j) {
-                const Sphere<T>& s = local.s[j];
-                T h, z, e;
-                if (!sphere_hit(s, ray, g.p, h, z, e)) continue;
-                const T E = sg_exp(e - M), w = s.opacity * h * E;
-                const T* f = local.f.data() + j * D;
-                const T gw = weight_grad(f, F, gF, D, gA, A, gZ, Z, z, inv_W, inv_sw);
-                const T gz = gw * w * dz_de + gZ * w * inv_sw;
-                const HitGrad<T> hg = sphere_hit_backward(s, ray, gw * s.opacity * E, gz);
-                T* r = grads.data() + j * b.row;
-                r[0] += hg.X;
-                r[1] += hg.Y;
-                r[2] += hg.Z;
-                r[3] += hg.r;
-                r[4] += gw * h * E;
-                const T wW = w * inv_W;
-                for (int k = 0; k < D; ++k) r[5 + k] += gF[k] * wW;
-                ga += hg.a;
-                gb += hg.b;
+            for (int64_t j0 = 0; j0 < stop; j0 += kChunk) {
+                const int m = (int)std::min<int64_t>(kChunk, stop - j0);
+                local.chunk_h(j0, m, ray, hs, ks);
+                for (int q = 0; q < m; ++q) {
+                    const int64_t j = j0 + q;
+                    const Sphere<T>& s = local.s[j];
+                    const T h = hs[q];
+                    T z, e;
+                    if (!(h > T(0)) || !sphere_depth(s.r2, h, ks[q], ray.inv_dd, g.p, z, e)) continue;
+                    const T E = sg_exp(e - M), w = s.opacity * h * E;
+                    const T* f = local.f.data() + j * D;
+                    const T gw = weight_grad(f, F, gF, D, gA, A, gZ, Z, z, inv_W, inv_sw);
+                    const T gz = gw * w * dz_de + gZ * w * inv_sw;
+                    const HitGrad<T> hg = sphere_hit_backward(s, ray, h, ks[q], gw * s.opacity * E, gz);
+                    T* r = grads.data() + j * b.row;
+                    r[0] += hg.X;
+                    r[1] += hg.Y;
+                    r[2] += hg.Z;
+                    r[3] += hg.r;
+                    r[4] += gw * h * E;
+                    const T wW = w * inv_W;
+                    for (int k = 0; k < D; ++k) r[5 + k] += gF[k] * wW;
+                    ga += hg.a;
+                    gb += hg.b;
+                }
             }
             // a = (u - cx) / fx, b = (v - cy) / fy
             g_cx -= ga / fx;

@@ -78,7 +78,7 @@ SG_HD Sphere<T> load_sphere(const T* centers, const T* radii, const T* opacities
 // The ray of a pixel centre.
 template <typename T>
 struct Ray {
-    T a, b, dd;
+    T a, b, dd, inv_dd;
 };
 
 template <typename T>
@@ -87,21 +87,35 @@ SG_HD Ray<T> pixel_ray(int x, int y, T fx, T fy, T cx, T cy) {
     r.a = (T(x) + T(0.5) - cx) / fx;
     r.b = (T(y) + T(0.5) - cy) / fy;
     r.dd = r.a * r.a + r.b * r.b + T(1);
+    r.inv_dd = T(1) / r.dd;
     return r;
 }
 
-// Whether the ray hits the sphere (h > 0, near <= z <= far); then h, z and the exponent e.
+// h = 1 - dist2 / r^2 and k (the ray's closest point to the centre is k (a, b, 1)); written on
+// plain values so that the CPU launcher can evaluate it for many spheres in one vectorised loop.
 template <typename T>
-SG_HD bool sphere_hit(const Sphere<T>& s, const Ray<T>& ray, const Blend<T>& p, T& h, T& z, T& e) {
-    const T k = (ray.a * s.X + ray.b * s.Y + s.Z) / ray.dd;  // the ray's closest point to c is k (a, b, 1)
-    const T px = s.X - k * ray.a, py = s.Y - k * ray.b, pz = s.Z - k;
+SG_HD T sphere_h(T X, T Y, T Z, T r2, T a, T b, T inv_dd, T& k) {
+    k = (a * X + b * Y + Z) * inv_dd;
+    const T px = X - k * a, py = Y - k * b, pz = Z - k;
     const T dist2 = px * px + py * py + pz * pz;  // |c - k d|^2: no cancellation, unlike |c|^2 - dc^2 / dd
-    h = T(1) - dist2 / s.r2;
-    if (!(h > T(0))) return false;
-    z = k - sg_sqrt(s.r2 * h / ray.dd);
+    return T(1) - dist2 / r2;
+}
+
+// The rest of the hit test given h > 0 and k: the depth z and exponent e; false outside [near, far].
+template <typename T>
+SG_HD bool sphere_depth(T r2, T h, T k, T inv_dd, const Blend<T>& p, T& z, T& e) {
+    z = k - sg_sqrt(r2 * h * inv_dd);
     if (!(z >= p.near && z <= p.far)) return false;
     e = (T(1) - (z - p.near) * p.inv_range) * p.inv_gamma;
     return true;
+}
+
+// Whether the ray hits the sphere (h > 0, near <= z <= far); then h, k, z and the exponent e.
+template <typename T>
+SG_HD bool sphere_hit(const Sphere<T>& s, const Ray<T>& ray, const Blend<T>& p, T& h, T& k, T& z, T& e) {
+    h = sphere_h(s.X, s.Y, s.Z, s.r2, ray.a, ray.b, ray.inv_dd, k);
+    if (!(h > T(0))) return false;
+    return sphere_depth(s.r2, h, k, ray.inv_dd, p, z, e);
 }
 
 // Gradients of one hit to the sphere (X, Y, Z, r) and the ray (a, b), given dL/dh and dL/dz.
@@ -110,25 +124,25 @@ struct HitGrad {
     T X, Y, Z, r, a, b;
 };
 
+// h and k as the forward computed them (sphere_h), so that both passes agree on every hit.
 template <typename T>
-SG_HD HitGrad<T> sphere_hit_backward(const Sphere<T>& s, const Ray<T>& ray, T gh, T gz) {
+SG_HD HitGrad<T> sphere_hit_backward(const Sphere<T>& s, const Ray<T>& ray, T h, T k, T gh, T gz) {
     const T a = ray.a, b = ray.b, dd = ray.dd;
-    const T k = (a * s.X + b * s.Y + s.Z) / dd;
-    const T px = s.X - k * a, py = s.Y - k * b, pz = s.Z - k;
-    const T dist2 = px * px + py * py + pz * pz;
-    const T q = (s.r2 - dist2) / dd;  // = r^2 h / dd > 0 on a hit
+    const T px = s.X - k * a, py = s.Y - k * b, pz = s.Z - k;  // c - k d
+    const T q = s.r2 * h * ray.inv_dd;                          // (r^2 - dist2) / dd > 0 on a hit
     const T sq = sg_sqrt(q);
+    HitGrad<T> g{T(0), T(0), T(0), T(0), T(0), T(0)};
+    if (!(sq > T(0))) return g;  // h so small that q underflows: a measure-zero grazing ray
     const T inv2sqdd = T(1) / (T(2) * sq * dd);
-    // d dist2 / d(X, Y, Z, a, b)
-    const T d2X = T(2) * (s.X - k * a), d2Y = T(2) * (s.Y - k * b), d2Z = T(2) * (s.Z - k);
-    const T d2a = T(2) * k * (k * a - s.X), d2b = T(2) * k * (k * b - s.Y);
+    // d dist2 / d(X, Y, Z) = 2 (c - k d);  d dist2 / d(a, b) = -2 k (c - k d)_(x, y)
+    const T d2X = T(2) * px, d2Y = T(2) * py, d2Z = T(2) * pz;
+    const T d2a = -T(2) * k * px, d2b = -T(2) * k * py;
     const T inv_r2 = T(1) / s.r2;
-    HitGrad<T> g;
-    // h = 1 - dist2 / r^2;  z = dc / dd - sqrt((r^2 - dist2) / dd)
+    // h = 1 - dist2 / r^2;  z = k - sqrt((r^2 - dist2) / dd) with k = (a X + b Y + Z) / dd
     g.X = -gh * d2X * inv_r2 + gz * (a / dd + d2X * inv2sqdd);
     g.Y = -gh * d2Y * inv_r2 + gz * (b / dd + d2Y * inv2sqdd);
     g.Z = -gh * d2Z * inv_r2 + gz * (T(1) / dd + d2Z * inv2sqdd);
-    g.r = gh * T(2) * dist2 * inv_r2 / s.r - gz * s.r / (sq * dd);
+    g.r = gh * T(2) * (T(1) - h) / s.r - gz * s.r / (sq * dd);
     g.a = -gh * d2a * inv_r2 + gz * ((s.X - T(2) * a * k) / dd + (d2a + T(2) * a * q) * inv2sqdd);
     g.b = -gh * d2b * inv_r2 + gz * ((s.Y - T(2) * b * k) / dd + (d2b + T(2) * b * q) * inv2sqdd);
     return g;
@@ -143,11 +157,14 @@ struct PixelBlend {
     T top_w[kMaxIds];
     int32_t top_id[kMaxIds];
 
+    T relog;            // the total weight at which `stop` is next recomputed (a log per doubling)
+
     SG_HD void init(const Blend<T>& p) {
         M = p.bg_exp;
         sw = swz = T(0);
         wbg = T(1);
         stop = M - p.cut;
+        relog = T(2);
         n_top = 0;
     }
 
@@ -159,6 +176,7 @@ struct PixelBlend {
             sw *= scale;
             swz *= scale;
             wbg *= scale;
+            relog *= scale;  // stop = M + log(total) - cut is unchanged by the rescale
             for (int k = 0; k < D; ++k) acc[k] *= scale;
             for (int k = 0; k < n_top; ++k) top_w[k] *= scale;
             M = e;
@@ -167,7 +185,11 @@ struct PixelBlend {
         sw += w;
         swz += w * z;
         for (int k = 0; k < D; ++k) acc[k] += w * f[k];
-        stop = M + sg_log(sw + wbg) - p.cut;
+        const T total = sw + wbg;
+        if (total >= relog) {  // stop lags by at most log 2: the pixel may examine a few more spheres
+            stop = M + sg_log(total) - p.cut;
+            relog = T(2) * total;
+        }
         if (K > 0 && w > T(0) && (n_top < K || w > top_w[n_top - 1])) {
             int pos = n_top < K ? n_top++ : K - 1;
             while (pos > 0 && top_w[pos - 1] < w) {
