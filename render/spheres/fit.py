@@ -118,6 +118,7 @@ def fit_spheres(
     far: float,
     init: SphereCloud | None = None,
     n_spheres: int = 5000,
+    init_opacity: float = 0.1,
     bounds: tuple[Tensor, Tensor] | None = None,
     iters: int = 300,
     lr: float = 0.01,
@@ -127,6 +128,7 @@ def fit_spheres(
     prune_every: int = 100,
     prune_below: float = 1e-3,
     seed: int = 0,
+    tile_size: int = 16,
     backend: str | None = None,
     callback: Callable[[int, float, SphereCloud], None] | None = None,
 ) -> SphereFit:
@@ -142,11 +144,16 @@ def fit_spheres(
         cameras: ``B`` pinhole cameras of size ``W x H``.
         near, far, gamma, background: as in :func:`~scenegrad.render.spheres.render_spheres`.
         init: the starting spheres, or ``None``: ``n_spheres`` spheres uniformly at random in
-            ``bounds = (lo [3], hi [3])`` (required then), radii ``0.6 (volume / n)^(1/3)``, grey.
+            ``bounds = (lo [3], hi [3])`` (required then), radii ``0.6 (volume / n)^(1/3)``, grey,
+            opacity ``init_opacity`` (low: a sphere weighs ``opacity exp((1 - z_norm) / gamma)``
+            against the background's ``exp(BG_EPS / gamma)``, so misplaced opaque spheres are slow
+            to fade).
         iters: Adam steps; ``lr``: the step size of the logits and ``log r``; positions move with
             ``lr`` times the scene's extent (the diagonal of ``bounds`` or of the initial positions).
         views_per_step: views rendered per step (a random subset), or ``None``: all.
         seed: the random initialisation and view sampling.
+        tile_size, backend: passed to :func:`~scenegrad.render.spheres.render_spheres` (small tiles
+            suit small images and small spheres).
         callback: called as ``callback(iteration, loss, spheres)`` after every step.
 
     Returns:
@@ -167,7 +174,7 @@ def fit_spheres(
         r0 = 0.6 * (float((hi - lo).prod()) / n_spheres) ** (1 / 3)
         init = SphereCloud(pos.to(device), torch.full((n_spheres,), r0, dtype=dtype, device=device),
                            torch.full((n_spheres, D), 0.5, dtype=dtype, device=device),
-                           torch.full((n_spheres,), 0.9, dtype=dtype, device=device))
+                           torch.full((n_spheres,), init_opacity, dtype=dtype, device=device))
         extent = float((hi - lo).norm())
     else:
         extent = float((init.positions.amax(0) - init.positions.amin(0)).norm()) or 1.0
@@ -216,12 +223,12 @@ def fit_spheres(
         cams = cameras[views]
         s = current()
         out = render_spheres(s.positions, s.radii, s.features, cams, near=near, far=far, opacities=s.opacities,
-                             gamma=gamma, background=background, n_ids=0, backend=backend)
+                             gamma=gamma, background=background, n_ids=0, tile_size=tile_size, backend=backend)
         loss = (out.features - images[views]).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        result.losses.append(float(loss))
+        result.losses.append(loss.item())
         if callback is not None:
             callback(it, result.losses[-1], current())
         if prune_every and (it + 1) % prune_every == 0 and it + 1 < iters:
