@@ -235,7 +235,7 @@ std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
     SG_CHECK_CPU(centers);
     TORCH_CHECK(d.D <= kMaxFeatures, "sphere_render: at most ", kMaxFeatures, " features per sphere");
     const int64_t per_cam = (int64_t)d.tiles_x * d.tiles_y, n_tiles = d.B * per_cam;
-    const int64_t BN = (int64_t)d.B * d.N, pixels = (int64_t)d.B * d.H * d.W;
+    const int64_t BN = (int64_t)d.B * d.N;
     const auto opts = centers.options();
     auto out_f = torch::empty({d.B, d.H, d.W, d.D}, opts);
     auto out_a = torch::empty({d.B, d.H, d.W}, opts);
@@ -246,7 +246,6 @@ std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
     auto last = torch::empty({d.B, d.H, d.W}, opts.dtype(torch::kInt32));
     auto tile_offsets = torch::zeros({n_tiles + 1}, opts.dtype(torch::kInt64));
     torch::Tensor flatten_ids;
-    (void)pixels;
     AT_DISPATCH_FLOATING_TYPES(centers.scalar_type(), "sphere_render_fwd_cpu", [&] {
         using T = scalar_t;
         const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps);
