@@ -74,9 +74,12 @@ def render_spheres(
     Small ``gamma`` (down to about 1e-5) makes the nearest hit dominate (hard occlusion); large
     (about 1) blends all hits almost equally. The normalisation makes the result independent of the
     order of the spheres. Exact formulas and numerics: :mod:`scenegrad.render._reference.spheres`.
-    The native kernels skip, per pixel, spheres sorted after the point where even an unoccluded,
-    fully opaque hit would weigh below ``exp(-20)`` (float32) / ``exp(-40)`` (float64) of the
-    current strongest one, which changes results by less than that relative amount.
+    The native kernels sort each tile's spheres by ``Z - r`` (camera frame) and stop a pixel at the
+    first sphere whose largest possible weight (``opacity = h = 1`` at depth ``max(Z - r, near)``)
+    is below ``exp(-20)`` (float32) / ``exp(-40)`` (float64) of the pixel's running total weight
+    ``W``; each skipped sphere would have changed the result by less than that relative amount.
+    Since ``w_bg`` stays in ``W``, opacity alone cannot hide a sphere when ``gamma`` is small
+    (``opacity * exp(1 / gamma)`` must fall below 1): shrink it or raise ``gamma`` instead.
 
     Args:
         positions: ``[N, 3]`` world-space centres.
