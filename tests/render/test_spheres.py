@@ -235,9 +235,9 @@ def test_native_gradcheck(native):
 
 
 def test_native_many_spheres_and_large_features(native):
-    pos, radii, feats, opac = random_scene(3000, 32, dtype=torch.float32, seed=11, spread=2.0)
+    pos, radii, feats, opac = random_scene(2000, 32, dtype=torch.float32, seed=11, spread=2.0)
     radii = radii * 0.2
-    cams = camera(width=96, height=80, f=60.0, dtype=torch.float32)
+    cams = camera(width=72, height=60, f=45.0, dtype=torch.float32)
     kw = dict(near=0.5, far=8.0, gamma=0.01)
     ref = render_spheres(pos.double(), radii.double(), feats.double(), cams.to(dtype=torch.float64),
                          opacities=opac.double(), backend="reference", **kw)
