@@ -16,6 +16,7 @@ namespace scenegrad {
 void bind_gaussian_rasterize(pybind11::module_& m);
 void bind_gaussian_project(pybind11::module_& m);
 void bind_marching_cubes(pybind11::module_& m);
+void bind_sphere_render(pybind11::module_& m);
 
 namespace {
 
@@ -106,4 +107,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     scenegrad::bind_gaussian_rasterize(m);
     scenegrad::bind_gaussian_project(m);
     scenegrad::bind_marching_cubes(m);
+    scenegrad::bind_sphere_render(m);
 }

@@ -34,6 +34,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "mesh": (),
     "gaussians": ("gsplat",),  # rasterize_gaussians only
     "iso": (),
+    "spheres": (),
 }
 
 _warned_cuda = False

@@ -1,0 +1,343 @@
+// CPU launcher of Pulsar-style sphere rendering (see render/spheres/render.py; the math is in
+// spheres.h). Binning: each (camera, sphere) gets the tiles of its projected screen box (in
+// parallel), then per-tile counts, a prefix sum and a fill in sphere-index order (serial, O(N + M)).
+// One parallel region over tiles (OpenMP, dynamic schedule): a stable sort of the tile's list by
+// Z - r, tile-local copies of its spheres, and per pixel the online blend of its hits until the
+// early stop. The backward recomputes each pixel's hits up to where the forward stopped, keeps
+// the tile's gradients locally and scatters them once per (tile, sphere) through ScatterAdd.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "common/checks.h"
+#include "common/scatter_cpu.h"
+#include "spheres/sphere_ops.h"
+#include "spheres/spheres.h"
+
+namespace scenegrad {
+namespace spheres {
+namespace {
+
+struct TileCoords {
+    int cam, x0, y0, x1, y1;  // pixel range [x0, x1) x [y0, y1)
+};
+
+inline TileCoords tile_coords(const SphereDims& d, int64_t tile) {
+    const int64_t per_cam = (int64_t)d.tiles_x * d.tiles_y;
+    TileCoords t;
+    t.cam = (int)(tile / per_cam);
+    const int rest = (int)(tile % per_cam);
+    const int ty = rest / d.tiles_x, tx = rest % d.tiles_x;
+    t.x0 = tx * d.tile;
+    t.y0 = ty * d.tile;
+    t.x1 = std::min(d.W, t.x0 + d.tile);
+    t.y1 = std::min(d.H, t.y0 + d.tile);
+    return t;
+}
+
+constexpr int kChunk = 16;  // spheres whose h is evaluated together (vectorised) per pixel
+
+// Tile-local copies of a tile's spheres: as structs (for the scalar steps), the fields the hit test
+// reads as arrays (for the vectorised h), and a dense feature block.
+template <typename T>
+struct TileSpheres {
+    std::vector<Sphere<T>> s;
+    std::vector<T> X, Y, Z, r2;
+    std::vector<T> f;  // [n, D]
+
+    void load(const T* centers, const T* radii, const T* opacities, const T* features, const int32_t* ids,
+              int64_t n, int64_t cam_base, int D, const Blend<T>& p) {
+        s.resize(n);
+        for (auto* v : {&X, &Y, &Z, &r2}) v->resize(n);
+        f.resize(n * D);
+        for (int64_t j = 0; j < n; ++j) {
+            const Sphere<T> sj = load_sphere(centers, radii, opacities, cam_base, ids[j], p);
+            s[j] = sj;
+            X[j] = sj.X;
+            Y[j] = sj.Y;
+            Z[j] = sj.Z;
+            r2[j] = sj.r2;
+            const T* src = features + (int64_t)ids[j] * D;
+            for (int k = 0; k < D; ++k) f[j * D + k] = src[k];
+        }
+    }
+
+    // h[q], k[q] of spheres j0 + q, q < m, for one ray (sphere_h of spheres.h in one vectorisable loop).
+    void chunk_h(int64_t j0, int m, const Ray<T>& ray, T* h, T* k) const {
+        const T *x = X.data() + j0, *y = Y.data() + j0, *z = Z.data() + j0, *rr = r2.data() + j0;
+        const T a = ray.a, b = ray.b, inv_dd = ray.inv_dd;
+        SG_OMP(simd)
+        for (int q = 0; q < m; ++q) h[q] = sphere_h(x[q], y[q], z[q], rr[q], a, b, inv_dd, k[q]);
+    }
+};
+
+template <typename T>
+struct Common {
+    SphereDims d;
+    Blend<T> p;
+    const int64_t* offsets;
+    const T *centers, *radii, *features, *opacities, *intrinsics, *background;
+};
+
+template <typename T>
+void forward_tile(const Common<T>& g, int64_t t, int32_t* ids, const T* keys, T* out_f, T* out_a, T* out_z,
+                  int32_t* out_ids, T* out_w, T* state, int32_t* last) {
+    const SphereDims& d = g.d;
+    const int D = d.D, K = d.K;
+    const TileCoords tc = tile_coords(d, t);
+    const int64_t start = g.offsets[t], n = g.offsets[t + 1] - start;
+    const int64_t cam_base = (int64_t)tc.cam * d.N;
+    const T* cam_keys = keys + cam_base;
+    std::stable_sort(ids + start, ids + start + n, [cam_keys](int32_t i, int32_t j) { return cam_keys[i] < cam_keys[j]; });
+    TileSpheres<T> local;
+    local.load(g.centers, g.radii, g.opacities, g.features, ids + start, n, cam_base, D, g.p);
+    const T* in = g.intrinsics + 4 * tc.cam;
+    const T* bg = g.background;
+    T acc[kMaxFeatures], hs[kChunk], ks[kChunk];
+    PixelBlend<T> pb;
+    for (int y = tc.y0; y < tc.y1; ++y) {
+        for (int x = tc.x0; x < tc.x1; ++x) {
+            const int64_t pix = ((int64_t)tc.cam * d.H + y) * d.W + x;
+            const Ray<T> ray = pixel_ray<T>(x, y, in[0], in[1], in[2], in[3]);
+            pb.init(g.p);
+            for (int k = 0; k < D; ++k) acc[k] = T(0);
+            int64_t j = 0;
+            bool stopped = false;
+            for (int64_t j0 = 0; j0 < n && !stopped; j0 += kChunk) {
+                const int m = (int)std::min<int64_t>(kChunk, n - j0);
+                if (local.s[j0].bound < pb.stop) break;
+                local.chunk_h(j0, m, ray, hs, ks);
+                for (int q = 0; q < m; ++q, ++j) {
+                    const Sphere<T>& s = local.s[j];
+                    if (s.bound < pb.stop) {
+                        stopped = true;
+                        break;
+                    }
+                    T z, e;
+                    if (!(hs[q] > T(0)) || !sphere_depth(s.r2, hs[q], ks[q], ray.inv_dd, g.p, z, e)) continue;
+                    pb.add(e, s.opacity * hs[q], z, local.f.data() + j * D, acc, D, K, ids[start + j], g.p);
+                }
+            }
+            const T W = pb.sw + pb.wbg, inv_W = T(1) / W;
+            T* o = out_f + pix * D;
+            for (int k = 0; k < D; ++k) o[k] = (acc[k] + (bg ? pb.wbg * bg[k] : T(0))) * inv_W;
+            out_a[pix] = pb.sw * inv_W;
+            out_z[pix] = pb.sw > T(0) ? pb.swz / pb.sw : T(0);
+            for (int k = 0; k < K; ++k) {
+                out_ids[pix * K + k] = k < pb.n_top ? pb.top_id[k] : -1;
+                out_w[pix * K + k] = k < pb.n_top ? pb.top_w[k] * inv_W : T(0);
+            }
+            state[2 * pix] = pb.M;
+            state[2 * pix + 1] = W;
+            last[pix] = (int32_t)j;
+        }
+    }
+}
+
+template <typename T>
+struct BwdArgs {
+    const int32_t* ids;
+    const T *out_f, *out_a, *out_z, *state;
+    const int32_t* last;
+    const T *v_f, *v_a, *v_z;
+    ScatterAdd<T>* scatter;
+    T* v_intrinsics;
+    int row;  // gradient row per (camera, sphere): X, Y, Z, r, opacity, features[D]
+};
+
+template <typename T>
+void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t) {
+    const SphereDims& d = g.d;
+    const int D = d.D;
+    const int64_t start = g.offsets[t], n = g.offsets[t + 1] - start;
+    if (n == 0) return;
+    const TileCoords tc = tile_coords(d, t);
+    const int64_t cam_base = (int64_t)tc.cam * d.N;
+    TileSpheres<T> local;
+    local.load(g.centers, g.radii, g.opacities, g.features, b.ids + start, n, cam_base, D, g.p);
+    std::vector<T> grads(n * b.row, T(0));
+    const T* in = g.intrinsics + 4 * tc.cam;
+    const T fx = in[0], fy = in[1];
+    T g_fx = 0, g_fy = 0, g_cx = 0, g_cy = 0;
+    T hs[kChunk], ks[kChunk];
+    const T dz_de = -g.p.inv_range * g.p.inv_gamma;  // de / dz
+    for (int y = tc.y0; y < tc.y1; ++y) {
+        for (int x = tc.x0; x < tc.x1; ++x) {
+            const int64_t pix = ((int64_t)tc.cam * d.H + y) * d.W + x;
+            const int64_t stop = b.last[pix];
+            if (stop <= 0) continue;
+            const Ray<T> ray = pixel_ray<T>(x, y, in[0], in[1], in[2], in[3]);
+            const T M = b.state[2 * pix], W = b.state[2 * pix + 1], inv_W = T(1) / W;
+            const T A = b.out_a[pix], Z = b.out_z[pix], sw = A * W, inv_sw = sw > T(0) ? T(1) / sw : T(0);
+            const T gA = b.v_a[pix], gZ = b.v_z[pix];
+            const T *F = b.out_f + pix * D, *gF = b.v_f + pix * D;
+            T ga = 0, gb = 0;
+            for (int64_t j0 = 0; j0 < stop; j0 += kChunk) {
+                const int m = (int)std::min<int64_t>(kChunk, stop - j0);
+                local.chunk_h(j0, m, ray, hs, ks);
+                for (int q = 0; q < m; ++q) {
+                    const int64_t j = j0 + q;
+                    const Sphere<T>& s = local.s[j];
+                    const T h = hs[q];
+                    T z, e;
+                    if (!(h > T(0)) || !sphere_depth(s.r2, h, ks[q], ray.inv_dd, g.p, z, e)) continue;
+                    const T E = sg_exp(e - M), w = s.opacity * h * E;
+                    const T* f = local.f.data() + j * D;
+                    const T gw = weight_grad(f, F, gF, D, gA, A, gZ, Z, z, inv_W, inv_sw);
+                    const T gz = gw * w * dz_de + gZ * w * inv_sw;
+                    const HitGrad<T> hg = sphere_hit_backward(s, ray, h, ks[q], gw * s.opacity * E, gz);
+                    T* r = grads.data() + j * b.row;
+                    r[0] += hg.X;
+                    r[1] += hg.Y;
+                    r[2] += hg.Z;
+                    r[3] += hg.r;
+                    r[4] += gw * h * E;
+                    const T wW = w * inv_W;
+                    for (int k = 0; k < D; ++k) r[5 + k] += gF[k] * wW;
+                    ga += hg.a;
+                    gb += hg.b;
+                }
+            }
+            // a = (u - cx) / fx, b = (v - cy) / fy
+            g_cx -= ga / fx;
+            g_fx -= ga * ray.a / fx;
+            g_cy -= gb / fy;
+            g_fy -= gb * ray.b / fy;
+        }
+    }
+    ScatterAdd<T>& scatter = *b.scatter;
+    T* target = scatter.local();
+    for (int64_t j = 0; j < n; ++j) {
+        T* dst = target + (cam_base + b.ids[start + j]) * b.row;
+        const T* src = grads.data() + j * b.row;
+        for (int k = 0; k < b.row; ++k) scatter.add(dst + k, src[k]);
+    }
+    T* vi = b.v_intrinsics + 4 * tc.cam;
+    const T gi[4] = {g_fx, g_fy, g_cx, g_cy};
+    for (int k = 0; k < 4; ++k) {
+        SG_OMP(atomic)
+        vi[k] += gi[k];
+    }
+}
+
+// Below about 64k (sphere, pixel) pairs a parallel region costs more than it saves.
+inline bool worth_parallel(int64_t M, const SphereDims& d, int64_t n_tiles) {
+    return n_tiles > 1 && M * d.tile * d.tile > (int64_t(1) << 16);
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
+    const SphereDims d = check_sphere_inputs(centers, radii, features, opacities, intrinsics, width, height, near,
+                                             far, gamma, n_ids, tile_size);
+    check_sphere_background(d, background, centers);
+    SG_CHECK_CPU(centers);
+    TORCH_CHECK(d.D <= kMaxFeatures, "sphere_render: at most ", kMaxFeatures, " features per sphere");
+    const int64_t per_cam = (int64_t)d.tiles_x * d.tiles_y, n_tiles = d.B * per_cam;
+    const int64_t BN = (int64_t)d.B * d.N;
+    const auto opts = centers.options();
+    auto out_f = torch::empty({d.B, d.H, d.W, d.D}, opts);
+    auto out_a = torch::empty({d.B, d.H, d.W}, opts);
+    auto out_z = torch::empty({d.B, d.H, d.W}, opts);
+    auto out_ids = torch::empty({d.B, d.H, d.W, d.K}, opts.dtype(torch::kInt32));
+    auto out_w = torch::empty({d.B, d.H, d.W, d.K}, opts);
+    auto state = torch::empty({d.B, d.H, d.W, 2}, opts);
+    auto last = torch::empty({d.B, d.H, d.W}, opts.dtype(torch::kInt32));
+    auto tile_offsets = torch::zeros({n_tiles + 1}, opts.dtype(torch::kInt64));
+    torch::Tensor flatten_ids;
+    AT_DISPATCH_FLOATING_TYPES(centers.scalar_type(), "sphere_render_fwd_cpu", [&] {
+        using T = scalar_t;
+        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps);
+        const T* cp = centers.data_ptr<T>();
+        const T* rp = radii.data_ptr<T>();
+        const T* ip = intrinsics.data_ptr<T>();
+        // 1. Screen boxes -> tile rectangles, and the sort keys Z - r.
+        std::vector<int32_t> rects(4 * BN);
+        std::vector<T> keys(BN);
+        SG_OMP(parallel for schedule(static) if(BN > 4096))
+        for (int64_t cs = 0; cs < BN; ++cs) {
+            const T* c = cp + 3 * cs;
+            const T r = rp[cs % d.N];
+            const T* in = ip + 4 * (cs / d.N);
+            int32_t* rect = rects.data() + 4 * cs;
+            keys[cs] = c[2] - r;
+            T u0, u1, v0, v1;
+            int tx0 = 0, tx1 = 0, ty0 = 0, ty1 = 0;
+            if (sphere_screen_box(c[0], c[1], c[2], r, in[0], in[1], in[2], in[3], p, d.W, d.H, u0, u1, v0, v1))
+                box_tiles(u0, u1, v0, v1, d, tx0, tx1, ty0, ty1);
+            rect[0] = tx0;
+            rect[1] = tx1;
+            rect[2] = ty0;
+            rect[3] = ty1;
+        }
+        // 2. Counts, prefix sum, fill in sphere-index order.
+        int64_t* offsets = tile_offsets.data_ptr<int64_t>();
+        for (int64_t cs = 0; cs < BN; ++cs) {
+            const int32_t* r = rects.data() + 4 * cs;
+            const int64_t base = (cs / d.N) * per_cam;
+            for (int ty = r[2]; ty < r[3]; ++ty)
+                for (int tx = r[0]; tx < r[1]; ++tx) ++offsets[base + (int64_t)ty * d.tiles_x + tx + 1];
+        }
+        for (int64_t t = 0; t < n_tiles; ++t) offsets[t + 1] += offsets[t];
+        const int64_t M = offsets[n_tiles];
+        flatten_ids = torch::empty({M}, opts.dtype(torch::kInt32));
+        int32_t* ids = flatten_ids.data_ptr<int32_t>();
+        {
+            std::vector<int64_t> cursor(offsets, offsets + n_tiles);
+            for (int64_t cs = 0; cs < BN; ++cs) {
+                const int32_t* r = rects.data() + 4 * cs;
+                const int64_t base = (cs / d.N) * per_cam;
+                const int32_t s = (int32_t)(cs % d.N);
+                for (int ty = r[2]; ty < r[3]; ++ty)
+                    for (int tx = r[0]; tx < r[1]; ++tx) ids[cursor[base + (int64_t)ty * d.tiles_x + tx]++] = s;
+            }
+        }
+        // 3. Per tile: sort by Z - r, blend every pixel.
+        const Common<T> g{d, p, offsets, cp, rp, features.data_ptr<T>(), opacities.data_ptr<T>(), ip,
+                          background.defined() ? background.data_ptr<T>() : nullptr};
+        T *fp = out_f.data_ptr<T>(), *ap = out_a.data_ptr<T>(), *zp = out_z.data_ptr<T>();
+        T *wp = out_w.data_ptr<T>(), *sp = state.data_ptr<T>();
+        int32_t *idp = out_ids.data_ptr<int32_t>(), *lp = last.data_ptr<int32_t>();
+        const T* kp = keys.data();
+        const bool parallel = worth_parallel(M + d.B, d, n_tiles);
+        SG_OMP(parallel for schedule(dynamic, 1) if(parallel))
+        for (int64_t t = 0; t < n_tiles; ++t) forward_tile(g, t, ids, kp, fp, ap, zp, idp, wp, sp, lp);
+    });
+    return {out_f, out_a, out_z, out_ids, out_w, tile_offsets, flatten_ids, state, last};
+}
+
+std::vector<torch::Tensor> sphere_render_bwd_cpu(SG_SPHERE_BWD_ARGS) {
+    const SphereDims d = check_sphere_inputs(centers, radii, features, opacities, intrinsics, width, height, near,
+                                             far, gamma, 0, tile_size);
+    check_sphere_saved(d, tile_offsets, flatten_ids, out_features, out_alpha, out_depth, pix_state, last, v_features,
+                       v_alpha, v_depth, centers);
+    SG_CHECK_CPU(centers);
+    const int64_t n_tiles = (int64_t)d.B * d.tiles_x * d.tiles_y;
+    const int row = 5 + d.D;
+    auto grads_all = torch::zeros({d.B, d.N, row}, centers.options());
+    auto v_intrinsics = torch::zeros({d.B, 4}, centers.options());
+    AT_DISPATCH_FLOATING_TYPES(centers.scalar_type(), "sphere_render_bwd_cpu", [&] {
+        using T = scalar_t;
+        const Common<T> g{d, make_blend<T>(near, far, gamma, bg_eps), tile_offsets.data_ptr<int64_t>(),
+                          centers.data_ptr<T>(), radii.data_ptr<T>(), features.data_ptr<T>(),
+                          opacities.data_ptr<T>(), intrinsics.data_ptr<T>(), nullptr};
+        ScatterAdd<T> scatter(grads_all.data_ptr<T>(), grads_all.numel());
+        const BwdArgs<T> b{flatten_ids.data_ptr<int32_t>(), out_features.data_ptr<T>(), out_alpha.data_ptr<T>(),
+                           out_depth.data_ptr<T>(), pix_state.data_ptr<T>(), last.data_ptr<int32_t>(),
+                           v_features.data_ptr<T>(), v_alpha.data_ptr<T>(), v_depth.data_ptr<T>(), &scatter,
+                           v_intrinsics.data_ptr<T>(), row};
+        const bool parallel = worth_parallel(flatten_ids.numel(), d, n_tiles);
+        SG_OMP(parallel for schedule(dynamic, 1) if(parallel))
+        for (int64_t t = 0; t < n_tiles; ++t) backward_tile(g, b, t);
+        if (parallel) scatter.reduce();
+    });
+    auto v_centers = grads_all.narrow(2, 0, 3).contiguous();
+    auto v_radii = grads_all.select(2, 3).sum(0);
+    auto v_opacities = grads_all.select(2, 4).sum(0);
+    auto v_feats = grads_all.narrow(2, 5, d.D).sum(0);
+    return {v_centers, v_radii, v_feats, v_opacities, v_intrinsics};
+}
+
+}  // namespace spheres
+}  // namespace scenegrad

@@ -1,0 +1,255 @@
+// Per-sphere and per-pixel math of Pulsar-style sphere rendering (render/spheres/render.py), shared
+// by the CPU and CUDA launchers. The formulas are stated in render/_reference/spheres.py:
+//
+// A pixel's ray is s (a, b, 1) in the camera frame, a = (u - cx) / fx, b = (v - cy) / fy at the pixel
+// centre (u, v). For a sphere with camera-frame centre c = (X, Y, Z) and radius r:
+//     dd = a^2 + b^2 + 1,  k = (a X + b Y + Z) / dd,  dist2 = |c - k (a, b, 1)|^2,  h = 1 - dist2 / r^2
+//     z  = k - sqrt(r^2 h / dd)                         (front intersection, camera-frame depth)
+//     hit: h > 0 and near <= z <= far;  e = (1 - (z - near) / (far - near)) / gamma
+//     w  = opacity h exp(e - M)      (M: the pixel's largest exponent, at least bg_eps / gamma)
+// and per pixel W = sum w + exp(bg_eps / gamma - M), features = (sum w f + w_bg bg) / W,
+// alpha = sum w / W, depth = sum w z / sum w.
+//
+// Tiles list their spheres sorted by Z - r (the nearest depth any point of the sphere can have), so
+// the bound on e decreases along the list; a pixel stops at the first sphere whose bound is more
+// than `cut` below log of its running total weight (each of the rest would weigh less than
+// exp(-cut) of the total).
+#pragma once
+#include <cstdint>
+
+#include "common/hd.h"
+
+namespace scenegrad {
+namespace spheres {
+
+constexpr int kMaxIds = 32;       // most strongest-contributor ids reported per pixel
+constexpr int kMaxFeatures = 32;  // most features per sphere
+
+struct SphereDims {
+    int B;        // cameras
+    int N;        // spheres
+    int D;        // features per sphere
+    int W, H;     // image size
+    int K;        // ids per pixel
+    int tile;     // tile side in pixels
+    int tiles_x;  // ceil(W / tile)
+    int tiles_y;  // ceil(H / tile)
+};
+
+template <typename T>
+struct Blend {
+    T near, far, inv_range, inv_gamma, bg_exp, cut;  // inv_range = 1 / (far - near), bg_exp = bg_eps / gamma
+};
+
+template <typename T>
+Blend<T> make_blend(double near, double far, double gamma, double bg_eps) {
+    Blend<T> p;
+    p.near = T(near);
+    p.far = T(far);
+    p.inv_range = T(1.0 / (far - near));
+    p.inv_gamma = T(1.0 / gamma);
+    p.bg_exp = T(bg_eps / gamma);
+    p.cut = T(sizeof(T) == 4 ? 20.0 : 40.0);
+    return p;
+}
+
+// A sphere as the pixels of one camera see it.
+template <typename T>
+struct Sphere {
+    T X, Y, Z, r, r2, opacity, bound;  // bound: the largest exponent e any of its hits can have
+};
+
+template <typename T>
+SG_HD Sphere<T> load_sphere(const T* centers, const T* radii, const T* opacities, int64_t cam_base, int i,
+                            const Blend<T>& p) {
+    Sphere<T> s;
+    const T* c = centers + (cam_base + i) * 3;
+    s.X = c[0];
+    s.Y = c[1];
+    s.Z = c[2];
+    s.r = radii[i];
+    s.r2 = s.r * s.r;
+    s.opacity = opacities[i];
+    const T zmin = sg_max(s.Z - s.r, p.near);
+    s.bound = (T(1) - (zmin - p.near) * p.inv_range) * p.inv_gamma;
+    return s;
+}
+
+// The ray of a pixel centre.
+template <typename T>
+struct Ray {
+    T a, b, dd, inv_dd;
+};
+
+template <typename T>
+SG_HD Ray<T> pixel_ray(int x, int y, T fx, T fy, T cx, T cy) {
+    Ray<T> r;
+    r.a = (T(x) + T(0.5) - cx) / fx;
+    r.b = (T(y) + T(0.5) - cy) / fy;
+    r.dd = r.a * r.a + r.b * r.b + T(1);
+    r.inv_dd = T(1) / r.dd;
+    return r;
+}
+
+// h = 1 - dist2 / r^2 and k (the ray's closest point to the centre is k (a, b, 1)); written on
+// plain values so that the CPU launcher can evaluate it for many spheres in one vectorised loop.
+template <typename T>
+SG_HD T sphere_h(T X, T Y, T Z, T r2, T a, T b, T inv_dd, T& k) {
+    k = (a * X + b * Y + Z) * inv_dd;
+    const T px = X - k * a, py = Y - k * b, pz = Z - k;
+    const T dist2 = px * px + py * py + pz * pz;  // |c - k d|^2: no cancellation, unlike |c|^2 - dc^2 / dd
+    return T(1) - dist2 / r2;
+}
+
+// The rest of the hit test given h > 0 and k: the depth z and exponent e; false outside [near, far].
+template <typename T>
+SG_HD bool sphere_depth(T r2, T h, T k, T inv_dd, const Blend<T>& p, T& z, T& e) {
+    z = k - sg_sqrt(r2 * h * inv_dd);
+    if (!(z >= p.near && z <= p.far)) return false;
+    e = (T(1) - (z - p.near) * p.inv_range) * p.inv_gamma;
+    return true;
+}
+
+// Whether the ray hits the sphere (h > 0, near <= z <= far); then h, k, z and the exponent e.
+template <typename T>
+SG_HD bool sphere_hit(const Sphere<T>& s, const Ray<T>& ray, const Blend<T>& p, T& h, T& k, T& z, T& e) {
+    h = sphere_h(s.X, s.Y, s.Z, s.r2, ray.a, ray.b, ray.inv_dd, k);
+    if (!(h > T(0))) return false;
+    return sphere_depth(s.r2, h, k, ray.inv_dd, p, z, e);
+}
+
+// Gradients of one hit to the sphere (X, Y, Z, r) and the ray (a, b), given dL/dh and dL/dz.
+template <typename T>
+struct HitGrad {
+    T X, Y, Z, r, a, b;
+};
+
+// h and k as the forward computed them (sphere_h), so that both passes agree on every hit.
+template <typename T>
+SG_HD HitGrad<T> sphere_hit_backward(const Sphere<T>& s, const Ray<T>& ray, T h, T k, T gh, T gz) {
+    const T a = ray.a, b = ray.b, dd = ray.dd;
+    const T px = s.X - k * a, py = s.Y - k * b, pz = s.Z - k;  // c - k d
+    const T q = s.r2 * h * ray.inv_dd;                          // (r^2 - dist2) / dd > 0 on a hit
+    const T sq = sg_sqrt(q);
+    HitGrad<T> g{T(0), T(0), T(0), T(0), T(0), T(0)};
+    if (!(sq > T(0))) return g;  // h so small that q underflows: a measure-zero grazing ray
+    const T inv2sqdd = T(1) / (T(2) * sq * dd);
+    // d dist2 / d(X, Y, Z) = 2 (c - k d);  d dist2 / d(a, b) = -2 k (c - k d)_(x, y)
+    const T d2X = T(2) * px, d2Y = T(2) * py, d2Z = T(2) * pz;
+    const T d2a = -T(2) * k * px, d2b = -T(2) * k * py;
+    const T inv_r2 = T(1) / s.r2;
+    // h = 1 - dist2 / r^2;  z = k - sqrt((r^2 - dist2) / dd) with k = (a X + b Y + Z) / dd
+    g.X = -gh * d2X * inv_r2 + gz * (a / dd + d2X * inv2sqdd);
+    g.Y = -gh * d2Y * inv_r2 + gz * (b / dd + d2Y * inv2sqdd);
+    g.Z = -gh * d2Z * inv_r2 + gz * (T(1) / dd + d2Z * inv2sqdd);
+    g.r = gh * T(2) * (T(1) - h) / s.r - gz * s.r / (sq * dd);
+    g.a = -gh * d2a * inv_r2 + gz * ((s.X - T(2) * a * k) / dd + (d2a + T(2) * a * q) * inv2sqdd);
+    g.b = -gh * d2b * inv_r2 + gz * ((s.Y - T(2) * b * k) / dd + (d2b + T(2) * b * q) * inv2sqdd);
+    return g;
+}
+
+// Online accumulation of one pixel's blend: weights relative to the running max exponent M.
+template <typename T>
+struct PixelBlend {
+    T M, sw, swz, wbg;  // running max exponent, sum of weights, of weights * depth, background weight
+    T stop;             // spheres whose bound is below this weigh < exp(-cut) W each: the pixel stops
+    int n_top;
+    T top_w[kMaxIds];
+    int32_t top_id[kMaxIds];
+
+    T relog;            // the total weight at which `stop` is next recomputed (a log per doubling)
+
+    SG_HD void init(const Blend<T>& p) {
+        M = p.bg_exp;
+        sw = swz = T(0);
+        wbg = T(1);
+        stop = M - p.cut;
+        relog = T(2);
+        n_top = 0;
+    }
+
+    // Adds a hit with exponent e, weight factor o h, depth z, features f (acc[D] the running sum of w f),
+    // keeping the K strongest ids. D and K at run time.
+    SG_HD void add(T e, T oh, T z, const T* f, T* acc, int D, int K, int32_t id, const Blend<T>& p) {
+        if (e > M) {
+            const T scale = sg_exp(M - e);
+            sw *= scale;
+            swz *= scale;
+            wbg *= scale;
+            relog *= scale;  // stop = M + log(total) - cut is unchanged by the rescale
+            for (int k = 0; k < D; ++k) acc[k] *= scale;
+            for (int k = 0; k < n_top; ++k) top_w[k] *= scale;
+            M = e;
+        }
+        const T w = oh * sg_exp(e - M);
+        sw += w;
+        swz += w * z;
+        for (int k = 0; k < D; ++k) acc[k] += w * f[k];
+        const T total = sw + wbg;
+        if (total >= relog) {  // stop lags by at most log 2: the pixel may examine a few more spheres
+            stop = M + sg_log(total) - p.cut;
+            relog = T(2) * total;
+        }
+        if (K > 0 && w > T(0) && (n_top < K || w > top_w[n_top - 1])) {
+            int pos = n_top < K ? n_top++ : K - 1;
+            while (pos > 0 && top_w[pos - 1] < w) {
+                top_w[pos] = top_w[pos - 1];
+                top_id[pos] = top_id[pos - 1];
+                --pos;
+            }
+            top_w[pos] = w;
+            top_id[pos] = id;
+        }
+    }
+};
+
+// The gradient of the loss to one hit's weight w, given the pixel's outputs and upstream gradients:
+//   dL/dw = (sum_k gF_k (f_k - F_k) + gA (1 - A)) / W + gZ (z - Z) / sw
+template <typename T>
+SG_HD T weight_grad(const T* f, const T* F, const T* gF, int D, T gA, T A, T gZ, T Z, T z, T inv_W, T inv_sw) {
+    T g = gA * (T(1) - A);
+    for (int k = 0; k < D; ++k) g += gF[k] * (f[k] - F[k]);
+    return g * inv_W + gZ * (z - Z) * inv_sw;
+}
+
+// The screen-space box of a sphere's projection (pixel coordinates, before clamping): the tangent
+// planes through the camera's y (x) axis. Returns false when the sphere cannot be hit (outside
+// [near, far]); a sphere reaching the z <= 0 half-space covers the whole image.
+template <typename T>
+SG_HD bool sphere_screen_box(T X, T Y, T Z, T r, T fx, T fy, T cx, T cy, const Blend<T>& p, int W, int H, T& u0,
+                             T& u1, T& v0, T& v1) {
+    if (!(Z + r >= p.near) || !(Z - r <= p.far) || !(r > T(0))) return false;
+    const T den = Z * Z - r * r;
+    if (!(Z > r) || !(den > T(1e-6) * Z * Z)) {
+        u0 = v0 = T(0);
+        u1 = T(W);
+        v1 = T(H);
+        return true;
+    }
+    const T sx = r * sg_sqrt(X * X + den), sy = r * sg_sqrt(Y * Y + den);
+    const T kx0 = (X * Z - sx) / den, kx1 = (X * Z + sx) / den;
+    const T ky0 = (Y * Z - sy) / den, ky1 = (Y * Z + sy) / den;
+    u0 = fx * kx0 + cx;
+    u1 = fx * kx1 + cx;
+    v0 = fy * ky0 + cy;
+    v1 = fy * ky1 + cy;
+    return true;
+}
+
+// Tiles whose pixel centres may lie in the box [u0, u1] x [v0, v1] (one pixel of margin):
+// tx0 <= tx < tx1, ty0 <= ty < ty1; empty when off-image.
+template <typename T>
+SG_HD void box_tiles(T u0, T u1, T v0, T v1, const SphereDims& d, int& tx0, int& tx1, int& ty0, int& ty1) {
+    const T ts = T(d.tile);
+    const int x0 = sg_ifloor((u0 - T(1)) / ts), x1 = sg_ifloor((u1 + T(1)) / ts) + 1;
+    const int y0 = sg_ifloor((v0 - T(1)) / ts), y1 = sg_ifloor((v1 + T(1)) / ts) + 1;
+    tx0 = sg_max(x0, 0);
+    tx1 = sg_min(x1, d.tiles_x);
+    ty0 = sg_max(y0, 0);
+    ty1 = sg_min(y1, d.tiles_y);
+    if (tx1 < tx0) tx1 = tx0;
+    if (ty1 < ty0) ty1 = ty0;
+}
+
+}  // namespace spheres
+}  // namespace scenegrad

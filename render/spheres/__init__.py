@@ -1,0 +1,29 @@
+"""Pulsar-style sphere rendering: differentiable rendering of scenes made of spheres.
+
+- :func:`render_spheres` (``render/spheres/render.py``): every pixel blends the spheres its ray
+  hits with weights that depend softly on the intersection depth (sharpness ``gamma``) and on the
+  ray's distance to the centre; returns a :class:`SphereRender` (features, alpha, depth and the
+  ids of the strongest contributors).
+- :func:`points_to_spheres` and :func:`fit_spheres` (``render/spheres/fit.py``): sphere scenes from
+  point clouds, and fitted to posed images (Adam, with pruning of spheres that contribute nothing).
+
+Backends (:mod:`scenegrad.render.backend`, area ``"spheres"``): a pure-PyTorch reference
+(``render/_reference/spheres.py``), a native C++ CPU kernel and a CUDA kernel (``cuda/spheres/``,
+the per-pixel math shared in ``spheres.h``).
+"""
+
+from .fit import SphereCloud, SphereFit, fit_spheres, points_to_spheres, psnr, sphere_contributions
+from .render import BG_EPS, MAX_FEATURES, SphereRender, render_spheres
+
+__all__ = [
+    "render_spheres",
+    "SphereRender",
+    "BG_EPS",
+    "MAX_FEATURES",
+    "SphereCloud",
+    "SphereFit",
+    "points_to_spheres",
+    "fit_spheres",
+    "sphere_contributions",
+    "psnr",
+]
