@@ -20,4 +20,6 @@ $PY -m pytest -q tests/render 2>&1 | tail -n 5 | tee -a "$OUT_DIR/cuda_tests.txt
 $PY benchmarks/bench_mesh.py --device cuda --json "$OUT_DIR/mesh_cuda.json" 2>&1 | tee "$OUT_DIR/bench_mesh.txt" || status=1
 $PY benchmarks/bench_gaussians.py --device cuda --json "$OUT_DIR/gaussians_cuda.json" 2>&1 \
     | tee "$OUT_DIR/bench_gaussians.txt" || status=1
+$PY benchmarks/bench_spheres.py --device cuda --json "$OUT_DIR/spheres_cuda.json" 2>&1 \
+    | tee "$OUT_DIR/bench_spheres.txt" || status=1
 exit $status
