@@ -91,10 +91,18 @@ def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> Tenso
 
 
 def _filter(x: Tensor, g: Tensor) -> Tensor:
-    """Separable Gaussian filter of ``x [B*C, 1, H, W]`` with zero padding (same-size output)."""
+    """Separable Gaussian filter of ``x [B*C, 1, H, W]`` with zero padding (same-size output).
+
+    The images go in as the channels of one depthwise (grouped) convolution: on CPU that path is
+    about 20x faster forward and 40x faster backward than a batch of single-channel convolutions
+    (oneDNN), which made SSIM half of a splat training step.
+    """
+    n, _, H, W = x.shape
     k = g.numel()
-    x = F.conv2d(x, g.view(1, 1, 1, k), padding=(0, k // 2))
-    return F.conv2d(x, g.view(1, 1, k, 1), padding=(k // 2, 0))
+    x = x.reshape(1, n, H, W)
+    x = F.conv2d(x, g.view(1, 1, 1, k).expand(n, 1, 1, k), padding=(0, k // 2), groups=n)
+    x = F.conv2d(x, g.view(1, 1, k, 1).expand(n, 1, k, 1), padding=(k // 2, 0), groups=n)
+    return x.reshape(n, 1, H, W)
 
 
 def ssim(a: Tensor, b: Tensor, *, window: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA,

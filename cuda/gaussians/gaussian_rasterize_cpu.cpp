@@ -11,6 +11,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "common/checks.h"
@@ -23,6 +24,10 @@ namespace gaussians {
 namespace {
 
 constexpr int kChunk = 16;  // Gaussians whose alphas are evaluated together (vectorised) per pixel
+#ifndef SG_GAUSS_SUB
+#define SG_GAUSS_SUB 4
+#endif
+constexpr int kSub = SG_GAUSS_SUB;  // tiles are composited in kSub x kSub blocks, each with its own short list
 
 // exp(x): float uses Cephes' expf polynomial (range reduction by ln 2, degree 6; within 1.5 ulp
 // of exp for -87 < x <= 0, finite garbage outside, where callers mask the lane), written without
@@ -74,6 +79,53 @@ struct TileSplats {
             cut[j] = s.sigma_cut;
             const T* src = colors_in + cg * D;
             for (int k = 0; k < D; ++k) colors[j * D + k] = src[k];
+        }
+    }
+
+    // Pixel-centre boxes outside which each Gaussian fails the alpha test (splat_extent); an
+    // unbounded one gets an infinite box.
+    std::vector<T> x_lo, x_hi, y_lo, y_hi;
+
+    void compute_bounds() {
+        const int64_t n = (int64_t)splats.size();
+        for (auto* v : {&x_lo, &x_hi, &y_lo, &y_hi}) v->resize(n);
+        for (int64_t j = 0; j < n; ++j) {
+            T ex, ey;
+            if (!splat_extent(splats[j], ex, ey)) ex = ey = std::numeric_limits<T>::infinity();
+            x_lo[j] = mx[j] - ex;
+            x_hi[j] = mx[j] + ex;
+            y_lo[j] = my[j] - ey;
+            y_hi[j] = my[j] + ey;
+        }
+    }
+
+    // idx = the Gaussians (in order) whose box meets the pixel centres [px0, px1] x [py0, py1].
+    void select(T px0, T py0, T px1, T py1, std::vector<int32_t>& idx) const {
+        const int64_t n = (int64_t)x_lo.size();
+        idx.resize(n);
+        int64_t count = 0;
+        for (int64_t j = 0; j < n; ++j) {  // branch-free: the test is a coin flip for many Gaussians
+            idx[count] = (int32_t)j;
+            count += (x_hi[j] >= px0) & (x_lo[j] <= px1) & (y_hi[j] >= py0) & (y_lo[j] <= py1);
+        }
+        idx.resize(count);
+    }
+
+    // This = the Gaussians idx of src (fields for alphas and colours; no splats or bounds).
+    void gather(const TileSplats& src, const std::vector<int32_t>& idx, int D) {
+        const size_t n = idx.size();
+        for (auto* v : {&mx, &my, &a, &b, &c, &op, &cut}) v->resize(n);
+        colors.resize(n * D);
+        for (size_t q = 0; q < n; ++q) {
+            const int32_t j = idx[q];
+            mx[q] = src.mx[j];
+            my[q] = src.my[j];
+            a[q] = src.a[j];
+            b[q] = src.b[j];
+            c[q] = src.c[j];
+            op[q] = src.op[j];
+            cut[q] = src.cut[j];
+            for (int k = 0; k < D; ++k) colors[q * D + k] = src.colors[j * D + k];
         }
     }
 
@@ -141,43 +193,54 @@ void forward_tile(const FwdArgs<T>& g, int64_t t) {
     std::stable_sort(g.ids + start, g.ids + start + n,
                      [cam_depths](int32_t i, int32_t j) { return cam_depths[i] < cam_depths[j]; });
     const T* bg = g.backgrounds ? g.backgrounds + (int64_t)tc.cam * D : nullptr;
-    TileSplats<T> local;
+    TileSplats<T> local, sub;
     local.load(g.means2d, g.conics, g.opacities, g.colors, g.ids + start, n, (int64_t)tc.cam * d.N, D);
+    local.compute_bounds();
+    std::vector<int32_t> idx;
     std::vector<T> acc_heap(DC > 0 ? 0 : D);
     T acc_fixed[DC > 0 ? DC : 1];
     T* acc = DC > 0 ? acc_fixed : acc_heap.data();
     T al[kChunk], vis[kChunk];
-    for (int y = tc.y0; y < tc.y1; ++y) {
-        for (int x = tc.x0; x < tc.x1; ++x) {
-            const int64_t pix = ((int64_t)tc.cam * d.H + y) * d.W + x;
-            const T px = T(x) + T(0.5), py = T(y) + T(0.5);
-            for (int k = 0; k < D; ++k) acc[k] = T(0);
-            T Tr = T(1);
-            int64_t last = -1;
-            bool done = false;
-            for (int64_t j0 = 0; j0 < n && !done; j0 += kChunk) {
-                const int m = (int)std::min<int64_t>(kChunk, n - j0);
-                local.alphas(j0, m, px, py, al, vis);
-                for (int q = 0; q < m; ++q) {
-                    if (al[q] == T(0)) continue;
-                    const T alpha = std::min(alpha_max<T>(), al[q]);
-                    const T next_T = Tr * (T(1) - alpha);
-                    if (next_T < t_min<T>()) {
-                        done = true;
-                        break;
+    for (int sy = tc.y0; sy < tc.y1; sy += kSub) {
+        for (int sx = tc.x0; sx < tc.x1; sx += kSub) {
+            const int ex = std::min(tc.x1, sx + kSub), ey = std::min(tc.y1, sy + kSub);
+            local.select(T(sx) + T(0.5), T(sy) + T(0.5), T(ex) - T(0.5), T(ey) - T(0.5), idx);
+            sub.gather(local, idx, D);
+            const int64_t ns = (int64_t)idx.size();
+            for (int y = sy; y < ey; ++y) {
+                for (int x = sx; x < ex; ++x) {
+                    const int64_t pix = ((int64_t)tc.cam * d.H + y) * d.W + x;
+                    const T px = T(x) + T(0.5), py = T(y) + T(0.5);
+                    for (int k = 0; k < D; ++k) acc[k] = T(0);
+                    T Tr = T(1);
+                    int64_t last = -1;
+                    bool done = false;
+                    for (int64_t j0 = 0; j0 < ns && !done; j0 += kChunk) {
+                        const int m = (int)std::min<int64_t>(kChunk, ns - j0);
+                        sub.alphas(j0, m, px, py, al, vis);
+                        // Branch-free over skipped Gaussians (alpha 0 leaves Tr and acc exactly as they are):
+                        // about half of them are skipped, in no predictable pattern.
+                        for (int q = 0; q < m; ++q) {
+                            const T alpha = std::min(alpha_max<T>(), al[q]);
+                            const T next_T = Tr * (T(1) - alpha);
+                            if (next_T < t_min<T>()) {
+                                done = true;
+                                break;
+                            }
+                            const T w = alpha * Tr;
+                            const T* c = sub.colors.data() + (j0 + q) * D;
+                            for (int k = 0; k < D; ++k) acc[k] += w * c[k];
+                            Tr = next_T;
+                            last = al[q] > T(0) ? (int64_t)idx[j0 + q] : last;
+                        }
                     }
-                    const T w = alpha * Tr;
-                    const T* c = local.colors.data() + (j0 + q) * D;
-                    for (int k = 0; k < D; ++k) acc[k] += w * c[k];
-                    Tr = next_T;
-                    last = j0 + q;
+                    T* out = g.out_colors + pix * D;
+                    for (int k = 0; k < D; ++k) out[k] = acc[k] + (bg ? Tr * bg[k] : T(0));
+                    g.out_alphas[pix] = T(1) - Tr;
+                    g.final_T[pix] = Tr;
+                    g.last_ids[pix] = last < 0 ? -1 : (int32_t)(start + last);
                 }
             }
-            T* out = g.out_colors + pix * D;
-            for (int k = 0; k < D; ++k) out[k] = acc[k] + (bg ? Tr * bg[k] : T(0));
-            g.out_alphas[pix] = T(1) - Tr;
-            g.final_T[pix] = Tr;
-            g.last_ids[pix] = last < 0 ? -1 : (int32_t)(start + last);
         }
     }
 }
@@ -205,40 +268,56 @@ void backward_tile(const BwdArgs<T>& g, int64_t t) {
     const TileCoords tc = tile_coords(d, t);
     const T* bg = g.backgrounds ? g.backgrounds + (int64_t)tc.cam * D : nullptr;
     const int64_t cam_base = (int64_t)tc.cam * d.N;
-    TileSplats<T> local;
+    TileSplats<T> local, sub;
     local.load(g.means2d, g.conics, g.opacities, g.colors, g.ids + start, n, cam_base, D);
+    local.compute_bounds();
+    std::vector<int32_t> idx;
     std::vector<SplatGrad<T>> grads(n, SplatGrad<T>{});
     std::vector<T> grad_colors(n * D, T(0));
     std::vector<T> S_heap(DC > 0 ? 0 : D);
     T S_fixed[DC > 0 ? DC : 1];
     T* S = DC > 0 ? S_fixed : S_heap.data();
     T al[kChunk], vis[kChunk];
-    for (int y = tc.y0; y < tc.y1; ++y) {
-        for (int x = tc.x0; x < tc.x1; ++x) {
-            const int64_t pix = ((int64_t)tc.cam * d.H + y) * d.W + x;
-            const int64_t last = (int64_t)g.last_ids[pix] - start;
-            if (last < 0) continue;
-            const T* v_c = g.v_colors + pix * D;
-            const T T_final = g.final_T[pix];
-            T k_final = -g.v_alphas[pix];
-            if (bg)
-                for (int k = 0; k < D; ++k) k_final += v_c[k] * bg[k];
-            const T px = T(x) + T(0.5), py = T(y) + T(0.5);
-            for (int k = 0; k < D; ++k) S[k] = T(0);
-            T Tr = T_final;
-            for (int64_t hi = last; hi >= 0; hi -= kChunk) {
-                const int64_t j0 = std::max<int64_t>(0, hi - kChunk + 1);
-                const int m = (int)(hi - j0 + 1);
-                local.alphas(j0, m, px, py, al, vis);
-                for (int q = m - 1; q >= 0; --q) {
-                    if (al[q] == T(0)) continue;
-                    const T alpha = std::min(alpha_max<T>(), al[q]);
-                    const int64_t j = j0 + q;
-                    const Splat<T>& s = local.splats[j];
-                    T* gc = grad_colors.data() + j * D;
-                    const T v_alpha = composite_backward_step(alpha, local.colors.data() + j * D, D, v_c, T_final,
-                                                              k_final, Tr, S, [gc](int k, T v) { gc[k] += v; });
-                    splat_alpha_backward(s, s.mx - px, s.my - py, vis[q], v_alpha, grads[j]);
+    for (int sy = tc.y0; sy < tc.y1; sy += kSub) {
+        for (int sx = tc.x0; sx < tc.x1; sx += kSub) {
+            const int ex = std::min(tc.x1, sx + kSub), ey = std::min(tc.y1, sy + kSub);
+            bool any = false;  // a pixel of this block composited something
+            for (int y = sy; y < ey && !any; ++y)
+                for (int x = sx; x < ex; ++x) any |= g.last_ids[((int64_t)tc.cam * d.H + y) * d.W + x] >= 0;
+            if (!any) continue;
+            local.select(T(sx) + T(0.5), T(sy) + T(0.5), T(ex) - T(0.5), T(ey) - T(0.5), idx);
+            sub.gather(local, idx, D);
+            for (int y = sy; y < ey; ++y) {
+                for (int x = sx; x < ex; ++x) {
+                    const int64_t pix = ((int64_t)tc.cam * d.H + y) * d.W + x;
+                    const int64_t last = (int64_t)g.last_ids[pix] - start;
+                    if (last < 0) continue;
+                    const T* v_c = g.v_colors + pix * D;
+                    const T T_final = g.final_T[pix];
+                    T k_final = -g.v_alphas[pix];
+                    if (bg)
+                        for (int k = 0; k < D; ++k) k_final += v_c[k] * bg[k];
+                    const T px = T(x) + T(0.5), py = T(y) + T(0.5);
+                    for (int k = 0; k < D; ++k) S[k] = T(0);
+                    T Tr = T_final;
+                    // the sub-list position of the pixel's last Gaussian (idx is increasing)
+                    const int64_t top = (int64_t)(std::upper_bound(idx.begin(), idx.end(), (int32_t)last) - idx.begin());
+                    for (int64_t hi = top - 1; hi >= 0; hi -= kChunk) {
+                        const int64_t j0 = std::max<int64_t>(0, hi - kChunk + 1);
+                        const int m = (int)(hi - j0 + 1);
+                        sub.alphas(j0, m, px, py, al, vis);
+                        for (int q = m - 1; q >= 0; --q) {
+                            if (al[q] == T(0)) continue;
+                            const T alpha = std::min(alpha_max<T>(), al[q]);
+                            const int64_t j = idx[j0 + q];
+                            const Splat<T>& s = local.splats[j];
+                            T* gc = grad_colors.data() + j * D;
+                            const T v_alpha = composite_backward_step(alpha, sub.colors.data() + (j0 + q) * D, D, v_c,
+                                                                      T_final, k_final, Tr, S,
+                                                                      [gc](int k, T v) { gc[k] += v; });
+                            splat_alpha_backward(s, s.mx - px, s.my - py, vis[q], v_alpha, grads[j]);
+                        }
+                    }
                 }
             }
         }

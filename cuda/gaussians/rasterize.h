@@ -113,6 +113,25 @@ SG_HD Splat<T> load_splat(const T* means2d, const T* conics, const T* opacities,
     return s;
 }
 
+// Half-extents (ex, ey) of the region where splat s can pass the alpha test: sigma <= sigma_cut is
+// the ellipse 0.5 d^T conic d <= cut, whose bounding box is |dx| <= sqrt(2 cut Sxx), |dy| <=
+// sqrt(2 cut Syy) with S = conic^-1 = [c, -b; -b, a] / det. Widened by 1% and 1e-3 px against
+// rounding in sigma. Returns false (no bound known) when the conic is not positive definite; a
+// splat that can never pass (opacity <= 1/255) gets negative extents.
+template <typename T>
+SG_HD bool splat_extent(const Splat<T>& s, T& ex, T& ey) {
+    const T det = s.a * s.c - s.b * s.b;
+    if (!(det > T(0)) || !(s.a > T(0)) || !sg_isfinite(det)) return false;
+    if (!(s.sigma_cut >= T(0))) {
+        ex = ey = T(-1);
+        return true;
+    }
+    const T k = T(2) * s.sigma_cut / det;
+    ex = sg_sqrt(k * s.c) * T(1.01) + T(1e-3);
+    ey = sg_sqrt(k * s.a) * T(1.01) + T(1e-3);
+    return true;
+}
+
 // One step of the backward walk at a pixel, for an included Gaussian with the given alpha:
 // Tr (in/out) goes from T after it to T before it; S [D] (in/out) is the colour composited behind
 // it, sum_{k after} alpha_k T_k c_k. v_color [D] is d loss / d pixel colour, k_final the factor of
