@@ -24,10 +24,7 @@ namespace gaussians {
 namespace {
 
 constexpr int kChunk = 16;  // Gaussians whose alphas are evaluated together (vectorised) per pixel
-#ifndef SG_GAUSS_SUB
-#define SG_GAUSS_SUB 4
-#endif
-constexpr int kSub = SG_GAUSS_SUB;  // tiles are composited in kSub x kSub blocks, each with its own short list
+constexpr int kSub = 4;     // tiles are composited in kSub x kSub blocks, each with its own short list
 
 // exp(x): float uses Cephes' expf polynomial (range reduction by ln 2, degree 6; within 1.5 ulp
 // of exp for -87 < x <= 0, finite garbage outside, where callers mask the lane), written without
