@@ -5,16 +5,22 @@ Pipeline (every step with well-kept tools; the bundle adjustment is :mod:`sceneg
 1. **Features**: OpenCV SIFT, descriptors mapped to RootSIFT (L1-normalised, square-rooted), keypoints in
    scenegrad pixels (centre of the top-left pixel at ``(0.5, 0.5)``), duplicates at one location dropped.
 2. **Matching**: mutual nearest neighbours with Lowe's ratio test, over all pairs (``"exhaustive"``) or
-   pairs within ``window`` frames (``"sequential"``, for videos).
+   pairs within ``window`` frames (``"sequential"``, for videos); similarities in row chunks (bfloat16
+   candidates re-scored in float32 by default, ``match_dtype``).
 3. **Verification**: a fundamental matrix by OpenCV's USAC MAGSAC++; pairs with fewer than ``min_inliers``
-   inliers are dropped.
+   inliers (15, COLMAP's) are dropped.
 4. **Tracks**: connected components of the verified matches (a bulk union-find in numpy); a
    track holding two keypoints of one image is inconsistent: its observations in that image are dropped
    (or the whole track, ``inconsistent_tracks="drop"``).
 5. **Initialisation**: the pair with the most inliers among those poorly explained by a homography
    (enough parallax), relative pose from the essential matrix (MAGSAC++) and ``recoverPose``.
 6. **Registration**: the image seeing the most triangulated tracks, by PnP RANSAC (EPnP samples,
-   Levenberg-Marquardt refinement on the inliers); then triangulation of the tracks it completes
+   Levenberg-Marquardt refinement on the inliers; ``min_pnp_inliers`` inliers making ``min_pnp_ratio`` of
+   its matches, as COLMAP; an image that fails is retried once another one is registered). When no image
+   sees enough points for PnP (a wide-baseline capture whose neighbouring views share few tracks with the
+   model), the image with the most verified matches with one registered image joins through their
+   relative pose (essential matrix), the baseline's length fitted to the few points it sees (one unknown:
+   ``min_relative_points`` agreeing points). Then triangulation of the tracks it completes
    (multi-view DLT, kept when the largest ray angle exceeds ``min_angle_deg``, the point is in front
    of its cameras and reprojects within ``max_error_px``), global bundle adjustment (Cauchy loss,
    focal length and ``k1`` refined) and removal of observations that end up
@@ -56,7 +62,11 @@ class SfMOptions:
     needs. verify_px: epipolar RANSAC threshold (pixels). focal_prior: starting focal length in pixels
     (default ``1.2 * max(width, height)``). min_angle_deg / max_error_px: triangulation and filtering
     thresholds. min_pnp_inliers / pnp_error_px: inliers needed to register an image and their error (COLMAP's
-    12 px: the new image's focal length and the model are still rough). ba_loss_scale: Cauchy scale (pixels).
+    12 px: the new image's focal length and the model are still rough); min_pnp_ratio: the inliers' least share
+    of the image's 2D-3D matches. min_relative_points: points an image must see (within ``pnp_error_px``) to
+    join through its relative pose to a registered neighbour when PnP cannot register any image.
+    match_dtype: ``"bfloat16"`` (candidate neighbours in bfloat16, re-scored in float32: about twice as
+    fast on CPUs with AVX512-BF16 or AMX, slower on others) or ``"float32"``. ba_loss_scale: Cauchy scale (pixels).
     camera_model: ``"SIMPLE_RADIAL"`` (focal and ``k1`` refined) or ``"SIMPLE_PINHOLE"`` (focal only).
     refine_intrinsics: ``False`` keeps ``focal_prior`` (and ``k1 = 0``): calibrated cameras.
     intrinsics: ``"shared"`` (one camera), ``"per_image"`` (photos from many cameras) or ``"auto"``
@@ -183,7 +193,7 @@ def match_features(a: Features, b: Features, ratio: float = 0.8, dtype: torch.dt
     exact, order = torch.einsum("nd,nkd->nk", da, db[cand]).sort(dim=1, descending=True)
     cand = cand.gather(1, order)
     dist = (2 - 2 * exact[:, :2]).clamp_min(0).sqrt()
-    keep = (dist[:, 0] < ratio * dist[:, 1]) & mutual
+    keep = (dist[:, 0] < ratio * dist[:, 1]) & mutual & (order[:, 0] == 0)  # mutual check made on this partner
     i = torch.nonzero(keep)[:, 0].numpy()
     pairs = np.unique(np.stack([a.loc[i], b.loc[cand[:, 0].numpy()[i]]], 1), axis=0)
     # one partner per location: drop locations matched to two different ones (through two orientations)
@@ -597,6 +607,12 @@ def _triangulate_new(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> No
         uv, z = _project(rec, imgs, np.broadcast_to(X, (len(idx), 3)))
         err = np.linalg.norm(uv - obs_xy[idx], axis=1)
         good = (z > 0) & (err <= opt.max_error_px)
+        if 2 <= good.sum() < len(good):  # an outlier pulled the point: again from the observations that fit
+            X = _triangulate(P[good], n_all[idx[good]])
+            if not np.isfinite(X).all():
+                continue
+            uv, z = _project(rec, imgs, np.broadcast_to(X, (len(idx), 3)))
+            good = (z > 0) & (np.linalg.norm(uv - obs_xy[idx], axis=1) <= opt.max_error_px)
         if good.sum() < 2:
             continue
         centres = np.stack([-rec.R[int(i)].T @ rec.t[int(i)] for i in imgs[good]])

@@ -71,6 +71,17 @@ def test_rootsift_matching_is_mutual_and_verified(torus):
     assert len(a.xy) > 200 and np.allclose(np.linalg.norm(a.desc, axis=1), 1, atol=1e-5)
     m = match_features(a, b)
     assert len(m) > 50 and len(np.unique(m[:, 0])) == len(m) and len(np.unique(m[:, 1])) == len(m)
+    # against the full similarity matrix: mutual nearest neighbours passing the ratio test
+    sim = torch.from_numpy(a.desc) @ torch.from_numpy(b.desc).T
+    top = sim.topk(2, dim=1)
+    dist = (2 - 2 * top.values).clamp_min(0).sqrt()
+    ok = (dist[:, 0] < 0.8 * dist[:, 1]) & (sim.argmax(0)[top.indices[:, 0]] == torch.arange(len(sim)))
+    i = torch.nonzero(ok)[:, 0].numpy()
+    ref = {(int(a.loc[k]), int(b.loc[top.indices[k, 0]])) for k in i}
+    assert set(map(tuple, match_features(a, b, chunk=64).tolist())) <= ref  # chunked float32: exact
+    assert len(match_features(a, b, chunk=64)) == len(m)
+    low = set(map(tuple, match_features(a, b, dtype=torch.bfloat16).tolist()))
+    assert len(low & set(map(tuple, m.tolist()))) >= 0.95 * len(m)  # bfloat16 candidates: nearly the same
 
 
 def test_calibrated_sfm_recovers_the_cameras(torus, tmp_path):
