@@ -19,12 +19,17 @@ Pipeline (every step with well-kept tools; the bundle adjustment is :mod:`sceneg
    its matches, as COLMAP; an image that fails is retried once another one is registered). When no image
    sees enough points for PnP (a wide-baseline capture whose neighbouring views share few tracks with the
    model), the image with the most verified matches with one registered image joins through their
-   relative pose (essential matrix), the baseline's length fitted to the few points it sees (one unknown:
-   ``min_relative_points`` agreeing points). Then triangulation of the tracks it completes
+   relative pose (essential matrix; only an image whose camera a registered image already calibrates), the
+   baseline's length fitted to the few points it sees (one unknown: ``min_relative_points`` agreeing
+   points). Then triangulation of the tracks it completes
    (multi-view DLT, kept when the largest ray angle exceeds ``min_angle_deg``, the point is in front
-   of its cameras and reprojects within ``max_error_px``), global bundle adjustment (Cauchy loss,
-   focal length and ``k1`` refined) and removal of observations that end up
-   beyond ``max_error_px``.
+   of its cameras and reprojects within ``max_error_px``; a track an outlier spoils is triangulated again
+   from the observations that fit, and every untriangulated track is retried as images join), bundle
+   adjustment (Cauchy loss) and removal of observations that end up beyond ``max_error_px`` (observations
+   of registered images are re-judged each time: tracks continue into new images, rejected observations
+   can return). The bundle adjustment is local (the new image and the ``local_ba_images - 1`` images
+   sharing most points with it, intrinsics fixed) and global (every image, focal length and ``k1``
+   refined) whenever the model has grown by ``global_ba_ratio`` since the last global one, as COLMAP.
 
 The camera model is SIMPLE_RADIAL (scenegrad ``"opencv"`` with ``dist = (k1, 0, 0, 0, 0)``) with the
 principal point at the image centre; focal length and ``k1`` are shared by all images (one camera, the
@@ -65,8 +70,12 @@ class SfMOptions:
     12 px: the new image's focal length and the model are still rough); min_pnp_ratio: the inliers' least share
     of the image's 2D-3D matches. min_relative_points: points an image must see (within ``pnp_error_px``) to
     join through its relative pose to a registered neighbour when PnP cannot register any image.
+    local_ba_images / global_ba_ratio: images in the local bundle adjustment after each registration, and the
+    growth of the model that triggers a global one (1.0: always global).
     match_dtype: ``"bfloat16"`` (candidate neighbours in bfloat16, re-scored in float32: about twice as
     fast on CPUs with AVX512-BF16 or AMX, slower on others) or ``"float32"``. ba_loss_scale: Cauchy scale (pixels).
+    ba_ftol: relative cost decrease that ends the bundle adjustments while the model grows (the last one
+    converges to ``1e-10``).
     camera_model: ``"SIMPLE_RADIAL"`` (focal and ``k1`` refined) or ``"SIMPLE_PINHOLE"`` (focal only).
     refine_intrinsics: ``False`` keeps ``focal_prior`` (and ``k1 = 0``): calibrated cameras.
     intrinsics: ``"shared"`` (one camera), ``"per_image"`` (photos from many cameras) or ``"auto"``
@@ -89,8 +98,11 @@ class SfMOptions:
     min_pnp_inliers: int = 30
     min_pnp_ratio: float = 0.25
     min_relative_points: int = 5
+    local_ba_images: int = 6
+    global_ba_ratio: float = 1.1
     pnp_error_px: float = 12.0
     ba_loss_scale: float = 2.0
+    ba_ftol: float = 1e-6
     camera_model: str = "SIMPLE_RADIAL"
     refine_intrinsics: bool = True
     intrinsics: str = "auto"
@@ -398,6 +410,7 @@ def _map(feats: list[Features], matches: dict[tuple[int, int], np.ndarray], size
     _bundle(rec, track, obs_img, obs_xy, opt)
 
     failed: set[int] = set()
+    last_global = len(rec.R)  # images registered at the last global bundle adjustment
     while True:
         has_point = ~np.isnan(rec.X[track, 0]) & rec.active
         counts = np.bincount(obs_img[has_point], minlength=n_img)
@@ -416,9 +429,13 @@ def _map(feats: list[Features], matches: dict[tuple[int, int], np.ndarray], size
                 break
         failed.clear()  # a new camera can make earlier failures registrable
         _triangulate_new(rec, track, obs_img, obs_xy, opt)
-        _bundle(rec, track, obs_img, obs_xy, opt)
+        if len(rec.R) >= opt.global_ba_ratio * last_global:
+            _bundle(rec, track, obs_img, obs_xy, opt)
+            last_global = len(rec.R)
+        else:
+            _bundle(rec, track, obs_img, obs_xy, opt, around=best)
     _triangulate_new(rec, track, obs_img, obs_xy, opt)
-    _bundle(rec, track, obs_img, obs_xy, opt)
+    _bundle(rec, track, obs_img, obs_xy, opt, final=True)
     return rec, track, obs_img, obs_kp, obs_xy
 
 
@@ -623,12 +640,34 @@ def _triangulate_new(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> No
         rec.X[tr] = X
 
 
-def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> None:
-    """Global bundle adjustment of the registered images and triangulated tracks, then the removal of
-    observations beyond ``max_error_px`` (and of points left with fewer than two)."""
+def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions, around: int | None = None,
+            final: bool = False) -> None:
+    """Bundle adjustment, then the removal of observations beyond ``max_error_px`` (and of points left with
+    fewer than two).
+
+    Global (``around=None``): every registered image and triangulated track, intrinsics refined. Local
+    (around image ``around``): that image and the ``local_ba_images - 1`` registered images sharing most points
+    with it, with every point they see; the other images observing those points are held fixed, and so are
+    the intrinsics (global when fewer than two images would be fixed). While the model grows, the solve stops
+    at a relative cost decrease below ``ba_ftol``; the ``final`` one converges fully."""
     reg = sorted(rec.R)
-    pos = {i: k for k, i in enumerate(reg)}
     use = rec.active & ~np.isnan(rec.X[track, 0]) & np.isin(obs_img, reg)
+    fixed = None
+    if around is not None:
+        mine = np.zeros(len(rec.X), bool)
+        mine[track[use & (obs_img == around)]] = True
+        shared = use & mine[track] & (obs_img != around)
+        count = np.bincount(obs_img[shared], minlength=len(rec.f))
+        local = {around, *[i for i in np.argsort(-count, kind="stable")[:opt.local_ba_images - 1].tolist()
+                           if count[i] > 0]}
+        seen = np.zeros(len(rec.X), bool)
+        seen[track[use & np.isin(obs_img, list(local))]] = True
+        local_use = use & seen[track]
+        local_reg = sorted(set(obs_img[local_use].tolist()))
+        if sum(i not in local for i in local_reg) >= 2:
+            use, reg = local_use, local_reg
+            fixed = torch.tensor([i not in local for i in reg])
+    pos = {i: k for k, i in enumerate(reg)}
     tracks_used, point_idx = np.unique(track[use], return_inverse=True)
     if len(tracks_used) < 3:
         return
@@ -636,16 +675,19 @@ def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> None:
     obs = Observations(torch.tensor([pos[int(i)] for i in obs_img[use]]), torch.from_numpy(point_idx),
                        torch.from_numpy(obs_xy[use]))
     refine = ("focal", "k1") if opt.camera_model == "SIMPLE_RADIAL" else ("focal",)
-    if len(reg) < opt.refine_from or not opt.refine_intrinsics:
+    if len(reg) < opt.refine_from or not opt.refine_intrinsics or fixed is not None:
         refine = ()
     res = bundle_adjust(cams, torch.from_numpy(rec.X[tracks_used]), obs, refine_intrinsics=refine,
-                        intrinsic_groups=torch.from_numpy(rec.group[reg]),
-                        options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=30))
+                        intrinsic_groups=torch.from_numpy(rec.group[reg]), fixed_cameras=fixed,
+                        options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=30,
+                                          ftol=1e-10 if final else opt.ba_ftol))
     for k, i in enumerate(reg):
         rec.R[i], rec.t[i] = res.cameras.R[k].detach().numpy(), res.cameras.t[k].detach().numpy()
-    rec.f[reg], rec.k1[reg] = res.cameras.fx.detach().numpy(), res.cameras.dist[:, 0].detach().numpy()
-    if len(reg) and (rec.group == rec.group[0]).all():  # one camera: unregistered images share it too
-        rec.f[:], rec.k1[:] = rec.f[reg[0]], rec.k1[reg[0]]
+    if refine:
+        rec.f[reg], rec.k1[reg] = res.cameras.fx.detach().numpy(), res.cameras.dist[:, 0].detach().numpy()
+        if (rec.group == rec.group[0]).all():  # one camera: unregistered images share it too
+            rec.f[:], rec.k1[:] = rec.f[reg[0]], rec.k1[reg[0]]
+    reg = sorted(rec.R)
     rec.X[tracks_used] = res.points.detach().numpy()
     # every observation of a point in a registered image is (re)judged by its error: outliers drop out,
     # observations dropped under an earlier, worse geometry come back
