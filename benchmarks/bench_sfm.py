@@ -11,7 +11,8 @@ are reported.
 
 Figures per method: images registered, mean and median rotation error over all camera pairs (relative
 rotations, degrees: no alignment needed), ATE (RMSE of camera centres after a Sim(3) alignment, metres),
-focal error ``|f / f_gt - 1|``, runtime (seconds, wall, features to model). A table on stdout and JSON
+focal error ``|f / f_gt - 1|``, runtime (seconds, wall, features to model); without ground truth, the
+relative rotations' differences to COLMAP's over the images both registered (a note). A table on stdout and JSON
 (``--json`` or ``benchmarks/results/bench_sfm.json``).
 
     python benchmarks/bench_sfm.py [--scene herzjesu|kitchen|sacre_coeur] [--side 1024] [--no-peers] [--json PATH]
@@ -146,16 +147,18 @@ def main() -> None:
     images, gt, names = load_images(args.scene, args.side)
     h, w = images[0].shape[:2]
     print(f"{args.scene}: {len(images)} images, first {w}x{h}", file=sys.stderr)
-    rows = []
+    rows, models = [], {}
     try:
-        rows.append(_row("scenegrad sfm", run_scenegrad, images, names, gt))
+        rows.append(_row("scenegrad sfm", run_scenegrad, images, names, gt, models))
     except Exception as error:  # report, and still run the peer
         rows.append({"method": "scenegrad sfm", "error": f"{type(error).__name__}: {error}"})
     if not args.no_peers:
         try:
-            rows.append(_row("colmap (pycolmap)", run_colmap, images, names, gt))
+            rows.append(_row("colmap (pycolmap)", run_colmap, images, names, gt, models))
         except Exception as error:  # a peer failing must not hide our figures
             rows.append({"method": "colmap (pycolmap)", "error": f"{type(error).__name__}: {error}"})
+        if gt is None and len(models) == 2 and rows[0]["method"] == "scenegrad sfm":
+            rows[0].update(agreement(*models["scenegrad sfm"], *models["colmap (pycolmap)"]))
     _print_table(rows, args.scene, args.side)
     payload = {"benchmark": "bench_sfm", "machine": machine(), "scene": args.scene, "side": args.side, "rows": rows}
     path = Path(args.json) if args.json else RESULTS_DIR / f"bench_sfm_{args.scene}.json"
@@ -164,9 +167,32 @@ def main() -> None:
     print(f"wrote {path}")
 
 
-def _row(name, run, images, names, gt) -> dict:
+def _row(name, run, images, names, gt, models: dict) -> dict:
     cams, posed, seconds, extra = run(images, names)
+    if cams is not None:
+        models[name] = (cams, posed)
     return evaluate(name, cams, posed, seconds, gt, len(images), extra)
+
+
+def agreement(cams: Cameras, posed: list[int], ref: Cameras, ref_posed: list[int]) -> dict:
+    """Without ground truth: relative rotation differences (degrees) to the reference (COLMAP) over the
+    camera pairs both registered, and how many images that is."""
+    common = [i for i in posed if i in ref_posed]
+    if len(common) < 2:
+        return {}
+    Ra = cams.R.double()[[posed.index(i) for i in common]]
+    Rb = ref.R.double()[[ref_posed.index(i) for i in common]]
+    i, j = torch.triu_indices(len(common), len(common), 1)
+    pair = rotation_angles(Ra[j] @ Ra[i].transpose(-1, -2), Rb[j] @ Rb[i].transpose(-1, -2))
+    return {"rot_vs_colmap_mean_deg": float(pair.mean()), "rot_vs_colmap_max_deg": float(pair.max()),
+            "common_with_colmap": len(common)}
+
+
+def _agreement_note(r: dict) -> str:
+    if "rot_vs_colmap_mean_deg" not in r:
+        return ""
+    return (f"vs COLMAP ({r['common_with_colmap']} images): rot. pairs mean {r['rot_vs_colmap_mean_deg']:.3f}°, "
+            f"max {r['rot_vs_colmap_max_deg']:.3f}°")
 
 
 def _print_table(rows: list[dict], scene: str, side: int) -> None:
@@ -185,8 +211,8 @@ def _print_table(rows: list[dict], scene: str, side: int) -> None:
                       fmt(r.get("rot_pairs_mean_deg"), ".3f"), fmt(r.get("rot_pairs_median_deg"), ".3f"),
                       fmt(r.get("ate_m"), ".4f"),
                       "–" if r.get("focal_rel") is None else f"{100 * r['focal_rel']:.2f} %",
-                      fmt(r.get("seconds"), ".1f"), r.get("error", ""))
-    Console(width=130).print(table)
+                      fmt(r.get("seconds"), ".1f"), r.get("error", "") or _agreement_note(r))
+    Console(width=170).print(table)
 
 
 if __name__ == "__main__":

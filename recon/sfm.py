@@ -5,20 +5,31 @@ Pipeline (every step with well-kept tools; the bundle adjustment is :mod:`sceneg
 1. **Features**: OpenCV SIFT, descriptors mapped to RootSIFT (L1-normalised, square-rooted), keypoints in
    scenegrad pixels (centre of the top-left pixel at ``(0.5, 0.5)``), duplicates at one location dropped.
 2. **Matching**: mutual nearest neighbours with Lowe's ratio test, over all pairs (``"exhaustive"``) or
-   pairs within ``window`` frames (``"sequential"``, for videos).
+   pairs within ``window`` frames (``"sequential"``, for videos); similarities in row chunks (bfloat16
+   candidates re-scored in float32 by default, ``match_dtype``).
 3. **Verification**: a fundamental matrix by OpenCV's USAC MAGSAC++; pairs with fewer than ``min_inliers``
-   inliers are dropped.
+   inliers (15, COLMAP's) are dropped.
 4. **Tracks**: connected components of the verified matches (a bulk union-find in numpy); a
    track holding two keypoints of one image is inconsistent: its observations in that image are dropped
    (or the whole track, ``inconsistent_tracks="drop"``).
 5. **Initialisation**: the pair with the most inliers among those poorly explained by a homography
    (enough parallax), relative pose from the essential matrix (MAGSAC++) and ``recoverPose``.
 6. **Registration**: the image seeing the most triangulated tracks, by PnP RANSAC (EPnP samples,
-   Levenberg-Marquardt refinement on the inliers); then triangulation of the tracks it completes
+   Levenberg-Marquardt refinement on the inliers; ``min_pnp_inliers`` inliers making ``min_pnp_ratio`` of
+   its matches, as COLMAP; an image that fails is retried once another one is registered). When no image
+   sees enough points for PnP (a wide-baseline capture whose neighbouring views share few tracks with the
+   model), the image with the most verified matches with one registered image joins through their
+   relative pose (essential matrix; only an image whose camera a registered image already calibrates), the
+   baseline's length fitted to the few points it sees (one unknown: ``min_relative_points`` agreeing
+   points). Then triangulation of the tracks it completes
    (multi-view DLT, kept when the largest ray angle exceeds ``min_angle_deg``, the point is in front
-   of its cameras and reprojects within ``max_error_px``), global bundle adjustment (Cauchy loss,
-   focal length and ``k1`` refined) and removal of observations that end up
-   beyond ``max_error_px``.
+   of its cameras and reprojects within ``max_error_px``; a track an outlier spoils is triangulated again
+   from the observations that fit, and every untriangulated track is retried as images join), bundle
+   adjustment (Cauchy loss) and removal of observations that end up beyond ``max_error_px`` (observations
+   of registered images are re-judged each time: tracks continue into new images, rejected observations
+   can return). The bundle adjustment is local (the new image and the ``local_ba_images - 1`` images
+   sharing most points with it, intrinsics fixed) and global (every image, focal length and ``k1``
+   refined) whenever the model has grown by ``global_ba_ratio`` since the last global one, as COLMAP.
 
 The camera model is SIMPLE_RADIAL (scenegrad ``"opencv"`` with ``dist = (k1, 0, 0, 0, 0)``) with the
 principal point at the image centre; focal length and ``k1`` are shared by all images (one camera, the
@@ -56,7 +67,15 @@ class SfMOptions:
     needs. verify_px: epipolar RANSAC threshold (pixels). focal_prior: starting focal length in pixels
     (default ``1.2 * max(width, height)``). min_angle_deg / max_error_px: triangulation and filtering
     thresholds. min_pnp_inliers / pnp_error_px: inliers needed to register an image and their error (COLMAP's
-    12 px: the new image's focal length and the model are still rough). ba_loss_scale: Cauchy scale (pixels).
+    12 px: the new image's focal length and the model are still rough); min_pnp_ratio: the inliers' least share
+    of the image's 2D-3D matches. min_relative_points: points an image must see (within ``pnp_error_px``) to
+    join through its relative pose to a registered neighbour when PnP cannot register any image.
+    local_ba_images / global_ba_ratio: images in the local bundle adjustment after each registration, and the
+    growth of the model that triggers a global one (1.0: always global).
+    match_dtype: ``"bfloat16"`` (candidate neighbours in bfloat16, re-scored in float32: about twice as
+    fast on CPUs with AVX512-BF16 or AMX, slower on others) or ``"float32"``. ba_loss_scale: Cauchy scale (pixels).
+    ba_ftol: relative cost decrease that ends the bundle adjustments while the model grows (the last one
+    converges to ``1e-10``).
     camera_model: ``"SIMPLE_RADIAL"`` (focal and ``k1`` refined) or ``"SIMPLE_PINHOLE"`` (focal only).
     refine_intrinsics: ``False`` keeps ``focal_prior`` (and ``k1 = 0``): calibrated cameras.
     intrinsics: ``"shared"`` (one camera), ``"per_image"`` (photos from many cameras) or ``"auto"``
@@ -65,19 +84,25 @@ class SfMOptions:
     ``"drop"`` (drop the track).
     """
 
-    max_features: int = 4096
+    max_features: int = 8192
     contrast_threshold: float = 0.04
     ratio: float = 0.8
     matching: str = "exhaustive"
     window: int = 10
-    min_inliers: int = 30
+    match_dtype: str = "bfloat16"
+    min_inliers: int = 15
     verify_px: float = 1.5
     focal_prior: float | None = None
     min_angle_deg: float = 1.5
     max_error_px: float = 4.0
-    min_pnp_inliers: int = 20
+    min_pnp_inliers: int = 30
+    min_pnp_ratio: float = 0.25
+    min_relative_points: int = 5
+    local_ba_images: int = 6
+    global_ba_ratio: float = 1.1
     pnp_error_px: float = 12.0
     ba_loss_scale: float = 2.0
+    ba_ftol: float = 1e-6
     camera_model: str = "SIMPLE_RADIAL"
     refine_intrinsics: bool = True
     intrinsics: str = "auto"
@@ -152,20 +177,37 @@ def extract_features(image: np.ndarray | Tensor, max_features: int = 4096, contr
     return Features(xy + 0.5, desc, colours, loc.reshape(-1))
 
 
-def match_features(a: Features, b: Features, ratio: float = 0.8) -> np.ndarray:
+def match_features(a: Features, b: Features, ratio: float = 0.8, dtype: torch.dtype = torch.float32,
+                   chunk: int = 2048) -> np.ndarray:
     """``[K, 2]`` location index pairs (into ``a.xy``, ``b.xy``) of descriptors that are mutual nearest
-    neighbours passing the ratio test, one partner per location."""
+    neighbours passing the ratio test, one partner per location.
+
+    The similarities are computed ``chunk`` rows at a time (row top-3 and running column maxima: no full
+    ``[Da, Db]`` matrix). ``dtype=torch.bfloat16`` computes them in bfloat16 (about twice as fast on CPUs
+    with AVX512-BF16 or AMX, much slower on CPUs without); the row candidates are then re-scored in float32,
+    so the ratio test is exact and only the choice of the three candidates and the mutual check see the
+    rounding."""
     if len(a.desc) < 2 or len(b.desc) < 2:
         return np.zeros((0, 2), np.int64)
     da, db = torch.from_numpy(a.desc), torch.from_numpy(b.desc)
-    sim = da @ db.T
-    top = sim.topk(2, dim=1)
-    dist = (2 - 2 * top.values).clamp_min(0).sqrt()
-    best_ab = top.indices[:, 0]
-    best_ba = sim.argmax(0)
-    keep = (dist[:, 0] < ratio * dist[:, 1]) & (best_ba[best_ab] == torch.arange(len(da)))
+    db_low = db.to(dtype)
+    k = min(3 if dtype != torch.float32 else 2, len(db))
+    cand, row_best = [], []
+    col_best = torch.full((len(db),), -2.0, dtype=dtype)
+    for s in range(0, len(da), chunk):
+        sim = da[s:s + chunk].to(dtype) @ db_low.T
+        top = sim.topk(k, dim=1)
+        cand.append(top.indices)
+        row_best.append(top.values[:, 0])
+        col_best = torch.maximum(col_best, sim.amax(0))
+    cand, row_best = torch.cat(cand), torch.cat(row_best)
+    mutual = row_best >= col_best[cand[:, 0]]  # the row's best is also its column's best
+    exact, order = torch.einsum("nd,nkd->nk", da, db[cand]).sort(dim=1, descending=True)
+    cand = cand.gather(1, order)
+    dist = (2 - 2 * exact[:, :2]).clamp_min(0).sqrt()
+    keep = (dist[:, 0] < ratio * dist[:, 1]) & mutual & (order[:, 0] == 0)  # mutual check made on this partner
     i = torch.nonzero(keep)[:, 0].numpy()
-    pairs = np.unique(np.stack([a.loc[i], b.loc[best_ab.numpy()[i]]], 1), axis=0)
+    pairs = np.unique(np.stack([a.loc[i], b.loc[cand[:, 0].numpy()[i]]], 1), axis=0)
     # one partner per location: drop locations matched to two different ones (through two orientations)
     ok = np.ones(len(pairs), bool)
     for col in (0, 1):
@@ -323,6 +365,8 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
         raise ValueError(f"intrinsics must be 'shared', 'per_image' or 'auto', got {opt.intrinsics!r}")
     if opt.matching not in ("exhaustive", "sequential"):
         raise ValueError(f"matching must be 'exhaustive' or 'sequential', got {opt.matching!r}")
+    if opt.match_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"match_dtype must be 'float32' or 'bfloat16', got {opt.match_dtype!r}")
     frames_in = images.frames if isinstance(images, Scene) else None
     pixels = [_uint8(f.image()) for f in frames_in] if frames_in is not None else [_uint8(i) for i in images]
     if len(pixels) < 2:
@@ -339,26 +383,25 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
     feats = [extract_features(p, opt.max_features, opt.contrast_threshold) for p in pixels]
     seconds["features"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    n_img = len(feats)
-    pairs = [(i, j) for i in range(n_img) for j in range(i + 1, n_img)
-             if opt.matching == "exhaustive" or j - i <= opt.window]
-    matches: dict[tuple[int, int], np.ndarray] = {}
-    for i, j in pairs:
-        m = match_features(feats[i], feats[j], opt.ratio)
-        if len(m) < opt.min_inliers:
-            continue
-        inl = _verify(feats[i].xy[m[:, 0]], feats[j].xy[m[:, 1]], opt.verify_px)
-        if inl is not None and inl.sum() >= opt.min_inliers:
-            matches[(i, j)] = m[inl]
+    matches = _match_pairs(feats, opt)
     seconds["matching"] = time.perf_counter() - clock
     clock = time.perf_counter()
     if not matches:
         raise ValueError("no image pair has enough verified matches to start a reconstruction")
+    rec, track, obs_img, obs_kp, obs_xy = _map(feats, matches, sizes, shared, opt)
+    seconds["mapping"] = time.perf_counter() - clock
+    return _result(rec, feats, names, frames_in, pixels, track, obs_img, obs_kp, obs_xy, seconds)
+
+
+def _map(feats: list[Features], matches: dict[tuple[int, int], np.ndarray], sizes: np.ndarray, shared: bool,
+         opt: SfMOptions):
+    """The incremental mapping from verified matches: ``(reconstruction, track, obs_img, obs_kp, obs_xy)``."""
     track, obs_img, obs_kp = _tracks([len(f.xy) for f in feats], matches, opt.inconsistent_tracks)
     obs_xy = np.concatenate([feats[i].xy[k][None] for i, k in zip(obs_img, obs_kp, strict=True)]) \
         if len(track) else np.zeros((0, 2))
     n_tracks = int(track.max()) + 1 if len(track) else 0
 
+    n_img = len(feats)
     f0 = np.full(n_img, float(opt.focal_prior)) if opt.focal_prior else 1.2 * sizes.max(1)
     rec = _Recon({}, {}, f0, np.zeros(n_img), sizes / 2, np.zeros(n_img, np.int64) if shared else np.arange(n_img),
                  np.full((n_tracks, 3), np.nan), np.ones(len(track), bool))
@@ -367,26 +410,51 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
     _bundle(rec, track, obs_img, obs_xy, opt)
 
     failed: set[int] = set()
+    last_global = len(rec.R)  # images registered at the last global bundle adjustment
     while True:
         has_point = ~np.isnan(rec.X[track, 0]) & rec.active
-        candidates = [i for i in range(n_img) if i not in rec.R and i not in failed]
-        if not candidates:
-            break
         counts = np.bincount(obs_img[has_point], minlength=n_img)
-        best = max(candidates, key=lambda i: counts[i])
-        if counts[best] < opt.min_pnp_inliers:
-            break
-        sel = has_point & (obs_img == best)
-        if not _register(rec, best, rec.X[track[sel]], obs_xy[sel], opt):
-            failed.add(best)
-            continue
+        candidates = [i for i in range(n_img)
+                      if i not in rec.R and i not in failed and counts[i] >= opt.min_pnp_inliers]
+        if candidates:
+            best = max(candidates, key=lambda i: counts[i])
+            sel = has_point & (obs_img == best)
+            if not _register(rec, best, rec.X[track[sel]], obs_xy[sel], opt):
+                failed.add(best)
+                continue
+        else:  # no image sees enough points for PnP: extend from a registered neighbour's relative pose
+            best = next((j for j in _bridge_order(rec, matches, n_img)
+                         if _register_relative(rec, j, feats, matches, has_point, track, obs_img, obs_xy, opt)), None)
+            if best is None:
+                break
         failed.clear()  # a new camera can make earlier failures registrable
         _triangulate_new(rec, track, obs_img, obs_xy, opt)
-        _bundle(rec, track, obs_img, obs_xy, opt)
+        if len(rec.R) >= opt.global_ba_ratio * last_global:
+            _bundle(rec, track, obs_img, obs_xy, opt)
+            last_global = len(rec.R)
+        else:
+            _bundle(rec, track, obs_img, obs_xy, opt, around=best)
     _triangulate_new(rec, track, obs_img, obs_xy, opt)
-    _bundle(rec, track, obs_img, obs_xy, opt)
-    seconds["mapping"] = time.perf_counter() - clock
-    return _result(rec, feats, names, frames_in, pixels, track, obs_img, obs_kp, obs_xy, seconds)
+    _bundle(rec, track, obs_img, obs_xy, opt, final=True)
+    return rec, track, obs_img, obs_kp, obs_xy
+
+
+def _match_pairs(feats: list[Features], opt: SfMOptions) -> dict[tuple[int, int], np.ndarray]:
+    """Verified matches ``{(i, j): [K, 2] keypoint pairs}`` (``i < j``) of the pairs ``opt.matching`` selects."""
+    n_img = len(feats)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[opt.match_dtype]
+    matches: dict[tuple[int, int], np.ndarray] = {}
+    for i in range(n_img):
+        for j in range(i + 1, n_img):
+            if opt.matching == "sequential" and j - i > opt.window:
+                continue
+            m = match_features(feats[i], feats[j], opt.ratio, dtype)
+            if len(m) < opt.min_inliers:
+                continue
+            inl = _verify(feats[i].xy[m[:, 0]], feats[j].xy[m[:, 1]], opt.verify_px)
+            if inl is not None and inl.sum() >= opt.min_inliers:
+                matches[(i, j)] = m[inl]
+    return matches
 
 
 def _register(rec: _Recon, image: int, X: np.ndarray, xy: np.ndarray, opt: SfMOptions) -> bool:
@@ -408,7 +476,7 @@ def _register(rec: _Recon, image: int, X: np.ndarray, xy: np.ndarray, opt: SfMOp
             confidence=0.9999, flags=cv2.SOLVEPNP_EPNP)
         if ok and inliers is not None and (best is None or len(inliers) > len(best[3])):
             best = (f, rvec, tvec, inliers.ravel())
-    if best is None or len(best[3]) < opt.min_pnp_inliers:
+    if best is None or len(best[3]) < max(opt.min_pnp_inliers, opt.min_pnp_ratio * len(X)):
         rec.f[image] = prior
         return False
     f, rvec, tvec, inl = best
@@ -425,6 +493,79 @@ def _register(rec: _Recon, image: int, X: np.ndarray, xy: np.ndarray, opt: SfMOp
         rec.R[image], rec.t[image] = res.cameras.R[0].detach().numpy(), res.cameras.t[0].detach().numpy()
         rec.f[image] = float(res.cameras.fx[0])
     return True
+
+
+def _bridge_order(rec: _Recon, matches: dict[tuple[int, int], np.ndarray], n_img: int) -> list[int]:
+    """Unregistered images whose intrinsics are known (a registered image shares them), by their most verified
+    matches with one registered image, most first."""
+    known = {int(rec.group[i]) for i in rec.R}
+    best = np.zeros(n_img, np.int64)
+    for (i, j), m in matches.items():
+        if (i in rec.R) != (j in rec.R):
+            new = j if i in rec.R else i
+            best[new] = max(best[new], len(m))
+    order = [j for j in np.argsort(-best, kind="stable").tolist() if best[j] and int(rec.group[j]) in known]
+    return order
+
+
+def _register_relative(rec: _Recon, image: int, feats, matches, has_point, track, obs_img, obs_xy,
+                       opt: SfMOptions) -> bool:
+    """Pose of ``image`` from its relative pose to the registered image it shares most verified matches with
+    (essential matrix, MAGSAC++, ``recoverPose``) and the scale of the baseline fitted to the few points it
+    sees (one unknown: ``min_relative_points`` agreeing points suffice where PnP needs ``min_pnp_inliers``).
+
+    This continues the reconstruction through a camera whose neighbours are not registered yet (their
+    shared tracks have no point): it needs ``min_inliers`` essential-matrix inliers with that image, and at
+    least ``min_relative_points`` points within ``pnp_error_px`` once scaled; the bundle adjustment that
+    follows refines the pose."""
+    import cv2
+
+    partners = sorted(((len(m), i if j == image else j, m if i == image else m[:, ::-1])
+                       for (i, j), m in matches.items() if image in (i, j) and (j if i == image else i) in rec.R),
+                      key=lambda x: -x[0])
+    sel = has_point & (obs_img == image)
+    if sel.sum() < opt.min_relative_points:
+        return False
+    X = rec.X[track[sel]]
+    n_obs = _normalised(rec, image, obs_xy[sel])
+    for count, other, m in partners[:2]:
+        if count < opt.min_inliers:
+            break
+        n_new = _normalised(rec, image, feats[image].xy[m[:, 0]])
+        n_old = _normalised(rec, other, feats[other].xy[m[:, 1]])
+        threshold = opt.verify_px / math.sqrt(rec.f[image] * rec.f[other])
+        try:
+            E, mask = cv2.findEssentialMat(n_old, n_new, np.eye(3), cv2.USAC_MAGSAC, 0.9999, threshold)
+        except cv2.error:
+            continue
+        if E is None or E.shape != (3, 3):
+            continue
+        inliers, R_rel, t_rel, _ = cv2.recoverPose(E, n_old, n_new, np.eye(3), mask=mask)
+        if inliers < opt.min_inliers:
+            continue
+        # x_new = R_rel (R_o X + t_o) + s t_rel: each observation gives two equations linear in the scale s
+        R = R_rel @ rec.R[other]
+        a = (R_rel @ (rec.R[other] @ X.T + rec.t[other][:, None])).T
+        b = t_rel.ravel()
+        ca = a[:, :2] - n_obs * a[:, 2:]  # residual numerator at s = 0
+        cb = b[:2][None] - n_obs * b[2]  # its derivative in s
+        s_each = -(ca * cb).sum(1) / np.maximum((cb * cb).sum(1), 1e-18)
+        best = (0, None)
+        for s_try in s_each[s_each > 0]:
+            xc = a + s_try * b
+            uv = xc[:, :2] / np.where(np.abs(xc[:, 2:]) > 1e-12, xc[:, 2:], 1e-12)
+            ok = (xc[:, 2] > 0) & (np.linalg.norm(uv - n_obs, axis=1) * rec.f[image] <= opt.pnp_error_px)
+            if ok.sum() > best[0]:
+                best = (int(ok.sum()), ok)
+        if best[0] < opt.min_relative_points or best[0] < 0.5 * len(X):
+            continue
+        ok = best[1]
+        s_fit = -(ca[ok] * cb[ok]).sum() / max((cb[ok] * cb[ok]).sum(), 1e-18)
+        if s_fit <= 0:
+            continue
+        rec.R[image], rec.t[image] = R, R_rel @ rec.t[other] + s_fit * b
+        return True
+    return False
 
 
 def _initialise(rec: _Recon, feats, matches, opt: SfMOptions, track, obs_img, obs_kp, obs_xy) -> None:
@@ -483,6 +624,12 @@ def _triangulate_new(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> No
         uv, z = _project(rec, imgs, np.broadcast_to(X, (len(idx), 3)))
         err = np.linalg.norm(uv - obs_xy[idx], axis=1)
         good = (z > 0) & (err <= opt.max_error_px)
+        if 2 <= good.sum() < len(good):  # an outlier pulled the point: again from the observations that fit
+            X = _triangulate(P[good], n_all[idx[good]])
+            if not np.isfinite(X).all():
+                continue
+            uv, z = _project(rec, imgs, np.broadcast_to(X, (len(idx), 3)))
+            good = (z > 0) & (np.linalg.norm(uv - obs_xy[idx], axis=1) <= opt.max_error_px)
         if good.sum() < 2:
             continue
         centres = np.stack([-rec.R[int(i)].T @ rec.t[int(i)] for i in imgs[good]])
@@ -493,12 +640,34 @@ def _triangulate_new(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> No
         rec.X[tr] = X
 
 
-def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> None:
-    """Global bundle adjustment of the registered images and triangulated tracks, then the removal of
-    observations beyond ``max_error_px`` (and of points left with fewer than two)."""
+def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions, around: int | None = None,
+            final: bool = False) -> None:
+    """Bundle adjustment, then the removal of observations beyond ``max_error_px`` (and of points left with
+    fewer than two).
+
+    Global (``around=None``): every registered image and triangulated track, intrinsics refined. Local
+    (around image ``around``): that image and the ``local_ba_images - 1`` registered images sharing most points
+    with it, with every point they see; the other images observing those points are held fixed, and so are
+    the intrinsics (global when fewer than two images would be fixed). While the model grows, the solve stops
+    at a relative cost decrease below ``ba_ftol``; the ``final`` one converges fully."""
     reg = sorted(rec.R)
-    pos = {i: k for k, i in enumerate(reg)}
     use = rec.active & ~np.isnan(rec.X[track, 0]) & np.isin(obs_img, reg)
+    fixed = None
+    if around is not None:
+        mine = np.zeros(len(rec.X), bool)
+        mine[track[use & (obs_img == around)]] = True
+        shared = use & mine[track] & (obs_img != around)
+        count = np.bincount(obs_img[shared], minlength=len(rec.f))
+        local = {around, *[i for i in np.argsort(-count, kind="stable")[:opt.local_ba_images - 1].tolist()
+                           if count[i] > 0]}
+        seen = np.zeros(len(rec.X), bool)
+        seen[track[use & np.isin(obs_img, list(local))]] = True
+        local_use = use & seen[track]
+        local_reg = sorted(set(obs_img[local_use].tolist()))
+        if sum(i not in local for i in local_reg) >= 2:
+            use, reg = local_use, local_reg
+            fixed = torch.tensor([i not in local for i in reg])
+    pos = {i: k for k, i in enumerate(reg)}
     tracks_used, point_idx = np.unique(track[use], return_inverse=True)
     if len(tracks_used) < 3:
         return
@@ -506,16 +675,19 @@ def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions) -> None:
     obs = Observations(torch.tensor([pos[int(i)] for i in obs_img[use]]), torch.from_numpy(point_idx),
                        torch.from_numpy(obs_xy[use]))
     refine = ("focal", "k1") if opt.camera_model == "SIMPLE_RADIAL" else ("focal",)
-    if len(reg) < opt.refine_from or not opt.refine_intrinsics:
+    if len(reg) < opt.refine_from or not opt.refine_intrinsics or fixed is not None:
         refine = ()
     res = bundle_adjust(cams, torch.from_numpy(rec.X[tracks_used]), obs, refine_intrinsics=refine,
-                        intrinsic_groups=torch.from_numpy(rec.group[reg]),
-                        options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=30))
+                        intrinsic_groups=torch.from_numpy(rec.group[reg]), fixed_cameras=fixed,
+                        options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=30,
+                                          ftol=1e-10 if final else opt.ba_ftol))
     for k, i in enumerate(reg):
         rec.R[i], rec.t[i] = res.cameras.R[k].detach().numpy(), res.cameras.t[k].detach().numpy()
-    rec.f[reg], rec.k1[reg] = res.cameras.fx.detach().numpy(), res.cameras.dist[:, 0].detach().numpy()
-    if len(reg) and (rec.group == rec.group[0]).all():  # one camera: unregistered images share it too
-        rec.f[:], rec.k1[:] = rec.f[reg[0]], rec.k1[reg[0]]
+    if refine:
+        rec.f[reg], rec.k1[reg] = res.cameras.fx.detach().numpy(), res.cameras.dist[:, 0].detach().numpy()
+        if (rec.group == rec.group[0]).all():  # one camera: unregistered images share it too
+            rec.f[:], rec.k1[:] = rec.f[reg[0]], rec.k1[reg[0]]
+    reg = sorted(rec.R)
     rec.X[tracks_used] = res.points.detach().numpy()
     # every observation of a point in a registered image is (re)judged by its error: outliers drop out,
     # observations dropped under an earlier, worse geometry come back
