@@ -16,6 +16,7 @@ Pixel coordinates follow scenegrad's convention (:mod:`scenegrad.render.cameras`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from scenegrad.render.cameras import Cameras
 
-__all__ = ["Tracks", "klt_tracks", "refine_with_tracks", "TrackRefinement"]
+__all__ = ["Tracks", "klt_tracks", "refine_with_tracks", "repair_pose_breaks", "TrackRefinement"]
 
 
 @dataclass
@@ -101,7 +102,8 @@ def klt_tracks(frames: np.ndarray, max_points: int = 4000, quality: float = 1e-4
 @dataclass
 class TrackRefinement:
     """What :func:`refine_with_tracks` did: tracks and observations used, reprojection RMSE (pixels)
-    before and after, the depth scale applied, and whether the refined cameras were kept."""
+    before and after, the depth scale applied, whether the refined cameras were kept, and the
+    consecutive pairs ``(i, i + 1)`` whose relative pose :func:`repair_pose_breaks` replaced (by ``i``)."""
 
     tracks: int
     observations: int
@@ -110,10 +112,98 @@ class TrackRefinement:
     depth_scale: float
     accepted: bool
     reason: str
+    repaired: tuple[int, ...] = ()
+
+
+def _pair_tracks(tracks: Tracks, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels ``[M, 2]`` in frames ``i`` and ``i + 1`` of the tracks seen in both."""
+    a = tracks.frame == i
+    b = tracks.frame == i + 1
+    ta, tb = tracks.track[a], tracks.track[b]
+    common, ia, ib = np.intersect1d(ta.numpy(), tb.numpy(), assume_unique=True, return_indices=True)
+    return tracks.uv[a][ia].numpy(), tracks.uv[b][ib].numpy()
+
+
+def _sampson_inliers(E: np.ndarray, x1: np.ndarray, x2: np.ndarray, K: np.ndarray, threshold_px: float) -> int:
+    """Correspondences (pixels) within ``threshold_px`` (Sampson distance) of the epipolar geometry of
+    the essential matrix ``E`` (``x2^T E x1 = 0`` in normalised coordinates)."""
+    Ki = np.linalg.inv(K)
+    F = Ki.T @ E @ Ki
+    h1 = np.concatenate([x1, np.ones((len(x1), 1))], 1)
+    h2 = np.concatenate([x2, np.ones((len(x2), 1))], 1)
+    Fx1, Ftx2 = h1 @ F.T, h2 @ F
+    num = np.einsum("ij,ij->i", h2, Fx1) ** 2
+    den = Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d2 = np.where(den > 0, num / den, np.inf)
+    return int((d2 < threshold_px**2).sum())
+
+
+def repair_pose_breaks(cameras: Cameras, tracks: Tracks, *, min_tracks: int = 30, max_deg: float = 3.0,
+                       threshold_px: float = 1.5, min_gain: float = 1.5) -> tuple[Cameras, tuple[int, ...]]:
+    """Replace the relative pose of consecutive frames where two-view geometry clearly contradicts it.
+
+    For every pair ``(i, i + 1)`` with at least ``min_tracks`` shared tracks, an essential matrix is fitted
+    to them (OpenCV's USAC MAGSAC, the cameras' intrinsics of frame ``i``). Where its rotation differs from
+    the current relative rotation by more than ``max_deg`` degrees and it explains at least ``min_gain``
+    times as many tracks (Sampson distance under ``threshold_px``) as the current relative pose does, the
+    pair is a break (dense flow can fail on one pair, for example under motion blur, and a closed-form
+    pose solve then turns the camera by tens of degrees): frame ``i + 1`` gets the essential matrix's
+    rotation and translation direction, the translation's length the median of the neighbouring pairs',
+    and every later frame keeps its pose relative to frame ``i + 1``.
+
+    Returns the cameras (float64) and the repaired pairs' ``i``.
+    """
+    import cv2
+
+    cams = cameras.to(dtype=torch.float64)
+    R, t = cams.R.clone().numpy(), cams.t.clone().numpy()
+    N = len(cams)
+    steps = np.linalg.norm(np.stack([t[i + 1] - (R[i + 1] @ R[i].T) @ t[i] for i in range(N - 1)]), axis=1) \
+        if N > 1 else np.zeros(0)
+    repaired: list[int] = []
+    for i in range(N - 1):
+        x1, x2 = _pair_tracks(tracks, i)
+        if len(x1) < min_tracks:
+            continue
+        K = np.array([[float(cams.fx[i]), 0.0, float(cams.cx[i])], [0.0, float(cams.fy[i]), float(cams.cy[i])],
+                      [0.0, 0.0, 1.0]])
+        try:
+            E, mask = cv2.findEssentialMat(x1, x2, K, cv2.USAC_MAGSAC, 0.999, threshold_px)
+        except cv2.error:
+            continue
+        if E is None or E.shape != (3, 3) or mask is None:
+            continue
+        _, R_e, t_e, _ = cv2.recoverPose(E, x1, x2, K, mask=mask.copy())
+        R_rel = R[i + 1] @ R[i].T
+        t_rel = t[i + 1] - R_rel @ t[i]
+        cos = np.clip((np.trace(R_e @ R_rel.T) - 1) / 2, -1.0, 1.0)
+        if np.degrees(np.arccos(cos)) <= max_deg:
+            continue
+        tx = np.array([[0, -t_rel[2], t_rel[1]], [t_rel[2], 0, -t_rel[0]], [-t_rel[1], t_rel[0], 0]])
+        current = _sampson_inliers(tx @ R_rel, x1, x2, K, threshold_px) if np.linalg.norm(t_rel) > 1e-12 else 0
+        fitted = _sampson_inliers(E, x1, x2, K, threshold_px)
+        if fitted < min_gain * max(current, 1) or fitted < min_tracks:
+            continue
+        others = np.concatenate([steps[max(0, i - 3):i], steps[i + 1:i + 4]])
+        length = float(np.median(others)) if len(others) else float(np.linalg.norm(t_rel))
+        R_new = R_e @ R[i]
+        t_new = R_e @ t[i] + length * t_e[:, 0] / max(np.linalg.norm(t_e), 1e-12)
+        # later frames keep their pose relative to frame i + 1: T_j' = T_j T_{i+1}^-1 T_{i+1}'
+        for j in range(i + 2, N):
+            R_j1 = R[j] @ R[i + 1].T
+            t_j1 = t[j] - R_j1 @ t[i + 1]
+            R[j], t[j] = R_j1 @ R_new, R_j1 @ t_new + t_j1
+        R[i + 1], t[i + 1] = R_new, t_new
+        repaired.append(i)
+    if not repaired:
+        return cams, ()
+    return dataclasses.replace(cams, R=torch.from_numpy(R), t=torch.from_numpy(t)), tuple(repaired)
 
 
 def refine_with_tracks(cameras: Cameras, depths: Tensor, tracks: Tracks, *, loss_scale_px: float = 1.0,
-                       max_iterations: int = 100, min_tracks: int = 50) -> tuple[Cameras, Tensor, TrackRefinement]:
+                       max_iterations: int = 100, min_tracks: int = 50,
+                       repair: bool = True) -> tuple[Cameras, Tensor, TrackRefinement]:
     """Bundle-adjust ``cameras`` (``N`` pinhole cameras sharing one focal length) on ``tracks``,
     starting each track's point from ``depths [N, H, W]`` (camera ``z``) at its first observation.
 
@@ -121,6 +211,12 @@ def refine_with_tracks(cameras: Cameras, depths: Tensor, tracks: Tracks, *, loss
     (the median ratio of the refined points' depths to FlowMap's at the first observations), and a
     :class:`TrackRefinement`. The input is returned unchanged (``accepted=False``) when there are
     fewer than ``min_tracks`` tracks or the adjustment does not lower the reprojection error.
+
+    With ``repair``, the adjusted cameras are checked for pairs of frames whose relative pose the
+    tracks' two-view geometry clearly contradicts (:func:`repair_pose_breaks`); those are re-posed and
+    the adjustment runs once more from there: a bundle adjustment alone does not turn a camera back
+    by tens of degrees. (The check runs after a first adjustment because FlowMap's own focal length
+    can be far off, and two-view geometry with a wrong focal length disagrees with every pair.)
     """
     from scenegrad.recon.ba import BAOptions, Observations, bundle_adjust
 
@@ -128,26 +224,42 @@ def refine_with_tracks(cameras: Cameras, depths: Tensor, tracks: Tracks, *, loss
     if tracks.count < min_tracks:
         return cameras, depths, TrackRefinement(tracks.count, len(tracks.frame), float("nan"), float("nan"), 1.0,
                                                 False, f"{tracks.count} tracks (< {min_tracks})")
-    cams = cameras.to(dtype=torch.float64)
     first = torch.ones(len(tracks.track), dtype=torch.bool)
     first[1:] = tracks.track[1:] != tracks.track[:-1]
     i0, uv0 = tracks.frame[first], tracks.uv[first]
     col = (uv0[:, 0] - 0.5).round().long().clamp(0, W - 1)
     row = (uv0[:, 1] - 0.5).round().long().clamp(0, H - 1)
-    z0 = depths.double()[i0, row, col]
-    xc = torch.stack([(uv0[:, 0] - cams.cx[i0]) / cams.fx[i0] * z0, (uv0[:, 1] - cams.cy[i0]) / cams.fy[i0] * z0,
-                      z0], -1)
-    points = torch.einsum("nji,nj->ni", cams.R[i0], xc - cams.t[i0])  # R^T (x - t)
-    result = bundle_adjust(cams, points, Observations(tracks.frame, tracks.track, tracks.uv),
-                           refine_intrinsics=("focal",), intrinsic_groups=torch.zeros(N, dtype=torch.long),
-                           options=BAOptions(loss="huber", loss_scale=loss_scale_px, max_iterations=max_iterations))
+    z_first = depths.double()[i0, row, col]
+    observations = Observations(tracks.frame, tracks.track, tracks.uv)
+    options = BAOptions(loss="huber", loss_scale=loss_scale_px, max_iterations=max_iterations)
+
+    def adjust(cams: Cameras, z0: Tensor):
+        """Bundle adjustment from ``cams`` with each track's point at depth ``z0`` along its first ray;
+        the result and the scale of the refined points' depths relative to ``z0`` (None: rejected)."""
+        xc = torch.stack([(uv0[:, 0] - cams.cx[i0]) / cams.fx[i0] * z0,
+                          (uv0[:, 1] - cams.cy[i0]) / cams.fy[i0] * z0, z0], -1)
+        points = torch.einsum("nji,nj->ni", cams.R[i0], xc - cams.t[i0])  # R^T (x - t)
+        result = bundle_adjust(cams, points, observations, refine_intrinsics=("focal",),
+                               intrinsic_groups=torch.zeros(N, dtype=torch.long), options=options)
+        if not result.rmse_final < result.rmse_initial or not torch.isfinite(result.points).all():
+            return result, None
+        z1 = (torch.einsum("nij,nj->ni", result.cameras.R[i0], result.points) + result.cameras.t[i0])[:, 2]
+        ok = (z0 > 0) & (z1 > 0)
+        return result, float((z1[ok] / z0[ok]).median()) if ok.any() else 1.0
+
+    result, scale = adjust(cameras.to(dtype=torch.float64), z_first)
     info = TrackRefinement(tracks.count, len(tracks.frame), result.rmse_initial, result.rmse_final, 1.0, False,
                            result.reason)
-    if not result.rmse_final < result.rmse_initial or not torch.isfinite(result.points).all():
+    if scale is None:
         return cameras, depths, info
     refined = result.cameras
-    z1 = (torch.einsum("nij,nj->ni", refined.R[i0], result.points) + refined.t[i0])[:, 2]
-    ok = (z0 > 0) & (z1 > 0)
-    scale = float((z1[ok] / z0[ok]).median()) if ok.any() else 1.0
+    if repair:
+        fixed, repaired = repair_pose_breaks(refined, tracks)
+        if repaired:
+            again, scale2 = adjust(fixed, z_first * scale)
+            info.repaired = repaired
+            if scale2 is not None:
+                refined, scale = again.cameras, scale * scale2
+                info.rmse_final, info.reason = again.rmse_final, again.reason
     info.depth_scale, info.accepted = scale, True
     return refined.to(dtype=cameras.dtype), depths * scale, info
