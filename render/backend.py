@@ -97,44 +97,7 @@ def native_module() -> ModuleType:
     module = build.native()
     if module is None:  # pragma: no cover - resolve() guards this
         raise RuntimeError(f"native kernels unavailable: {build.state().error}")
-    if not _allocator_tuned:
-        tune_allocator()
     return module
-
-
-MALLOC_ENV_VAR = "SCENEGRAD_MALLOC_TUNING"
-_allocator_tuned = False
-
-
-def tune_allocator() -> bool:
-    """Keep freed heap memory in the process for reuse instead of handing it back to the OS (glibc).
-
-    CPU rendering allocates and frees the same multi-megabyte tensors on every call (images,
-    rasterizer outputs, mip pyramids, gradients). By default glibc returns freed memory at the top
-    of the heap to the kernel once it exceeds a few megabytes, so the next call's tensors are fresh
-    pages: a page fault and a page clear per 4 KiB. For a 1024x1024 texture's mip pyramid and its
-    gradient that is about half of the texture op's time on two cores. This raises glibc's trim
-    threshold to 1 GiB and its mmap threshold to 256 MiB (what jemalloc and tcmalloc, which PyTorch's
-    CPU performance guides recommend, do by design): the process's resident memory stays near its
-    peak instead of shrinking between calls.
-
-    Called once, the first time a native kernel runs; ``SCENEGRAD_MALLOC_TUNING=0`` leaves the
-    allocator alone. Returns whether the settings were applied (``False`` off glibc).
-    """
-    global _allocator_tuned
-    _allocator_tuned = True
-    if os.environ.get(MALLOC_ENV_VAR, "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # glibc only  # noqa: B018
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    ok = libc.mallopt(m_trim_threshold, 1 << 30) == 1
-    return bool(libc.mallopt(m_mmap_threshold, 256 << 20) == 1) and ok
 
 
 def would_use(area: str, device: str = "cpu") -> str:
