@@ -13,18 +13,6 @@
 namespace scenegrad {
 namespace mesh {
 
-namespace {
-
-// Whether pixel p looks up exactly what pixel p - 1 does (bitwise-equal uv, uv_da and bias).
-template <typename T>
-inline bool same_lookup(const T* uv, const T* uv_da, const T* bias, int64_t p) {
-    if (std::memcmp(uv + 2 * p, uv + 2 * (p - 1), 2 * sizeof(T)) != 0) return false;
-    if (uv_da && std::memcmp(uv_da + 4 * p, uv_da + 4 * (p - 1), 4 * sizeof(T)) != 0) return false;
-    return !bias || std::memcmp(bias + p, bias + p - 1, sizeof(T)) == 0;
-}
-
-}  // namespace
-
 torch::Tensor texture_fwd_cpu(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
                               const torch::Tensor& uv, const torch::Tensor& uv_da, const torch::Tensor& bias,
                               int64_t boundary, int64_t filter) {
@@ -42,12 +30,6 @@ torch::Tensor texture_fwd_cpu(const torch::Tensor& buf, const torch::Tensor& off
             constexpr int kC = decltype(channels)::value;
             SG_OMP(parallel for schedule(static))
             for (int64_t p = 0; p < d.pixels; ++p) {
-                // A pixel whose inputs equal its left neighbour's (the background of a rasterized
-                // image: uv and derivatives all 0) copies its output.
-                if (p % d.hw > 0 && same_lookup(up, dap, biasp, p)) {
-                    for (int c = 0; c < d.C; ++c) op[p * d.C + c] = op[(p - 1) * d.C + c];
-                    continue;
-                }
                 const scalar_t* tex = bp + (d.tex_batched ? (p / d.hw) * d.total * d.C : 0);
                 const scalar_t lod = mip ? texture_lod(dap + 4 * p, d.sizes[0], d.sizes[1],
                                                        biasp ? biasp[p] : scalar_t(0), (scalar_t*)nullptr)
@@ -124,17 +106,6 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& buf, const torch
             constexpr int kC = decltype(channels)::value;
             SG_OMP(parallel for schedule(static))
             for (int64_t p = 0; p < d.pixels; ++p) {
-                // No gradient in (a masked-out pixel): nothing to scatter, zero gradients out.
-                bool any = false;
-                for (int c = 0; c < d.C; ++c) any |= gp[p * d.C + c] != scalar_t(0);
-                if (!any) {
-                    gup[2 * p] = gup[2 * p + 1] = scalar_t(0);
-                    if (mip) {
-                        glp[p] = scalar_t(0);
-                        for (int k = 0; k < 4; ++k) gdap[4 * p + k] = scalar_t(0);
-                    }
-                    continue;
-                }
                 const int64_t base = d.tex_batched ? (p / d.hw) * d.total * d.C : 0;
                 scalar_t* gtex = scatter.local() + base;
                 auto add = [&](int64_t texel, int c, scalar_t value) { scatter.add(gtex + texel * d.C + c, value); };
