@@ -301,6 +301,20 @@ def _tracks(sizes: list[int], matches: dict[tuple[int, int], np.ndarray], split:
 # ----------------------------------------------------------------------------------------------
 
 
+def _relative_pose(na: np.ndarray, nb: np.ndarray, threshold: float):
+    """Essential matrix (USAC MAGSAC) between normalised coordinates ``na``, ``nb`` and its pose:
+    ``(inliers, R, t [3, 1], mask)`` with ``x_b ~ R x_a + t``, or ``None`` when no model fits."""
+    import cv2
+
+    try:
+        E, mask = cv2.findEssentialMat(na, nb, np.eye(3), cv2.USAC_MAGSAC, 0.9999, threshold)
+    except cv2.error:  # no model (see _verify)
+        return None
+    if E is None or E.shape != (3, 3):
+        return None
+    return cv2.recoverPose(E, na, nb, np.eye(3), mask=mask)
+
+
 def _normalised(rec: _Recon, img: np.ndarray | int, xy: np.ndarray) -> np.ndarray:
     """Undistorted normalised coordinates of pixels ``xy [n, 2]`` in images ``img`` (SIMPLE_RADIAL,
     fixed-point iterations)."""
@@ -518,7 +532,6 @@ def _register_relative(rec: _Recon, image: int, feats, matches, has_point, track
     shared tracks have no point): it needs ``min_inliers`` essential-matrix inliers with that image, and at
     least ``min_relative_points`` points within ``pnp_error_px`` once scaled; the bundle adjustment that
     follows refines the pose."""
-    import cv2
 
     partners = sorted(((len(m), i if j == image else j, m if i == image else m[:, ::-1])
                        for (i, j), m in matches.items() if image in (i, j) and (j if i == image else i) in rec.R),
@@ -534,13 +547,10 @@ def _register_relative(rec: _Recon, image: int, feats, matches, has_point, track
         n_new = _normalised(rec, image, feats[image].xy[m[:, 0]])
         n_old = _normalised(rec, other, feats[other].xy[m[:, 1]])
         threshold = opt.verify_px / math.sqrt(rec.f[image] * rec.f[other])
-        try:
-            E, mask = cv2.findEssentialMat(n_old, n_new, np.eye(3), cv2.USAC_MAGSAC, 0.9999, threshold)
-        except cv2.error:
+        pose = _relative_pose(n_old, n_new, threshold)
+        if pose is None:
             continue
-        if E is None or E.shape != (3, 3):
-            continue
-        inliers, R_rel, t_rel, _ = cv2.recoverPose(E, n_old, n_new, np.eye(3), mask=mask)
+        inliers, R_rel, t_rel, _ = pose
         if inliers < opt.min_inliers:
             continue
         # x_new = R_rel (R_o X + t_o) + s t_rel: each observation gives two equations linear in the scale s
@@ -569,7 +579,6 @@ def _register_relative(rec: _Recon, image: int, feats, matches, has_point, track
 
 
 def _initialise(rec: _Recon, feats, matches, opt: SfMOptions, track, obs_img, obs_kp, obs_xy) -> None:
-    import cv2
 
     scored = []
     for (i, j), m in matches.items():
@@ -581,13 +590,10 @@ def _initialise(rec: _Recon, feats, matches, opt: SfMOptions, track, obs_img, ob
         na = _normalised(rec, i, feats[i].xy[m[:, 0]])
         nb = _normalised(rec, j, feats[j].xy[m[:, 1]])
         threshold = opt.verify_px / math.sqrt(rec.f[i] * rec.f[j])
-        try:
-            E, mask = cv2.findEssentialMat(na, nb, np.eye(3), cv2.USAC_MAGSAC, 0.9999, threshold)
-        except cv2.error:  # no model (see _verify)
+        pose = _relative_pose(na, nb, threshold)
+        if pose is None:
             continue
-        if E is None or E.shape != (3, 3):
-            continue
-        count, R, t, mask = cv2.recoverPose(E, na, nb, np.eye(3), mask=mask)
+        count, R, t, mask = pose
         if count < opt.min_inliers:
             continue
         rec.R[i], rec.t[i] = np.eye(3), np.zeros(3)
