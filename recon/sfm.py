@@ -301,18 +301,22 @@ def _tracks(sizes: list[int], matches: dict[tuple[int, int], np.ndarray], split:
 # ----------------------------------------------------------------------------------------------
 
 
-def _relative_pose(na: np.ndarray, nb: np.ndarray, threshold: float):
-    """Essential matrix (USAC MAGSAC) between normalised coordinates ``na``, ``nb`` and its pose:
-    ``(inliers, R, t [3, 1], mask)`` with ``x_b ~ R x_a + t``, or ``None`` when no model fits."""
+def _relative_pose(rec: _Recon, opt: SfMOptions, ia: int, xa: np.ndarray, ib: int, xb: np.ndarray):
+    """Essential matrix (USAC MAGSAC, ``verify_px``) between pixels ``xa`` of image ``ia`` and ``xb`` of
+    ``ib`` and its pose: ``(inliers, R, t [3, 1], mask)`` with ``x_b ~ R x_a + t``, or ``None`` when no
+    model fits or it has fewer than ``min_inliers`` inliers."""
     import cv2
 
+    na, nb = _normalised(rec, ia, xa), _normalised(rec, ib, xb)
+    threshold = opt.verify_px / math.sqrt(rec.f[ia] * rec.f[ib])
     try:
         E, mask = cv2.findEssentialMat(na, nb, np.eye(3), cv2.USAC_MAGSAC, 0.9999, threshold)
     except cv2.error:  # no model (see _verify)
         return None
     if E is None or E.shape != (3, 3):
         return None
-    return cv2.recoverPose(E, na, nb, np.eye(3), mask=mask)
+    pose = cv2.recoverPose(E, na, nb, np.eye(3), mask=mask)
+    return pose if pose[0] >= opt.min_inliers else None
 
 
 def _normalised(rec: _Recon, img: np.ndarray | int, xy: np.ndarray) -> np.ndarray:
@@ -544,15 +548,10 @@ def _register_relative(rec: _Recon, image: int, feats, matches, has_point, track
     for count, other, m in partners[:2]:
         if count < opt.min_inliers:
             break
-        n_new = _normalised(rec, image, feats[image].xy[m[:, 0]])
-        n_old = _normalised(rec, other, feats[other].xy[m[:, 1]])
-        threshold = opt.verify_px / math.sqrt(rec.f[image] * rec.f[other])
-        pose = _relative_pose(n_old, n_new, threshold)
+        pose = _relative_pose(rec, opt, other, feats[other].xy[m[:, 1]], image, feats[image].xy[m[:, 0]])
         if pose is None:
             continue
-        inliers, R_rel, t_rel, _ = pose
-        if inliers < opt.min_inliers:
-            continue
+        _, R_rel, t_rel, _ = pose
         # x_new = R_rel (R_o X + t_o) + s t_rel: each observation gives two equations linear in the scale s
         R = R_rel @ rec.R[other]
         a = (R_rel @ (rec.R[other] @ X.T + rec.t[other][:, None])).T
@@ -587,15 +586,10 @@ def _initialise(rec: _Recon, feats, matches, opt: SfMOptions, track, obs_img, ob
     scored.sort(reverse=True)
     for _, i, j in scored:
         m = matches[(i, j)]
-        na = _normalised(rec, i, feats[i].xy[m[:, 0]])
-        nb = _normalised(rec, j, feats[j].xy[m[:, 1]])
-        threshold = opt.verify_px / math.sqrt(rec.f[i] * rec.f[j])
-        pose = _relative_pose(na, nb, threshold)
+        pose = _relative_pose(rec, opt, i, feats[i].xy[m[:, 0]], j, feats[j].xy[m[:, 1]])
         if pose is None:
             continue
         count, R, t, mask = pose
-        if count < opt.min_inliers:
-            continue
         rec.R[i], rec.t[i] = np.eye(3), np.zeros(3)
         rec.R[j], rec.t[j] = R, t.ravel()
         before = (~np.isnan(rec.X[:, 0])).sum()
