@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 # The demo builds the native kernels, reports the machine, and reconstructs the built-in sample
-# clip (a walk through a textured room that scenegrad renders itself) into demo_out/: about 4
+# clip (a walk through a textured room that scenegrad renders itself) into demo_out/: about 3
 # minutes on 2 CPU cores.
 demo: $(STAMP)
 	$(VENV)/bin/scenegrad info --build
