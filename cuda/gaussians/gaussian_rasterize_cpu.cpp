@@ -16,6 +16,7 @@
 
 #include "common/checks.h"
 #include "common/scatter_cpu.h"
+#include "common/tiles.h"
 #include "gaussians/rasterize.h"
 #include "gaussians/rasterize_ops.h"
 
@@ -145,23 +146,6 @@ struct TileSplats {
         }
     }
 };
-
-struct TileCoords {
-    int cam, x0, y0, x1, y1;  // pixel range [x0, x1) x [y0, y1)
-};
-
-inline TileCoords tile_coords(const RasterDims& d, int64_t tile) {
-    const int64_t per_cam = (int64_t)d.tiles_x * d.tiles_y;
-    TileCoords t;
-    t.cam = (int)(tile / per_cam);
-    const int rest = (int)(tile % per_cam);
-    const int ty = rest / d.tiles_x, tx = rest % d.tiles_x;
-    t.x0 = tx * d.tile;
-    t.y0 = ty * d.tile;
-    t.x1 = std::min(d.W, t.x0 + d.tile);
-    t.y1 = std::min(d.H, t.y0 + d.tile);
-    return t;
-}
 
 // Below about 64k (Gaussian, pixel) pairs a parallel region costs more than it saves.
 inline bool worth_parallel(int64_t M, const RasterDims& d, int64_t n_tiles) {

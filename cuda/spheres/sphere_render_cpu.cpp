@@ -12,29 +12,13 @@
 
 #include "common/checks.h"
 #include "common/scatter_cpu.h"
+#include "common/tiles.h"
 #include "spheres/sphere_ops.h"
 #include "spheres/spheres.h"
 
 namespace scenegrad {
 namespace spheres {
 namespace {
-
-struct TileCoords {
-    int cam, x0, y0, x1, y1;  // pixel range [x0, x1) x [y0, y1)
-};
-
-inline TileCoords tile_coords(const SphereDims& d, int64_t tile) {
-    const int64_t per_cam = (int64_t)d.tiles_x * d.tiles_y;
-    TileCoords t;
-    t.cam = (int)(tile / per_cam);
-    const int rest = (int)(tile % per_cam);
-    const int ty = rest / d.tiles_x, tx = rest % d.tiles_x;
-    t.x0 = tx * d.tile;
-    t.y0 = ty * d.tile;
-    t.x1 = std::min(d.W, t.x0 + d.tile);
-    t.y1 = std::min(d.H, t.y0 + d.tile);
-    return t;
-}
 
 constexpr int kChunk = 16;  // spheres whose h is evaluated together (vectorised) per pixel
 
