@@ -140,18 +140,8 @@ __global__ void render_kernel(const T* centers, const T* radii, const T* feature
         __syncthreads();
     }
     if (!th.inside) return;
-    const int64_t pix = th.pix;
-    const T W = pb.sw + pb.wbg, inv_W = T(1) / W;
-    for (int k = 0; k < D; ++k) out_f[pix * D + k] = (acc[k] + (background ? pb.wbg * background[k] : T(0))) * inv_W;
-    out_a[pix] = pb.sw * inv_W;
-    out_z[pix] = pb.sw > T(0) ? pb.swz / pb.sw : T(0);
-    for (int k = 0; k < K; ++k) {
-        out_ids[pix * K + k] = k < pb.n_top ? pb.top_id[k] : -1;
-        out_w[pix * K + k] = k < pb.n_top ? pb.top_w[k] * inv_W : T(0);
-    }
-    state[2 * pix] = pb.M;
-    state[2 * pix + 1] = W;
-    last[pix] = (int32_t)examined;
+    write_pixel(pb, acc, background, D, K, th.pix, out_f, out_a, out_z, out_ids, out_w, state);
+    last[th.pix] = (int32_t)examined;
 }
 
 template <typename T>
@@ -171,11 +161,7 @@ __global__ void render_backward_kernel(const T* centers, const T* radii, const T
     const T* in = intrinsics + 4 * th.cam;
     const Ray<T> ray = pixel_ray<T>(th.x, th.y, in[0], in[1], in[2], in[3]);
     const int64_t stop = th.inside ? (int64_t)last[pix] : 0;
-    const T M = state[2 * pix], W = state[2 * pix + 1], inv_W = T(1) / W;
-    const T A = out_a[pix], Z = out_z[pix], sw = A * W, inv_sw = sw > T(0) ? T(1) / sw : T(0);
-    const T gA = v_a[pix], gZ = v_z[pix];
-    const T *F = out_f + pix * D, *gF = v_f + pix * D;
-    const T dz_de = -p.inv_range * p.inv_gamma;
+    const PixelGrad<T> pg(pix, D, out_f, out_a, out_z, state, v_f, v_a, v_z, p);
     T ga = T(0), gb = T(0);
     for (int64_t batch = start; batch < end; batch += th.block_size) {
         if (__syncthreads_count(batch - start < stop) == 0) break;
@@ -186,20 +172,10 @@ __global__ void render_backward_kernel(const T* centers, const T* radii, const T
             const Sphere<T>& s = stage.spheres[j];
             T h, k, z, e;
             if (!sphere_hit(s, ray, p, h, k, z, e)) continue;
-            const T E = sg_exp(e - M), w = s.opacity * h * E;
             const int64_t sid = stage.ids[j];
-            const T* f = features + sid * D;
-            const T gw = weight_grad(f, F, gF, D, gA, A, gZ, Z, z, inv_W, inv_sw);
-            const T gz = gw * w * dz_de + gZ * w * inv_sw;
-            const HitGrad<T> hg = sphere_hit_backward(s, ray, h, k, gw * s.opacity * E, gz);
             T* r = grads + (cam_base + sid) * row;
-            atomicAdd(r, hg.X);
-            atomicAdd(r + 1, hg.Y);
-            atomicAdd(r + 2, hg.Z);
-            atomicAdd(r + 3, hg.r);
-            atomicAdd(r + 4, gw * h * E);
-            const T wW = w * inv_W;
-            for (int c = 0; c < D; ++c) atomicAdd(r + 5 + c, gF[c] * wW);
+            const HitGrad<T> hg = pg.hit(s, ray, h, k, z, e, features + sid * D,
+                                         [r](int i, T v) { atomicAdd(r + i, v); });
             ga += hg.a;
             gb += hg.b;
         }

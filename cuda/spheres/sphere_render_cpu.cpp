@@ -103,17 +103,7 @@ void forward_tile(const Common<T>& g, int64_t t, int32_t* ids, const T* keys, T*
                     pb.add(e, s.opacity * hs[q], z, local.f.data() + j * D, acc, D, K, ids[start + j], g.p);
                 }
             }
-            const T W = pb.sw + pb.wbg, inv_W = T(1) / W;
-            T* o = out_f + pix * D;
-            for (int k = 0; k < D; ++k) o[k] = (acc[k] + (bg ? pb.wbg * bg[k] : T(0))) * inv_W;
-            out_a[pix] = pb.sw * inv_W;
-            out_z[pix] = pb.sw > T(0) ? pb.swz / pb.sw : T(0);
-            for (int k = 0; k < K; ++k) {
-                out_ids[pix * K + k] = k < pb.n_top ? pb.top_id[k] : -1;
-                out_w[pix * K + k] = k < pb.n_top ? pb.top_w[k] * inv_W : T(0);
-            }
-            state[2 * pix] = pb.M;
-            state[2 * pix + 1] = W;
+            write_pixel(pb, acc, bg, D, K, pix, out_f, out_a, out_z, out_ids, out_w, state);
             last[pix] = (int32_t)j;
         }
     }
@@ -145,17 +135,13 @@ void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t) {
     const T fx = in[0], fy = in[1];
     T g_fx = 0, g_fy = 0, g_cx = 0, g_cy = 0;
     T hs[kChunk], ks[kChunk];
-    const T dz_de = -g.p.inv_range * g.p.inv_gamma;  // de / dz
     for (int y = tc.y0; y < tc.y1; ++y) {
         for (int x = tc.x0; x < tc.x1; ++x) {
             const int64_t pix = ((int64_t)tc.cam * d.H + y) * d.W + x;
             const int64_t stop = b.last[pix];
             if (stop <= 0) continue;
             const Ray<T> ray = pixel_ray<T>(x, y, in[0], in[1], in[2], in[3]);
-            const T M = b.state[2 * pix], W = b.state[2 * pix + 1], inv_W = T(1) / W;
-            const T A = b.out_a[pix], Z = b.out_z[pix], sw = A * W, inv_sw = sw > T(0) ? T(1) / sw : T(0);
-            const T gA = b.v_a[pix], gZ = b.v_z[pix];
-            const T *F = b.out_f + pix * D, *gF = b.v_f + pix * D;
+            const PixelGrad<T> pg(pix, D, b.out_f, b.out_a, b.out_z, b.state, b.v_f, b.v_a, b.v_z, g.p);
             T ga = 0, gb = 0;
             for (int64_t j0 = 0; j0 < stop; j0 += kChunk) {
                 const int m = (int)std::min<int64_t>(kChunk, stop - j0);
@@ -166,19 +152,9 @@ void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t) {
                     const T h = hs[q];
                     T z, e;
                     if (!(h > T(0)) || !sphere_depth(s.r2, h, ks[q], ray.inv_dd, g.p, z, e)) continue;
-                    const T E = sg_exp(e - M), w = s.opacity * h * E;
-                    const T* f = local.f.data() + j * D;
-                    const T gw = weight_grad(f, F, gF, D, gA, A, gZ, Z, z, inv_W, inv_sw);
-                    const T gz = gw * w * dz_de + gZ * w * inv_sw;
-                    const HitGrad<T> hg = sphere_hit_backward(s, ray, h, ks[q], gw * s.opacity * E, gz);
                     T* r = grads.data() + j * b.row;
-                    r[0] += hg.X;
-                    r[1] += hg.Y;
-                    r[2] += hg.Z;
-                    r[3] += hg.r;
-                    r[4] += gw * h * E;
-                    const T wW = w * inv_W;
-                    for (int k = 0; k < D; ++k) r[5 + k] += gF[k] * wW;
+                    const HitGrad<T> hg = pg.hit(s, ray, h, ks[q], z, e, local.f.data() + j * D,
+                                                 [r](int i, T v) { r[i] += v; });
                     ga += hg.a;
                     gb += hg.b;
                 }

@@ -203,6 +203,23 @@ struct PixelBlend {
     }
 };
 
+// Writes pixel pix's outputs from its blend pb and the running feature sum acc [D]: features, alpha,
+// depth, the K strongest ids and their weights, and the state (M, W) the backward pass needs.
+template <typename T>
+SG_HD void write_pixel(const PixelBlend<T>& pb, const T* acc, const T* background, int D, int K, int64_t pix,
+                       T* out_f, T* out_a, T* out_z, int32_t* out_ids, T* out_w, T* state) {
+    const T W = pb.sw + pb.wbg, inv_W = T(1) / W;
+    for (int k = 0; k < D; ++k) out_f[pix * D + k] = (acc[k] + (background ? pb.wbg * background[k] : T(0))) * inv_W;
+    out_a[pix] = pb.sw * inv_W;
+    out_z[pix] = pb.sw > T(0) ? pb.swz / pb.sw : T(0);
+    for (int k = 0; k < K; ++k) {
+        out_ids[pix * K + k] = k < pb.n_top ? pb.top_id[k] : -1;
+        out_w[pix * K + k] = k < pb.n_top ? pb.top_w[k] * inv_W : T(0);
+    }
+    state[2 * pix] = pb.M;
+    state[2 * pix + 1] = W;
+}
+
 // The gradient of the loss to one hit's weight w, given the pixel's outputs and upstream gradients:
 //   dL/dw = (sum_k gF_k (f_k - F_k) + gA (1 - A)) / W + gZ (z - Z) / sw
 template <typename T>
@@ -211,6 +228,50 @@ SG_HD T weight_grad(const T* f, const T* F, const T* gF, int D, T gA, T A, T gZ,
     for (int k = 0; k < D; ++k) g += gF[k] * (f[k] - F[k]);
     return g * inv_W + gZ * (z - Z) * inv_sw;
 }
+
+// One pixel's backward pass: its forward outputs and state and the upstream gradients, and per hit
+// the gradients to the sphere's row (X, Y, Z, r, opacity, features[D]) and to the ray (a, b).
+template <typename T>
+struct PixelGrad {
+    T M, inv_W, A, Z, inv_sw, gA, gZ, dz_de;
+    const T *F, *gF;  // [D] the pixel's features and their upstream gradient
+    int D;
+
+    SG_HD PixelGrad(int64_t pix, int D_, const T* out_f, const T* out_a, const T* out_z, const T* state,
+                    const T* v_f, const T* v_a, const T* v_z, const Blend<T>& p) {
+        D = D_;
+        M = state[2 * pix];
+        const T W = state[2 * pix + 1];
+        inv_W = T(1) / W;
+        A = out_a[pix];
+        Z = out_z[pix];
+        const T sw = A * W;
+        inv_sw = sw > T(0) ? T(1) / sw : T(0);
+        gA = v_a[pix];
+        gZ = v_z[pix];
+        F = out_f + pix * D;
+        gF = v_f + pix * D;
+        dz_de = -p.inv_range * p.inv_gamma;  // de / dz
+    }
+
+    // A hit (h, k, z, e as the forward found them) of sphere s with features f [D]: hands the gradient
+    // of row entry i to add(i, value) and returns the hit's gradients (for the ray's a, b).
+    template <typename Add>
+    SG_HD HitGrad<T> hit(const Sphere<T>& s, const Ray<T>& ray, T h, T k, T z, T e, const T* f, Add add) const {
+        const T E = sg_exp(e - M), w = s.opacity * h * E;
+        const T gw = weight_grad(f, F, gF, D, gA, A, gZ, Z, z, inv_W, inv_sw);
+        const T gz = gw * w * dz_de + gZ * w * inv_sw;
+        const HitGrad<T> hg = sphere_hit_backward(s, ray, h, k, gw * s.opacity * E, gz);
+        add(0, hg.X);
+        add(1, hg.Y);
+        add(2, hg.Z);
+        add(3, hg.r);
+        add(4, gw * h * E);
+        const T wW = w * inv_W;
+        for (int c = 0; c < D; ++c) add(5 + c, gF[c] * wW);
+        return hg;
+    }
+};
 
 // The screen-space box of a sphere's projection (pixel coordinates, before clamping): the tangent
 // planes through the camera's y (x) axis. Returns false when the sphere cannot be hit (outside
