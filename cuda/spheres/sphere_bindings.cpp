@@ -10,10 +10,10 @@ using torch::Tensor;
 std::vector<Tensor> sphere_render_fwd(const Tensor& centers, const Tensor& radii, const Tensor& features,
                                       const Tensor& opacities, const Tensor& intrinsics, const OptTensor& background,
                                       int64_t width, int64_t height, double near, double far, double gamma,
-                                      double bg_eps, int64_t n_ids, int64_t tile_size) {
+                                      double bg_eps, double cut, int64_t n_ids, int64_t tile_size) {
     const Tensor bg = value_or_undefined(background);
     SG_DISPATCH(spheres, sphere_render_fwd, centers, centers, radii, features, opacities, intrinsics, bg, width,
-                height, near, far, gamma, bg_eps, n_ids, tile_size);
+                height, near, far, gamma, bg_eps, cut, n_ids, tile_size);
 }
 
 std::vector<Tensor> sphere_render_bwd(const Tensor& centers, const Tensor& radii, const Tensor& features,

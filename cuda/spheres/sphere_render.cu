@@ -221,7 +221,7 @@ std::vector<torch::Tensor> sphere_render_fwd_cuda(SG_SPHERE_FWD_ARGS) {
     torch::Tensor tile_offsets, flatten_ids;
     AT_DISPATCH_FLOATING_TYPES(centers.scalar_type(), "sphere_render_fwd_cuda", [&] {
         using T = scalar_t;
-        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps);
+        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps, cut);
         const T *cp = centers.data_ptr<T>(), *rp = radii.data_ptr<T>(), *ip = intrinsics.data_ptr<T>();
         auto counts = torch::zeros({BN}, i64);
         if (BN > 0)
@@ -273,7 +273,7 @@ std::vector<torch::Tensor> sphere_render_bwd_cuda(SG_SPHERE_BWD_ARGS) {
             using T = scalar_t;
             render_backward_kernel<T><<<grid, block, staging_bytes<T>(d), stream>>>(
                 centers.data_ptr<T>(), radii.data_ptr<T>(), features.data_ptr<T>(), opacities.data_ptr<T>(),
-                intrinsics.data_ptr<T>(), d, make_blend<T>(near, far, gamma, bg_eps),
+                intrinsics.data_ptr<T>(), d, make_blend<T>(near, far, gamma, bg_eps, 0.0),
                 tile_offsets.data_ptr<int64_t>(), flatten_ids.data_ptr<int32_t>(), out_features.data_ptr<T>(),
                 out_alpha.data_ptr<T>(), out_depth.data_ptr<T>(), pix_state.data_ptr<T>(),
                 last.data_ptr<int32_t>(), v_features.data_ptr<T>(), v_alpha.data_ptr<T>(), v_depth.data_ptr<T>(),

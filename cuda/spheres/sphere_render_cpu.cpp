@@ -1,8 +1,8 @@
 // CPU launcher of Pulsar-style sphere rendering (see render/spheres/render.py; the math is in
 // spheres.h). Binning: each (camera, sphere) gets the tiles of its projected screen box (in
 // parallel), then per-tile counts, a prefix sum and a fill in sphere-index order (serial, O(N + M)).
-// One parallel region over tiles (OpenMP, dynamic schedule): a stable sort of the tile's list by
-// Z - r, tile-local copies of its spheres, and per pixel the online blend of its hits until the
+// One parallel region over tiles (OpenMP, dynamic schedule): a sort of the tile's list by
+// (Z - r, index), tile-local copies of its spheres (from per-(camera, sphere) records), and per pixel the online blend of its hits until the
 // early stop. The backward recomputes each pixel's hits up to where the forward stopped, keeps
 // the tile's gradients locally and scatters them once per (tile, sphere) through ScatterAdd.
 #include <algorithm>
@@ -30,13 +30,13 @@ struct TileSpheres {
     std::vector<T> X, Y, Z, r2;
     std::vector<T> f;  // [n, D]
 
-    void load(const T* centers, const T* radii, const T* opacities, const T* features, const int32_t* ids,
-              int64_t n, int64_t cam_base, int D, const Blend<T>& p) {
+    // The spheres ids[0 .. n) of one camera, from its precomputed records cam_spheres [N].
+    void load(const Sphere<T>* cam_spheres, const T* features, const int32_t* ids, int64_t n, int D) {
         s.resize(n);
         for (auto* v : {&X, &Y, &Z, &r2}) v->resize(n);
         f.resize(n * D);
         for (int64_t j = 0; j < n; ++j) {
-            const Sphere<T> sj = load_sphere(centers, radii, opacities, cam_base, ids[j], p);
+            const Sphere<T>& sj = cam_spheres[ids[j]];
             s[j] = sj;
             X[j] = sj.X;
             Y[j] = sj.Y;
@@ -61,21 +61,55 @@ struct Common {
     SphereDims d;
     Blend<T> p;
     const int64_t* offsets;
-    const T *centers, *radii, *features, *opacities, *intrinsics, *background;
+    const Sphere<T>* spheres;  // [B * N] every sphere as each camera sees it (load_sphere)
+    const T *features, *intrinsics, *background;
 };
 
+// Every (camera, sphere)'s record, computed once per pass (sequential reads; tiles then gather one
+// record per entry instead of reading centers, radii and opacities separately).
 template <typename T>
+std::vector<Sphere<T>> load_spheres(const SphereDims& d, const T* centers, const T* radii, const T* opacities,
+                                    const Blend<T>& p) {
+    const int64_t BN = (int64_t)d.B * d.N;
+    std::vector<Sphere<T>> out(BN);
+    SG_OMP(parallel for schedule(static) if(BN > 4096))
+    for (int64_t cs = 0; cs < BN; ++cs) out[cs] = load_sphere(centers, radii, opacities, (cs / d.N) * d.N, (int)(cs % d.N), p);
+    return out;
+}
+
+// A tile list entry while sorting: its key Z - r and sphere index (ties keep the index order).
+template <typename T>
+struct KeyId {
+    T key;
+    int32_t id;
+    bool operator<(const KeyId& o) const { return key < o.key || (key == o.key && id < o.id); }
+};
+
+// Per-thread buffers reused from tile to tile.
+template <typename T>
+struct TileScratch {
+    TileSpheres<T> local;
+    std::vector<KeyId<T>> order;
+    std::vector<T> grads;
+};
+
+// Fixed feature counts: FD > 0 compiles the per-feature loops for that D (unrolled); 0 reads d.D.
+template <typename T, int FD>
 void forward_tile(const Common<T>& g, int64_t t, int32_t* ids, const T* keys, T* out_f, T* out_a, T* out_z,
-                  int32_t* out_ids, T* out_w, T* state, int32_t* last) {
+                  int32_t* out_ids, T* out_w, T* state, int32_t* last, TileScratch<T>& scratch) {
     const SphereDims& d = g.d;
-    const int D = d.D, K = d.K;
+    const int D = FD > 0 ? FD : d.D, K = d.K;
     const TileCoords tc = tile_coords(d, t);
     const int64_t start = g.offsets[t], n = g.offsets[t + 1] - start;
     const int64_t cam_base = (int64_t)tc.cam * d.N;
     const T* cam_keys = keys + cam_base;
-    std::stable_sort(ids + start, ids + start + n, [cam_keys](int32_t i, int32_t j) { return cam_keys[i] < cam_keys[j]; });
-    TileSpheres<T> local;
-    local.load(g.centers, g.radii, g.opacities, g.features, ids + start, n, cam_base, D, g.p);
+    auto& order = scratch.order;
+    order.resize(n);
+    for (int64_t j = 0; j < n; ++j) order[j] = {cam_keys[ids[start + j]], ids[start + j]};
+    std::sort(order.begin(), order.end());
+    for (int64_t j = 0; j < n; ++j) ids[start + j] = order[j].id;
+    TileSpheres<T>& local = scratch.local;
+    local.load(g.spheres + cam_base, g.features, ids + start, n, D);
     const T* in = g.intrinsics + 4 * tc.cam;
     const T* bg = g.background;
     T acc[kMaxFeatures], hs[kChunk], ks[kChunk];
@@ -120,17 +154,18 @@ struct BwdArgs {
     int row;  // gradient row per (camera, sphere): X, Y, Z, r, opacity, features[D]
 };
 
-template <typename T>
-void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t) {
+template <typename T, int FD>
+void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t, TileScratch<T>& scratch) {
     const SphereDims& d = g.d;
-    const int D = d.D;
+    const int D = FD > 0 ? FD : d.D;
     const int64_t start = g.offsets[t], n = g.offsets[t + 1] - start;
     if (n == 0) return;
     const TileCoords tc = tile_coords(d, t);
     const int64_t cam_base = (int64_t)tc.cam * d.N;
-    TileSpheres<T> local;
-    local.load(g.centers, g.radii, g.opacities, g.features, b.ids + start, n, cam_base, D, g.p);
-    std::vector<T> grads(n * b.row, T(0));
+    TileSpheres<T>& local = scratch.local;
+    local.load(g.spheres + cam_base, g.features, b.ids + start, n, D);
+    std::vector<T>& grads = scratch.grads;
+    grads.assign(n * b.row, T(0));
     const T* in = g.intrinsics + 4 * tc.cam;
     const T fx = in[0], fy = in[1];
     T g_fx = 0, g_fy = 0, g_cx = 0, g_cy = 0;
@@ -208,7 +243,7 @@ std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
     torch::Tensor flatten_ids;
     AT_DISPATCH_FLOATING_TYPES(centers.scalar_type(), "sphere_render_fwd_cpu", [&] {
         using T = scalar_t;
-        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps);
+        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps, cut);
         const T* cp = centers.data_ptr<T>();
         const T* rp = radii.data_ptr<T>();
         const T* ip = intrinsics.data_ptr<T>();
@@ -254,15 +289,25 @@ std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
             }
         }
         // 3. Per tile: sort by Z - r, blend every pixel.
-        const Common<T> g{d, p, offsets, cp, rp, features.data_ptr<T>(), opacities.data_ptr<T>(), ip,
+        const std::vector<Sphere<T>> spheres = load_spheres(d, cp, rp, opacities.data_ptr<T>(), p);
+        const Common<T> g{d, p, offsets, spheres.data(), features.data_ptr<T>(), ip,
                           background.defined() ? background.data_ptr<T>() : nullptr};
         T *fp = out_f.data_ptr<T>(), *ap = out_a.data_ptr<T>(), *zp = out_z.data_ptr<T>();
         T *wp = out_w.data_ptr<T>(), *sp = state.data_ptr<T>();
         int32_t *idp = out_ids.data_ptr<int32_t>(), *lp = last.data_ptr<int32_t>();
         const T* kp = keys.data();
         const bool parallel = worth_parallel(M + d.B, d, n_tiles);
-        SG_OMP(parallel for schedule(dynamic, 1) if(parallel))
-        for (int64_t t = 0; t < n_tiles; ++t) forward_tile(g, t, ids, kp, fp, ap, zp, idp, wp, sp, lp);
+        SG_OMP(parallel if(parallel))
+        {
+            TileScratch<T> scratch;
+            SG_OMP(for schedule(dynamic, 1))
+            for (int64_t t = 0; t < n_tiles; ++t) {
+                if (d.D == 3)
+                    forward_tile<T, 3>(g, t, ids, kp, fp, ap, zp, idp, wp, sp, lp, scratch);
+                else
+                    forward_tile<T, 0>(g, t, ids, kp, fp, ap, zp, idp, wp, sp, lp, scratch);
+            }
+        }
     });
     return {out_f, out_a, out_z, out_ids, out_w, tile_offsets, flatten_ids, state, last};
 }
@@ -279,17 +324,28 @@ std::vector<torch::Tensor> sphere_render_bwd_cpu(SG_SPHERE_BWD_ARGS) {
     auto v_intrinsics = torch::zeros({d.B, 4}, centers.options());
     AT_DISPATCH_FLOATING_TYPES(centers.scalar_type(), "sphere_render_bwd_cpu", [&] {
         using T = scalar_t;
-        const Common<T> g{d, make_blend<T>(near, far, gamma, bg_eps), tile_offsets.data_ptr<int64_t>(),
-                          centers.data_ptr<T>(), radii.data_ptr<T>(), features.data_ptr<T>(),
-                          opacities.data_ptr<T>(), intrinsics.data_ptr<T>(), nullptr};
+        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps, 0.0);
+        const std::vector<Sphere<T>> spheres =
+            load_spheres(d, centers.data_ptr<T>(), radii.data_ptr<T>(), opacities.data_ptr<T>(), p);
+        const Common<T> g{d, p, tile_offsets.data_ptr<int64_t>(), spheres.data(), features.data_ptr<T>(),
+                          intrinsics.data_ptr<T>(), nullptr};
         ScatterAdd<T> scatter(grads_all.data_ptr<T>(), grads_all.numel());
         const BwdArgs<T> b{flatten_ids.data_ptr<int32_t>(), out_features.data_ptr<T>(), out_alpha.data_ptr<T>(),
                            out_depth.data_ptr<T>(), pix_state.data_ptr<T>(), last.data_ptr<int32_t>(),
                            v_features.data_ptr<T>(), v_alpha.data_ptr<T>(), v_depth.data_ptr<T>(), &scatter,
                            v_intrinsics.data_ptr<T>(), row};
         const bool parallel = worth_parallel(flatten_ids.numel(), d, n_tiles);
-        SG_OMP(parallel for schedule(dynamic, 1) if(parallel))
-        for (int64_t t = 0; t < n_tiles; ++t) backward_tile(g, b, t);
+        SG_OMP(parallel if(parallel))
+        {
+            TileScratch<T> scratch;
+            SG_OMP(for schedule(dynamic, 1))
+            for (int64_t t = 0; t < n_tiles; ++t) {
+                if (d.D == 3)
+                    backward_tile<T, 3>(g, b, t, scratch);
+                else
+                    backward_tile<T, 0>(g, b, t, scratch);
+            }
+        }
         if (parallel) scatter.reduce();
     });
     auto v_centers = grads_all.narrow(2, 0, 3).contiguous();

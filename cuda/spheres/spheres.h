@@ -13,7 +13,7 @@
 // Tiles list their spheres sorted by Z - r (the nearest depth any point of the sphere can have), so
 // the bound on e decreases along the list; a pixel stops at the first sphere whose bound is more
 // than `cut` below log of its running total weight (each of the rest would weigh less than
-// exp(-cut) of the total).
+// exp(-cut) = tolerance of the total; render_spheres' `tolerance`).
 #pragma once
 #include <cstdint>
 
@@ -41,15 +41,16 @@ struct Blend {
     T near, far, inv_range, inv_gamma, bg_exp, cut;  // inv_range = 1 / (far - near), bg_exp = bg_eps / gamma
 };
 
+// cut = -log(tolerance) of the early stop (the backward replays the forward's stops and ignores it).
 template <typename T>
-Blend<T> make_blend(double near, double far, double gamma, double bg_eps) {
+Blend<T> make_blend(double near, double far, double gamma, double bg_eps, double cut) {
     Blend<T> p;
     p.near = T(near);
     p.far = T(far);
     p.inv_range = T(1.0 / (far - near));
     p.inv_gamma = T(1.0 / gamma);
     p.bg_exp = T(bg_eps / gamma);
-    p.cut = T(sizeof(T) == 4 ? 20.0 : 40.0);
+    p.cut = T(cut);
     return p;
 }
 

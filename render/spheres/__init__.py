@@ -13,12 +13,13 @@ the per-pixel math shared in ``spheres.h``).
 """
 
 from .fit import SphereCloud, SphereFit, fit_spheres, points_to_spheres, psnr, sphere_contributions
-from .render import BG_EPS, MAX_FEATURES, SphereRender, render_spheres
+from .render import BG_EPS, MAX_FEATURES, TOLERANCE, SphereRender, render_spheres
 
 __all__ = [
     "render_spheres",
     "SphereRender",
     "BG_EPS",
+    "TOLERANCE",
     "MAX_FEATURES",
     "SphereCloud",
     "SphereFit",

@@ -8,6 +8,7 @@ the per-pixel math in ``cuda/spheres/spheres.h``. The pure-PyTorch twin is
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,11 +18,12 @@ from scenegrad.render import backend as _backend
 from scenegrad.render._reference import spheres as _reference
 from scenegrad.render.cameras import Cameras, world_to_camera
 
-__all__ = ["SphereRender", "render_spheres", "BG_EPS", "MAX_FEATURES"]
+__all__ = ["SphereRender", "render_spheres", "BG_EPS", "MAX_FEATURES", "TOLERANCE"]
 
 _AREA = "spheres"
 BG_EPS = 1e-4  #: background exponent: the background weighs exp(BG_EPS / gamma)
 MAX_FEATURES = 32
+TOLERANCE = 1e-2  #: default early-stop tolerance (as Pulsar's default percent_allowed_difference)
 
 
 @dataclass(eq=False)
@@ -58,6 +60,7 @@ def render_spheres(
     background: Tensor | None = None,
     n_ids: int = 4,
     tile_size: int = 16,
+    tolerance: float = TOLERANCE,
     backend: str | None = None,
 ) -> SphereRender:
     """Render spheres with Pulsar's blending: every pixel mixes the spheres its ray hits.
@@ -76,8 +79,10 @@ def render_spheres(
     order of the spheres. Exact formulas and numerics: :mod:`scenegrad.render._reference.spheres`.
     The native kernels sort each tile's spheres by ``Z - r`` (camera frame) and stop a pixel at the
     first sphere whose largest possible weight (``opacity = h = 1`` at depth ``max(Z - r, near)``)
-    is below ``exp(-20)`` (float32) / ``exp(-40)`` (float64) of the pixel's running total weight
-    ``W``; each skipped sphere would have changed the result by less than that relative amount.
+    is below ``tolerance`` times the pixel's running total weight ``W``, as Pulsar does with its
+    ``percent_allowed_difference`` (default 0.01): each skipped sphere would have changed the result
+    by less than that share (their sum is typically one to three times ``tolerance`` in dense
+    scenes) and gets no gradient. ``tolerance=0`` blends every hit (as the reference always does).
     Since ``w_bg`` stays in ``W``, opacity alone cannot hide a sphere when ``gamma`` is small
     (``opacity * exp(1 / gamma)`` must fall below 1): shrink it or raise ``gamma`` instead.
 
@@ -94,6 +99,7 @@ def render_spheres(
         background: ``[D]`` or ``None`` (zeros).
         n_ids: how many strongest contributors to report per pixel (``>= 0``).
         tile_size: tile side of the native kernels' binning, 1 to 32.
+        tolerance: the native kernels' early stop, in ``[0, 1)`` (see above; the reference ignores it).
         backend: ``"auto"``, ``"native"`` or ``"reference"`` (:mod:`scenegrad.render.backend`).
 
     All float inputs share the cameras' dtype (float32 or float64) and device.
@@ -117,17 +123,19 @@ def render_spheres(
     """
     if opacities is None:
         opacities = torch.ones_like(radii) if isinstance(radii, Tensor) else radii
-    _check_inputs(positions, radii, features, cameras, opacities, background, near, far, gamma, n_ids, tile_size)
+    _check_inputs(positions, radii, features, cameras, opacities, background, near, far, gamma, n_ids, tile_size,
+                  tolerance)
     centers = world_to_camera(cameras, positions)  # [B, N, 3], differentiable w.r.t. R, t, positions
     intrinsics = torch.stack([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1)
     width, height = int(cameras.width[0]), int(cameras.height[0])
     which = _backend.resolve(_AREA, backend, positions.device)
     scalars = (float(near), float(far), float(gamma), BG_EPS)
     if which == "native":
+        cut = -math.log(tolerance) if tolerance > 0 else 1e30  # a pixel stops 'cut' below log W
         feats, alpha, depth, ids, weights = _SphereRenderNative.apply(
             centers.contiguous(), radii.contiguous(), features.contiguous(), opacities.contiguous(),
             intrinsics.contiguous(), background.contiguous() if background is not None else None,
-            width, height, *scalars, int(n_ids), int(tile_size),
+            width, height, *scalars, cut, int(n_ids), int(tile_size),
         )
     elif which == "reference":
         feats, alpha, depth, ids, weights = _reference.render_spheres(
@@ -141,7 +149,7 @@ def render_spheres(
 
 def _check_inputs(positions: Tensor, radii: Tensor, features: Tensor, cameras: Cameras, opacities: Tensor,
                   background: Tensor | None, near: float, far: float, gamma: float, n_ids: int,
-                  tile_size: int) -> None:
+                  tile_size: int, tolerance: float) -> None:
     if not isinstance(cameras, Cameras):
         raise ValueError(f"cameras must be scenegrad Cameras, got {type(cameras).__name__}")
     if cameras.model != "pinhole":
@@ -188,6 +196,8 @@ def _check_inputs(positions: Tensor, radii: Tensor, features: Tensor, cameras: C
         raise ValueError(f"n_ids must be an int >= 0, got {n_ids!r}")
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or not 1 <= tile_size <= 32:
         raise ValueError(f"tile_size must be an int in [1, 32], got {tile_size!r}")
+    if not isinstance(tolerance, int | float) or not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be a number in [0, 1), got {tolerance!r}")
 
 
 def _finite(x: float) -> bool:
@@ -198,16 +208,16 @@ class _SphereRenderNative(torch.autograd.Function):
     @staticmethod
     def forward(ctx, centers: Tensor, radii: Tensor, features: Tensor, opacities: Tensor, intrinsics: Tensor,
                 background: Tensor | None, width: int, height: int, near: float, far: float, gamma: float,
-                bg_eps: float, n_ids: int, tile_size: int):
+                bg_eps: float, cut: float, n_ids: int, tile_size: int):
         feats, alpha, depth, ids, weights, tile_offsets, flatten_ids, pix_state, last = (
             _backend.native_module().sphere_render_fwd(
                 centers, radii, features, opacities, intrinsics, background, width, height, near, far, gamma,
-                bg_eps, n_ids, tile_size,
+                bg_eps, cut, n_ids, tile_size,
             )
         )
         ctx.save_for_backward(centers, radii, features, opacities, intrinsics, background, tile_offsets,
                               flatten_ids, feats, alpha, depth, pix_state, last)
-        ctx.dims = (width, height, near, far, gamma, bg_eps, tile_size)
+        ctx.dims = (width, height, near, far, gamma, bg_eps, tile_size)  # the backward replays the stops (last)
         ctx.mark_non_differentiable(ids, weights)
         return feats, alpha, depth, ids, weights
 
@@ -225,4 +235,4 @@ class _SphereRenderNative(torch.autograd.Function):
         if background is not None and ctx.needs_input_grad[5]:
             v_background = (v_feats * (1 - alpha)[..., None]).sum((0, 1, 2))  # w_bg / W = 1 - alpha
         return (v_centers, v_radii, v_features, v_opacities, v_intrinsics, v_background,
-                None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None, None)
