@@ -81,7 +81,8 @@ def reconstruct(
         resolution: Longest side of the frames used, pixels (default from the preset).
         iterations: Splat training iterations (default from the preset).
         mesh_resolution: Voxels along the longest side of the fusion grid (default from the preset).
-        device: Torch device (the trainer runs on CPU tensors for now).
+        device: Where the gradient descent and rendering run: cpu, cuda or cuda:N (checked first: an error
+            where CUDA is unavailable); OpenCV steps, bundle adjustment, mesh fusion and files stay on the CPU.
         seed: Random seed.
         resume: Continue an interrupted run in the same folder from its last finished stage.
         overwrite: Replace the outputs of an earlier run in the folder.
