@@ -29,7 +29,7 @@ def clip(tmp_path_factory):
 def result(clip, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    report = run(clip[0], out, ReconstructConfig(preset="tiny", progress=False))
+    report = run(clip[0], out, ReconstructConfig(preset="tiny", device="cpu", progress=False))
     return out, report
 
 
