@@ -91,6 +91,9 @@ def test_cli_reports_cuda_unavailable(no_cuda, tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("scenegrad reconstruct: ") and NO_CUDA in err and "--device cpu" in err
+    with pytest.raises(SystemExit):  # no input: refused before the sample clip is rendered into the folder
+        main(["reconstruct", "--out", str(tmp_path / "sample"), "--preset", "tiny", "--device", "cuda"])
+    assert NO_CUDA in capsys.readouterr().err and not (tmp_path / "sample").exists()
 
 
 def test_trainer_and_flowmap_refuse_cuda(no_cuda, torus):
