@@ -208,7 +208,7 @@ def test_flowmap_on_cuda_agrees_with_cpu():
     assert _finite(gpu.depths) and _finite(gpu.cameras.R) and _finite(gpu.cameras.t)
     assert np.isfinite(gpu.loss).all() and len(gpu.loss) == len(cpu.loss)
     # the same samples (one CPU generator); float differences grow over the steps, not to another solution
-    assert abs(float(gpu.cameras.fx[0]) / float(cpu.cameras.fx[0]) - 1) < 0.05
+    assert abs(float(gpu.cameras.fx[0]) / float(cpu.cameras.fx[0]) - 1) < 0.1
     assert gpu.loss[-1] < 2 * cpu.loss[-1] + 0.05
 
 
