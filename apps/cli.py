@@ -129,6 +129,7 @@ def render(
     frames: int = 120,
     fps: float = 24.0,
     overwrite: bool = False,
+    device: str = "cpu",
 ) -> None:
     """Render a video of the Gaussian splats of a reconstruct folder.
 
@@ -140,11 +141,12 @@ def render(
         frames: Frames on the orbit.
         fps: Frames per second of the video.
         overwrite: Replace an existing video.
+        device: Where the frames are rendered: cpu, cuda or cuda:N.
     """
     from scenegrad.apps import export as command
 
     try:
-        print(command.render(run_dir, path, out, frames, fps, overwrite))
+        print(command.render(run_dir, path, out, frames, fps, overwrite, device))
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"scenegrad render: {error}", file=sys.stderr)
         raise SystemExit(2) from error

@@ -94,6 +94,9 @@ def test_cli_reports_cuda_unavailable(no_cuda, tmp_path, capsys):
     with pytest.raises(SystemExit):  # no input: refused before the sample clip is rendered into the folder
         main(["reconstruct", "--out", str(tmp_path / "sample"), "--preset", "tiny", "--device", "cuda"])
     assert NO_CUDA in capsys.readouterr().err and not (tmp_path / "sample").exists()
+    with pytest.raises(SystemExit) as exit_info:  # scenegrad render too, before it looks for the folder
+        main(["render", str(tmp_path / "run"), "--device", "cuda"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("scenegrad render: device 'cuda'")
 
 
 def test_trainer_and_flowmap_refuse_cuda(no_cuda, torus):
