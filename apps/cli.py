@@ -81,7 +81,8 @@ def reconstruct(
         resolution: Longest side of the frames used, pixels (default from the preset).
         iterations: Splat training iterations (default from the preset).
         mesh_resolution: Voxels along the longest side of the fusion grid (default from the preset).
-        device: Torch device (the trainer runs on CPU tensors for now).
+        device: Where the gradient descent and rendering run: cpu, cuda or cuda:N (checked first: an error
+            where CUDA is unavailable); OpenCV steps, bundle adjustment, mesh fusion and files stay on the CPU.
         seed: Random seed.
         resume: Continue an interrupted run in the same folder from its last finished stage.
         overwrite: Replace the outputs of an earlier run in the folder.
@@ -128,6 +129,7 @@ def render(
     frames: int = 120,
     fps: float = 24.0,
     overwrite: bool = False,
+    device: str = "cpu",
 ) -> None:
     """Render a video of the Gaussian splats of a reconstruct folder.
 
@@ -139,11 +141,12 @@ def render(
         frames: Frames on the orbit.
         fps: Frames per second of the video.
         overwrite: Replace an existing video.
+        device: Where the frames are rendered: cpu, cuda or cuda:N.
     """
     from scenegrad.apps import export as command
 
     try:
-        print(command.render(run_dir, path, out, frames, fps, overwrite))
+        print(command.render(run_dir, path, out, frames, fps, overwrite, device))
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"scenegrad render: {error}", file=sys.stderr)
         raise SystemExit(2) from error

@@ -65,11 +65,16 @@ def export(run_dir: Path, fmt: str, to: Path | None = None, overwrite: bool = Fa
 
 
 def render(run_dir: Path, path: str = "orbit", out: Path | None = None, frames: int = 120, fps: float = 24.0,
-           overwrite: bool = False) -> Path:
+           overwrite: bool = False, device: str = "cpu") -> Path:
     """Render the splats of ``run_dir`` along ``path`` (``orbit``: a circle around the scene at the
     cameras' distance and height; ``spiral``: an LLFF-style spiral around the mean input camera, for
-    forward-facing captures; ``dataset``: the input cameras in order) to an mp4."""
+    forward-facing captures; ``dataset``: the input cameras in order) to an mp4, on ``device`` (``cpu``,
+    ``cuda`` or ``cuda:N``; ``ValueError`` at once where it cannot run)."""
     import torch
+
+    from scenegrad.recon.device import resolve_device
+
+    resolve_device(device)
 
     from scenegrad.datasets.colmap import load_colmap
     from scenegrad.datasets.splats import load_splats_ply
@@ -91,4 +96,4 @@ def render(run_dir: Path, path: str = "orbit", out: Path | None = None, frames: 
     else:
         cams = scene.cameras
     target.parent.mkdir(parents=True, exist_ok=True)
-    return render_video(splats, cams, target, fps=fps, overwrite=True)
+    return render_video(splats, cams, target, fps=fps, overwrite=True, device=device)

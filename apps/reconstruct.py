@@ -25,13 +25,16 @@ def sample_clip(folder: Path) -> Path:
 
 def run(input_path: Path | None, out: Path, **options) -> dict:
     """Reconstruct ``input_path`` (or the sample clip, rendered into ``out/input/``) into ``out``."""
+    from scenegrad.recon.device import resolve_device
     from scenegrad.recon.reconstruct import ReconstructConfig
     from scenegrad.recon.reconstruct import run as reconstruct
 
+    config = ReconstructConfig(**options)
+    resolve_device(config.device)  # before the sample clip is rendered: a device that cannot run fails first
     if input_path is None:
         input_path = sample_clip(out / "input")
         print(f"no input given: using the built-in sample clip {input_path}")
-    report = reconstruct(input_path, out, ReconstructConfig(**options))
+    report = reconstruct(input_path, out, config)
     stages = report["stages"]
     psnr = stages.get("splats", {}).get("heldout_psnr")
     print(f"done in {report['total_seconds']:.0f} s: {stages['poses']['frames_posed']} of "

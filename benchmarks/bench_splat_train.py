@@ -1,4 +1,5 @@
-"""Benchmark of 3D Gaussian splatting training (scenegrad.recon.splat) on a real capture, on CPU.
+"""Benchmark of 3D Gaussian splatting training (scenegrad.recon.splat) on a real capture, on CPU
+(or ``--device cuda``).
 
 Scene: the instant-ngp fox (``../shared/data/posed/fox``: 50 phone photos 1080x1920 with OpenCV
 distortion, ``transforms.json``), undistorted (:func:`scenegrad.datasets.undistort.undistort_scene`,
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--downscale", type=float, default=8.0, help="image downscale factor (8: 135x240)")
     parser.add_argument("--json", default=None, help="output path (default benchmarks/results/splat_train.json)")
     parser.add_argument("--out", default=None, help="also write checkpoints, point_cloud.ply, metrics.json here")
-    parser.add_argument("--device", default="cpu", help="only cpu: the trainer runs on CPU tensors")
+    parser.add_argument("--device", default="cpu", help="where the trainer runs: cpu, cuda or cuda:N")
     parser.add_argument("--evals", type=int, default=10, help="held-out evaluations during the run")
     parser.add_argument("--quick", action="store_true", help="a 1-minute smoke run")
     return parser.parse_args(argv)
@@ -78,8 +79,12 @@ def load_fox(downscale: float) -> tuple[Scene, tuple[int, int]]:
 
 def main() -> None:
     args = parse_args()
-    if args.device != "cpu":
-        raise SystemExit("bench_splat_train: the trainer runs on CPU tensors for now (--device cpu)")
+    from scenegrad.recon.device import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        raise SystemExit(f"bench_splat_train: {error}") from error
     budget = 60.0 * (1.0 if args.quick else args.minutes)
     goal = GOAL_PSNR[args.scene]
     t = time.perf_counter()
@@ -101,6 +106,7 @@ def main() -> None:
         label = "synthetic torus, exact cameras, 40 orbit views"
 
     # calibration: seconds per iteration at the start of the schedule (images are loaded here too)
+    base = dataclasses.replace(base, device=args.device)
     calib = dataclasses.replace(base.scaled(1000), iterations=30, checkpoint_every=None, test_every=None)
     setup_s = time.perf_counter() - t
     probe = train(scene, init_points, calib, eval_every=10, progress=False)
@@ -119,6 +125,7 @@ def main() -> None:
     payload = {
         "benchmark": "splat_train",
         "machine": machine(),
+        "device": args.device,
         "scene": label,
         "resolution": list(size),
         "train_views": len(result.train_indices),

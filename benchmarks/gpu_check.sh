@@ -17,6 +17,9 @@ $PY -m scenegrad.apps info --build | tee "$OUT_DIR/info.txt"
 status=0
 $PY -m pytest -q -m cuda -k "cuda" tests 2>&1 | tee "$OUT_DIR/cuda_tests.txt" || status=1
 $PY -m pytest -q tests/render 2>&1 | tail -n 5 | tee -a "$OUT_DIR/cuda_tests.txt" || status=1
+# the whole pipeline on the GPU: scenegrad reconstruct, tiny preset, on the built-in sample clip (make demo's input)
+$PY -m scenegrad.apps reconstruct --out "$OUT_DIR/reconstruct_cuda" --overwrite --preset tiny --device cuda 2>&1 \
+    | tee "$OUT_DIR/reconstruct_cuda.txt" || status=1
 $PY benchmarks/bench_mesh.py --device cuda --json "$OUT_DIR/mesh_cuda.json" 2>&1 | tee "$OUT_DIR/bench_mesh.txt" || status=1
 $PY benchmarks/bench_gaussians.py --device cuda --json "$OUT_DIR/gaussians_cuda.json" 2>&1 \
     | tee "$OUT_DIR/bench_gaussians.txt" || status=1

@@ -44,10 +44,16 @@ class GaussianModel:
     ``optimizer`` has one group per parameter, named by ``group["name"]``. Statistics (all ``[N]``):
     ``grad_accum`` (sum of NDC-scaled view-space gradient norms), ``grad_count`` (steps visible),
     ``max_radii`` (largest screen radius in pixels since the last densification).
+
+    Everything lives on ``device`` (default: the device of ``params["means"]``); :meth:`state_dict` returns
+    CPU copies (checkpoints load anywhere) and :meth:`from_state_dict` puts them back on a device.
     """
 
-    def __init__(self, params: dict[str, Tensor], lrs: dict[str, float]) -> None:
-        self.params = {k: nn.Parameter(params[k].detach().float().contiguous()) for k in PARAM_NAMES}
+    def __init__(self, params: dict[str, Tensor], lrs: dict[str, float],
+                 device: torch.device | str | None = None) -> None:
+        device = params["means"].device if device is None else torch.device(device)
+        self.params = {k: nn.Parameter(params[k].detach().to(device=device, dtype=torch.float32).contiguous())
+                       for k in PARAM_NAMES}
         self.optimizer = torch.optim.Adam(
             [{"params": [self.params[k]], "lr": lrs[k], "name": k} for k in PARAM_NAMES], eps=1e-15
         )
@@ -57,11 +63,15 @@ class GaussianModel:
     def num(self) -> int:
         return self.params["means"].shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        return self.params["means"].device
+
     def reset_stats(self) -> None:
-        n = self.num
-        self.grad_accum = torch.zeros(n)
-        self.grad_count = torch.zeros(n, dtype=torch.int32)
-        self.max_radii = torch.zeros(n)
+        n, device = self.num, self.device
+        self.grad_accum = torch.zeros(n, device=device)
+        self.grad_count = torch.zeros(n, dtype=torch.int32, device=device)
+        self.max_radii = torch.zeros(n, device=device)
 
     # -- activations ----------------------------------------------------------------------------
 
@@ -98,9 +108,10 @@ class GaussianModel:
             extra = rows[k].detach().to(self.params[k].dtype)
             self._swap(k, torch.cat([self.params[k].detach(), extra]),
                        lambda s, e=extra: torch.cat([s, torch.zeros_like(e)]))
-        self.grad_accum = torch.cat([self.grad_accum, torch.zeros(m)])
-        self.grad_count = torch.cat([self.grad_count, torch.zeros(m, dtype=torch.int32)])
-        self.max_radii = torch.cat([self.max_radii, torch.zeros(m)])
+        device = self.device
+        self.grad_accum = torch.cat([self.grad_accum, torch.zeros(m, device=device)])
+        self.grad_count = torch.cat([self.grad_count, torch.zeros(m, dtype=torch.int32, device=device)])
+        self.max_radii = torch.cat([self.max_radii, torch.zeros(m, device=device)])
 
     def keep(self, mask: Tensor) -> None:
         """Keep the rows where ``mask [N]`` is true (parameters, Adam moments, statistics)."""
@@ -116,22 +127,37 @@ class GaussianModel:
     # -- persistence ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """Parameters, Adam state and statistics as CPU tensors (copies where the model is on the CPU)."""
         return {
-            "params": {k: v.detach().clone() for k, v in self.params.items()},
-            "optimizer": self.optimizer.state_dict(),
-            "grad_accum": self.grad_accum.clone(),
-            "grad_count": self.grad_count.clone(),
-            "max_radii": self.max_radii.clone(),
+            "params": {k: v.detach().to("cpu", copy=True) for k, v in self.params.items()},
+            "optimizer": _on_cpu(self.optimizer.state_dict()),
+            "grad_accum": self.grad_accum.to("cpu", copy=True),
+            "grad_count": self.grad_count.to("cpu", copy=True),
+            "max_radii": self.max_radii.to("cpu", copy=True),
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> GaussianModel:
+    def from_state_dict(cls, state: dict[str, Any], device: torch.device | str | None = None) -> GaussianModel:
+        """The model of :meth:`state_dict` on ``device`` (default: where ``state``'s parameters are). Adam's
+        moments follow the parameters; its step counts stay CPU scalars, as in a fresh optimiser."""
         lrs = {g["name"]: g["lr"] for g in state["optimizer"]["param_groups"]}
-        model = cls(state["params"], lrs)
+        model = cls(state["params"], lrs, device)
         model.optimizer.load_state_dict(state["optimizer"])
-        model.grad_accum, model.grad_count = state["grad_accum"], state["grad_count"]
-        model.max_radii = state["max_radii"]
+        model.grad_accum = state["grad_accum"].to(model.device)
+        model.grad_count = state["grad_count"].to(model.device)
+        model.max_radii = state["max_radii"].to(model.device)
         return model
+
+
+def _on_cpu(value: Any) -> Any:
+    """``value`` (nested dicts / lists / tuples of tensors and plain values) with every tensor on the CPU."""
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
 
 
 def _pick_budget(candidates: Tensor, grads: Tensor, budget: int) -> Tensor:
@@ -171,7 +197,9 @@ def densify_and_prune(model: GaussianModel, config: SplatConfig, extent: float, 
     n_split = int(split.sum())
     if n_split:
         s = p["log_scales"][split].exp().repeat(2, 1)
-        z = torch.randn(s.shape, generator=generator, dtype=s.dtype)
+        # drawn where the generator lives (a seeded CPU one keeps runs reproducible on any device), then moved
+        z = torch.randn(s.shape, generator=generator, dtype=s.dtype,
+                        device=s.device if generator is None else generator.device).to(s.device)
         R = quat_to_matrix(p["quats"][split]).repeat(2, 1, 1)
         children = {k: p[k][split].repeat(2, *([1] * (p[k].dim() - 1))) for k in PARAM_NAMES}
         children["means"] = (R @ (s * z)[..., None])[..., 0] + children["means"]
@@ -181,7 +209,7 @@ def densify_and_prune(model: GaussianModel, config: SplatConfig, extent: float, 
     model.append(rows)
 
     m = model.num
-    prune = torch.zeros(m, dtype=torch.bool)
+    prune = torch.zeros(m, dtype=torch.bool, device=model.device)
     prune[:n] = split  # the split parents
     prune |= model.params["opacity_logits"].detach().sigmoid() < config.prune_opacity
     if prune_big:

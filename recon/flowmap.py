@@ -31,6 +31,12 @@ focal length *through* the pose solve. No network, no pretrained weights:
 Conventions: :mod:`scenegrad.render.cameras` (OpenCV, world-to-camera, pixel centres at ``+0.5``). The
 world frame is the first frame's camera; the scale is arbitrary (depths start at 1).
 
+Device (``config.device``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``): the gradient descent (depth fields, focal
+search, Procrustes, losses) runs there. DIS flow is computed on the CPU by OpenCV and moved once per window;
+the correspondence samples are drawn from a seeded CPU generator and moved, so a seed draws the same samples
+on every device. The windows' results come back to the CPU, where the KLT tracks and the bundle adjustment
+of the final refinement run; the result is on the CPU.
+
 >>> from scenegrad.datasets.generate import synthetic_scene
 >>> scene = synthetic_scene("room", path="walk", count=6, size=(64, 48))
 >>> frames = [f.image() for f in scene.frames]
@@ -94,6 +100,7 @@ class FlowMapConfig:
     track_refine: finish with a bundle adjustment of the poses and the focal length on KLT point tracks
         at the input resolution (:mod:`scenegrad.recon.track_refine`); track_points: live tracks at most.
     seed: the correspondence sampling; progress: a tqdm bar over steps.
+    device: where the gradient descent runs (``cpu``, ``cuda`` or ``cuda:N``; see the module docstring).
     """
 
     name: str = "default"
@@ -128,6 +135,7 @@ class FlowMapConfig:
     track_points: int = 4000
     seed: int = 0
     progress: bool = True
+    device: str = "cpu"
 
     @staticmethod
     def default(**kw) -> FlowMapConfig:
@@ -223,16 +231,18 @@ class DepthField(torch.nn.Module):
 
     Args:
         count: frames; width, height: the image size the pixel coordinates refer to; grid: long side of each
-            level's grid.
+            level's grid; device: where the grids live (default: the CPU).
 
     :meth:`sample` is differentiable with respect to the grids and the query positions.
     """
 
-    def __init__(self, count: int, width: int, height: int, grid: tuple[int, ...]):
+    def __init__(self, count: int, width: int, height: int, grid: tuple[int, ...],
+                 device: torch.device | str | None = None):
         super().__init__()
         self.width, self.height = width, height
         self.levels = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.zeros(count, 1, h, w)) for h, w in _level_sizes(width, height, grid)])
+            [torch.nn.Parameter(torch.zeros(count, 1, h, w, device=device))
+             for h, w in _level_sizes(width, height, grid)])
 
     def sample(self, frames: Tensor, uv: Tensor) -> Tensor:
         """Depth of ``frames [M]`` at pixel positions ``uv [M, P, 2]`` (``(u, v)``, pixels) -> ``[M, P]``."""
@@ -244,13 +254,15 @@ class DepthField(torch.nn.Module):
         return torch.exp(log)
 
     def maps(self, width: int, height: int) -> Tensor:
-        """``[N, height, width]`` depth maps at pixel centres of an image of that size (same field of view)."""
-        u = (torch.arange(width, dtype=torch.float32) + 0.5) * self.width / width
-        v = (torch.arange(height, dtype=torch.float32) + 0.5) * self.height / height
+        """``[N, height, width]`` depth maps at pixel centres of an image of that size (same field of view),
+        on the grids' device."""
+        device = self.levels[0].device
+        u = (torch.arange(width, dtype=torch.float32, device=device) + 0.5) * self.width / width
+        v = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) * self.height / height
         vv, uu = torch.meshgrid(v, u, indexing="ij")
         uv = torch.stack([uu, vv], -1).reshape(1, -1, 2)
         n = self.levels[0].shape[0]
-        out = [self.sample(torch.tensor([i]), uv).reshape(height, width) for i in range(n)]
+        out = [self.sample(torch.tensor([i], device=device), uv).reshape(height, width) for i in range(n)]
         return torch.stack(out)
 
     def smoothness(self, edges: list[Tensor]) -> Tensor:
@@ -327,8 +339,8 @@ def _unproject(uv: Tensor, depth: Tensor, focal: Tensor, cx: float, cy: float) -
 def _compose(R_rel: Tensor, t_rel: Tensor) -> tuple[Tensor, Tensor]:
     """World-to-camera ``(R [..., N, 3, 3], t [..., N, 3])`` from relative poses ``camera i -> i + 1``
     (``[..., N - 1, ...]``), with frame 0 the world."""
-    Rs = [torch.eye(3, dtype=R_rel.dtype).expand(*R_rel.shape[:-3], 3, 3)]
-    ts = [torch.zeros(*t_rel.shape[:-2], 3, dtype=t_rel.dtype)]
+    Rs = [torch.eye(3, dtype=R_rel.dtype, device=R_rel.device).expand(*R_rel.shape[:-3], 3, 3)]
+    ts = [torch.zeros(*t_rel.shape[:-2], 3, dtype=t_rel.dtype, device=t_rel.device)]
     for k in range(R_rel.shape[-3]):
         Rk, tk = R_rel[..., k, :, :], t_rel[..., k, :]
         Rs.append(Rk @ Rs[-1])
@@ -351,12 +363,24 @@ class _Window:
     focal_history: list[float]
 
 
-def _sample_pairs(flows: FlowPairs, samples: int, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def _sampling_weights(flows: FlowPairs) -> Tensor:
+    """``[P, H * W]`` CPU weights from which :func:`_sample_pairs` draws each pair's pixels."""
+    return flows.weight.cpu().reshape(flows.weight.shape[0], -1) + 1e-6
+
+
+def _flows_on(flows: FlowPairs, device: torch.device) -> FlowPairs:
+    return FlowPairs(flows.pairs.to(device), flows.flow.to(device), flows.weight.to(device))
+
+
+def _sample_pairs(flows: FlowPairs, samples: int, g: torch.Generator,
+                  prob: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``(uv_i, uv_j, w)`` for every pair: ``[P, S, 2]`` pixel positions in frames ``i`` and ``j`` and
-    ``[P, S]`` weights; pixels drawn in proportion to their flow weight."""
+    ``[P, S]`` weights; pixels drawn in proportion to their flow weight. The draw runs on the CPU with the
+    CPU generator ``g`` from ``prob`` (:func:`_sampling_weights`, computed here when None); the pixel
+    indices then move to the flows' device."""
     Pn, H, W = flows.weight.shape
-    prob = flows.weight.reshape(Pn, -1) + 1e-6
-    idx = torch.multinomial(prob, samples, replacement=True, generator=g)  # [P, S]
+    prob = _sampling_weights(flows) if prob is None else prob
+    idx = torch.multinomial(prob, samples, replacement=True, generator=g).to(flows.flow.device)  # [P, S]
     rows, cols = idx // W, idx % W
     uv_i = torch.stack([cols.float() + 0.5, rows.float() + 0.5], -1)
     flow = flows.flow.reshape(Pn, -1, 2).gather(1, idx[..., None].expand(-1, -1, 2))
@@ -401,21 +425,22 @@ def _reprojection(X_i: Tensor, uv_j: Tensor, w: Tensor, R: Tensor, t: Tensor, fl
     return ((per + behind) * w).sum((-1, -2)) / w.sum().clamp_min(1)
 
 
-def _search_focal(images: Tensor, flows: FlowPairs, config: FlowMapConfig, consecutive: Tensor,
+def _search_focal(images: Tensor, flows: FlowPairs, prob: Tensor, config: FlowMapConfig, consecutive: Tensor,
                   edges: list[Tensor], depth_scale: float, g: torch.Generator, steps: int,
                   bar) -> tuple[float, DepthField, list]:
     """Fit one depth field per candidate focal length (fields of view ``config.fov_range``), all at once, for
     ``steps`` Procrustes steps on the first ``config.search_frames`` frames; then a softmin over the
     candidates' smoothed losses (temperature ``focal_temperature``, relative to the best) gives the focal
     length (a weighted geometric mean) and the best candidate's depth starts the main fit.
-    Returns ``(focal, field, loss history)``."""
+    Returns ``(focal, field, loss history)``. ``flows`` are on the device, ``prob`` their CPU sampling weights."""
     n, h, w = images.shape[:3]
+    device = images.device
     C = config.focal_candidates
     long = max(w, h)
-    fovs = torch.linspace(*[math.radians(x) for x in config.fov_range], C)
+    fovs = torch.linspace(*[math.radians(x) for x in config.fov_range], C, device=device)
     candidates = 0.5 * long / torch.tan(fovs / 2)
     grid = config.grid[:config.search_levels]
-    field_ = DepthField(C * n, w, h, grid)
+    field_ = DepthField(C * n, w, h, grid, device)
     with torch.no_grad():
         field_.levels[0].fill_(math.log(depth_scale))
     edges_c = [e.repeat(C, 1, 1, 1) for e in edges[:len(grid)]]
@@ -425,14 +450,15 @@ def _search_focal(images: Tensor, flows: FlowPairs, config: FlowMapConfig, conse
     if m < n:  # the first m frames only
         keep = flows.pairs[:, 1] < m
         flows = FlowPairs(flows.pairs[keep], flows.flow[keep], flows.weight[keep])
+        prob = prob[keep.cpu()]
         consecutive = torch.nonzero(flows.pairs[:, 1] - flows.pairs[:, 0] == 1)[:, 0]
         consecutive = consecutive[torch.argsort(flows.pairs[consecutive, 0])]
-    offsets = (torch.arange(C) * n)[:, None]
+    offsets = (torch.arange(C, device=device) * n)[:, None]
     pairs_c = (flows.pairs[None] + offsets[..., None]).reshape(-1, 2)  # [C * P, 2]
     samples = config.search_samples or config.samples
     smoothed, history = None, []
-    for _ in range(steps):
-        uv_i, uv_j, wt = _sample_pairs(flows, samples, g)
+    for step in range(steps):
+        uv_i, uv_j, wt = _sample_pairs(flows, samples, g, prob)
         P, S = uv_i.shape[:2]
         d_i = field_.sample(pairs_c[:, 0], uv_i.repeat(C, 1, 1)).reshape(C, P, S)
         d_j = field_.sample(pairs_c[:, 1], uv_j.repeat(C, 1, 1)).reshape(C, P, S)
@@ -449,15 +475,17 @@ def _search_focal(images: Tensor, flows: FlowPairs, config: FlowMapConfig, conse
         opt.step()
         lc = loss_c.detach()
         smoothed = lc if smoothed is None else 0.8 * smoothed + 0.2 * lc
-        history.append(float(lc.min()))
+        history.append(lc.min())  # read after the loop: no device sync per step
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{history[-1]:.3f}", focal="search")
+            if step % 10 == 0 or step == steps - 1:
+                bar.set_postfix(loss=f"{float(history[-1]):.3f}", focal="search")
+    history = torch.stack(history).tolist() if history else []
     rel = smoothed / smoothed.min().clamp_min(1e-12) - 1
     weights = torch.softmax(-rel / config.focal_temperature, 0)
     focal = float(torch.exp((weights * candidates.log()).sum()))
     best = int(smoothed.argmin())
-    out = DepthField(n, w, h, config.grid)
+    out = DepthField(n, w, h, config.grid, device)
     with torch.no_grad():
         for dst, src in zip(out.levels, field_.levels, strict=False):
             dst.copy_(src[best * n:(best + 1) * n])
@@ -472,42 +500,48 @@ def _fit_window(images: Tensor, flow_images: np.ndarray, config: FlowMapConfig, 
                 fixed_focal: bool, depth_scale: float, bar) -> _Window:
     """Fit depth fields, focal length and poses on one window of ``images [n, h, w, 3]`` (working resolution;
     flow is computed on ``flow_images [n, H', W', 3]``):
-    ``config.steps`` steps with Procrustes poses, then ``config.refine_steps`` with free poses."""
+    ``config.steps`` steps with Procrustes poses, then ``config.refine_steps`` with free poses. Runs on
+    ``images``' device (the flow is computed on the CPU and moved once); the result stays there."""
     from scenegrad.render.rotations import so3_exp
 
     n, h, w = images.shape[:3]
+    device = images.device
     flows = compute_flow_pairs(flow_images, config.skips, config.fb_threshold, config.texture_threshold, size=(w, h))
+    prob = _sampling_weights(flows)  # the CPU draws' weights
+    flows = _flows_on(flows, device)
     keep = flows.pairs[:, 1] - flows.pairs[:, 0]
     consecutive = torch.nonzero(keep == 1)[:, 0]
     consecutive = consecutive[torch.argsort(flows.pairs[consecutive, 0])]
-    field_ = DepthField(n, w, h, config.grid)
+    field_ = DepthField(n, w, h, config.grid, device)
     with torch.no_grad():
         field_.levels[0].fill_(math.log(depth_scale))
     edges = _edge_weights(images, [tuple(p.shape[-2:]) for p in field_.levels])
     cx, cy = w / 2, h / 2
     long = max(w, h)
-    g = torch.Generator().manual_seed(config.seed)
+    g = torch.Generator(device="cpu").manual_seed(config.seed)
     losses, focals = [], []
     start = 0
     search_steps = min(config.focal_search_steps, config.steps)
     if focal_init is None and not fixed_focal and search_steps > 0:
-        focal_init, field_, losses = _search_focal(images, flows, config, consecutive, edges, depth_scale, g,
+        focal_init, field_, losses = _search_focal(images, flows, prob, config, consecutive, edges, depth_scale, g,
                                                    search_steps, bar)
         focals = [math.nan] * len(losses)
         start = search_steps
-    log_focal = torch.nn.Parameter(torch.tensor(math.log(focal_init if focal_init is not None else 0.7 * long)))
+    log_focal = torch.nn.Parameter(
+        torch.tensor(math.log(focal_init if focal_init is not None else 0.7 * long), device=device))
     focal_lr = 0.0 if fixed_focal else config.focal_lr
     level_lrs = [config.lr * config.level_lr_decay**k for k in range(len(field_.levels))]
     groups = [{"params": [p], "lr": lr} for p, lr in zip(field_.levels, level_lrs, strict=True)]
     opt = torch.optim.Adam(groups + [{"params": [log_focal], "lr": focal_lr}])
-    rot = torch.nn.Parameter(torch.zeros(n, 3))
-    trans = torch.nn.Parameter(torch.zeros(n, 3))
+    rot = torch.nn.Parameter(torch.zeros(n, 3, device=device))
+    trans = torch.nn.Parameter(torch.zeros(n, 3, device=device))
+    step_losses, step_focals = [], []  # device scalars, read after the loop: no sync per step
     R0 = t0 = None
     total_steps = config.steps + config.refine_steps
     for step in range(start, total_steps):
         if step == config.steps:  # free poses from here, initialised with the Procrustes solution
             with torch.no_grad():
-                uv_i, uv_j, wt = _sample_pairs(flows, max(4 * config.samples, 4096), g)
+                uv_i, uv_j, wt = _sample_pairs(flows, max(4 * config.samples, 4096), g, prob)
                 X_i, X_j = _points(field_, flows, uv_i, uv_j, log_focal.exp()[None])
                 R0, t0 = (x[0] for x in _procrustes_poses(X_i, X_j, wt, consecutive))
             opt = torch.optim.Adam(groups + [{"params": [log_focal], "lr": focal_lr},
@@ -516,7 +550,7 @@ def _fit_window(images: Tensor, flow_images: np.ndarray, config: FlowMapConfig, 
         bases = level_lrs + [focal_lr, config.pose_lr]  # no pose group before the refinement
         for group, base in zip(opt.param_groups, bases, strict=False):
             group["lr"] = base * decay
-        uv_i, uv_j, wt = _sample_pairs(flows, config.samples, g)
+        uv_i, uv_j, wt = _sample_pairs(flows, config.samples, g, prob)
         focal = log_focal.exp()[None]
         X_i, X_j = _points(field_, flows, uv_i, uv_j, focal)
         if R0 is None:
@@ -527,7 +561,7 @@ def _fit_window(images: Tensor, flow_images: np.ndarray, config: FlowMapConfig, 
         loss_c = _reprojection(X_i, uv_j, wt, R, t, flows, focal, cx, cy, config.huber_px,
                                None if R0 is None else config.outlier_px)
         loss = loss_c[0]
-        estimate = float(log_focal.detach().exp())
+        estimate = log_focal.detach().exp()
         total = loss + config.smoothness * field_.smoothness(edges)
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -539,14 +573,18 @@ def _fit_window(images: Tensor, flow_images: np.ndarray, config: FlowMapConfig, 
                 if p.grad is not None:
                     p.grad.nan_to_num_(0.0, 0.0, 0.0)
         opt.step()
-        losses.append(float(loss.detach()))
-        focals.append(estimate)
+        step_losses.append(loss.detach())
+        step_focals.append(estimate)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", focal=f"{estimate:.1f}")
+            if step % 10 == 0 or step == total_steps - 1:
+                bar.set_postfix(loss=f"{float(step_losses[-1]):.3f}", focal=f"{float(estimate):.1f}")
+    if step_losses:
+        losses += torch.stack(step_losses).tolist()
+        focals += torch.stack(step_focals).tolist()
     with torch.no_grad():
         if R0 is None:  # no refinement: final poses from many correspondences
-            uv_i, uv_j, wt = _sample_pairs(flows, max(4 * config.samples, 4096), g)
+            uv_i, uv_j, wt = _sample_pairs(flows, max(4 * config.samples, 4096), g, prob)
             X_i, X_j = _points(field_, flows, uv_i, uv_j, log_focal.exp()[None])
             R, t = (x[0] for x in _procrustes_poses(X_i, X_j, wt, consecutive))
         else:
@@ -599,10 +637,12 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
         config: :class:`FlowMapConfig` (default: ``FlowMapConfig()``).
 
     Returns:
-        :class:`FlowMapResult` at the input resolution (CPU, float32). Nothing is differentiable.
+        :class:`FlowMapResult` at the input resolution (CPU, float32, whatever ``config.device`` was).
+        Nothing is differentiable.
 
     Raises:
-        ValueError: fewer than 3 frames, frames of different sizes, non-finite pixels, a static camera.
+        ValueError: fewer than 3 frames, frames of different sizes, non-finite pixels, a static camera, a
+            device that cannot run here (:func:`scenegrad.recon.device.resolve_device`).
 
     Notes:
         Long videos are fitted in windows of ``config.window`` frames; the focal length is searched in the
@@ -616,7 +656,10 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
     """
     from tqdm.auto import tqdm
 
+    from scenegrad.recon.device import resolve_device
+
     config = config or FlowMapConfig()
+    device = resolve_device(config.device)
     if 1 not in config.skips:
         raise ValueError(f"config.skips must contain 1 (poses come from consecutive frames), got {config.skips}")
     start_time = time.perf_counter()
@@ -624,16 +667,17 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
     N, H, W = full.shape[:3]
     h, w = small.shape[1:3]
     _check_motion(small, config)
-    images = torch.from_numpy(small)
+    images = torch.from_numpy(small).to(device)
     flow_frames = _resize(full, config.flow_side) if config.flow_side > max(h, w) else small
     windows = _windows(N, config.window, config.overlap)
     fixed = config.focal is not None
     focal = None if config.focal is None else config.focal * w / W
     bar = tqdm(total=(config.steps + config.refine_steps) * len(windows), disable=not config.progress,
                desc="flowmap", leave=False)
-    R_all = torch.zeros(N, 3, 3)
-    t_all = torch.zeros(N, 3)
-    depth_all = torch.zeros(N, H, W)
+    # the windows' results are gathered (and chained) on the CPU
+    R_all = torch.zeros(N, 3, 3, device="cpu")
+    t_all = torch.zeros(N, 3, device="cpu")
+    depth_all = torch.zeros(N, H, W, device="cpu")
     losses, focals = [], []
     try:
         prev: tuple[int, int] | None = None
@@ -647,8 +691,8 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
             if focal is None:
                 focal = win.focal
             with torch.no_grad():
-                depths = win.field.maps(W, H)
-            R, t = win.R, win.t
+                depths = win.field.maps(W, H).cpu()
+            R, t = win.R.cpu(), win.t.cpu()
             if prev is not None:  # Sim(3) onto the previous windows: shared frame k
                 k = (a + prev[1]) // 2 - a if prev[1] > a else 0
                 ok = depth_all[a + k] > 0
@@ -694,7 +738,8 @@ def dense_points(result: FlowMapResult, images, stride: int = 4) -> Points:
     full = _images_array(images, len(result.cameras))
     cams = result.cameras
     N, H, W = result.depths.shape
-    vs, us = torch.meshgrid(torch.arange(0, H, stride) + 0.5, torch.arange(0, W, stride) + 0.5, indexing="ij")
+    vs, us = torch.meshgrid(torch.arange(0, H, stride, device="cpu") + 0.5,
+                            torch.arange(0, W, stride, device="cpu") + 0.5, indexing="ij")
     xyz, rgb = [], []
     for i in range(N):
         d = result.depths[i, ::stride, ::stride]

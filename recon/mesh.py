@@ -118,12 +118,14 @@ def extract_mesh(volume: TSDFVolume, min_weight: float = 1.0, backend: str | Non
     return Mesh(vertices=vertices, faces=remap[faces.long()].int(), vertex_colors=colors.float())
 
 
-def render_splat_depths(splats, cameras: Cameras, min_alpha: float = 0.9) -> tuple[Tensor, Tensor]:
+def render_splat_depths(splats, cameras: Cameras, min_alpha: float = 0.9,
+                        device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Colour ``[N, H, W, 3]`` and expected depth ``[N, H, W]`` of trained splats from each camera; pixels
-    with accumulated opacity below ``min_alpha`` get depth 0 (no measurement)."""
+    with accumulated opacity below ``min_alpha`` get depth 0 (no measurement). Rendered on ``device``
+    (default: the splats' device); returned on the CPU, where :func:`fuse_tsdf` runs."""
     from scenegrad.recon.splat import _render, _splats_inputs
 
-    inputs, degree = _splats_inputs(splats, None)
+    inputs, degree = _splats_inputs(splats, None, device)
     colors, depths = [], []
     with torch.no_grad():
         for i in range(len(cameras)):
@@ -131,4 +133,4 @@ def render_splat_depths(splats, cameras: Cameras, min_alpha: float = 0.9) -> tup
             depth = out.depths[0, ..., 0]
             depths.append(torch.where(out.alphas[0, ..., 0] >= min_alpha, depth, torch.zeros_like(depth)))
             colors.append(out.colors[0].clamp(0, 1))
-    return torch.stack(colors), torch.stack(depths)
+    return torch.stack(colors).cpu(), torch.stack(depths).cpu()

@@ -80,9 +80,16 @@ def psnr(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
 
 @functools.lru_cache(maxsize=8)
 def _window_1d(size: int, sigma: float) -> Tensor:
-    x = torch.arange(size, dtype=torch.float64) - size // 2
+    x = torch.arange(size, dtype=torch.float64, device="cpu") - size // 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
+
+
+@functools.lru_cache(maxsize=16)
+def _window_on(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """:func:`_window_1d` cast and copied to ``device`` once (not once per SSIM call, a host-to-device copy
+    in every training step on a GPU). Shared: never modified in place."""
+    return _window_1d(size, sigma).to(device=device, dtype=dtype)
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> Tensor:
@@ -120,7 +127,7 @@ def ssim(a: Tensor, b: Tensor, *, window: int = SSIM_WINDOW, sigma: float = SSIM
     """
     a4, b4, single = _batched(a, b, "ssim")
     B, H, W, C = a4.shape
-    g = _window_1d(window, float(sigma)).to(device=a4.device, dtype=a4.dtype)
+    g = _window_on(window, float(sigma), a4.device, a4.dtype)
     # [B, H, W, C] -> [B*C, 1, H, W]: every channel filtered on its own (groups = channels in 3DGS)
     x = torch.stack([a4, b4, a4 * a4, b4 * b4, a4 * b4]).permute(0, 1, 4, 2, 3).reshape(5 * B * C, 1, H, W)
     mu_a, mu_b, e_aa, e_bb, e_ab = _filter(x, g).view(5, B, C, H, W).unbind(0)

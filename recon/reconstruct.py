@@ -23,6 +23,12 @@ At the end ``report.html`` (:mod:`scenegrad.recon.report_html`) shows the timing
 scores, the camera trajectory, frames beside their depth, and frames of the render.
 
 Presets: ``tiny`` (tests and smoke runs: seconds), ``fast`` (a CPU budget: minutes), ``default``.
+
+Device: ``device`` (``"cpu"``, ``"cuda"`` or ``"cuda:N"``) is checked before anything runs
+(:func:`scenegrad.recon.device.resolve_device`: a clear ``ValueError`` where CUDA is unavailable). FlowMap's
+gradient descent, the splat training and the rendering of the depth maps and the video run there; the
+OpenCV parts (frame selection, flow, point tracks), the bundle adjustment, the TSDF fusion and marching
+cubes, and every file written stay on the CPU.
 """
 
 from __future__ import annotations
@@ -67,7 +73,9 @@ class ReconstructConfig:
     poses: ``flowmap`` (scenegrad's own from the video, the default), ``sfm`` (scenegrad's structure from
         motion, :mod:`scenegrad.recon.sfm`: better for photos than for videos) or ``colmap`` (COLMAP
         through pycolmap).
-    seed, device: as usual (``device`` is reported; the trainer runs on CPU tensors for now).
+    seed: the random seed (the same draws on every device).
+    device: where the gradient descent and the rendering run: ``cpu``, ``cuda`` or ``cuda:N`` (see the
+        module docstring; ``ValueError`` at once when it cannot run here).
     resume: continue after the last finished stage (and the last splat checkpoint).
     overwrite: replace the outputs of an earlier run in the folder (other files are left alone).
     progress: progress bars.
@@ -189,10 +197,11 @@ def _flowmap_config(config: ReconstructConfig):
     from scenegrad.recon.flowmap import FlowMapConfig
 
     if config.preset == "tiny":
-        return FlowMapConfig.fast(steps=60, refine_steps=40, focal_search_steps=30, progress=config.progress)
+        return FlowMapConfig.fast(steps=60, refine_steps=40, focal_search_steps=30, progress=config.progress,
+                                  device=config.device)
     if config.preset == "fast":
-        return FlowMapConfig.fast(progress=config.progress)
-    return FlowMapConfig.default(progress=config.progress)
+        return FlowMapConfig.fast(progress=config.progress, device=config.device)
+    return FlowMapConfig.default(progress=config.progress, device=config.device)
 
 
 def _splat_config(config: ReconstructConfig):
@@ -200,7 +209,7 @@ def _splat_config(config: ReconstructConfig):
 
     base = SplatConfig.fast() if config.preset != "default" else SplatConfig.default()
     return dataclasses.replace(base.scaled(config.iterations), max_side=None, seed=config.seed,
-                               checkpoint_every=max(50, config.iterations // 5), test_every=8)
+                               checkpoint_every=max(50, config.iterations // 5), test_every=8, device=config.device)
 
 
 def _circle_frame(cameras, centre: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -276,6 +285,9 @@ def spiral_cameras(cameras, points: torch.Tensor, count: int, turns: float = 2.0
 def run(input_path: str | Path, out: str | Path, config: ReconstructConfig | None = None) -> dict:
     """Run the pipeline (stages: see the module docstring); returns the report's data."""
     config = (config or ReconstructConfig()).resolved()
+    from scenegrad.recon.device import resolve_device
+
+    resolve_device(config.device)  # a device that cannot run here fails now, not stages later
     input_path, out = Path(input_path), Path(out)
     if not input_path.exists():
         raise FileNotFoundError(f"{input_path} does not exist")
@@ -375,7 +387,7 @@ def run(input_path: str | Path, out: str | Path, config: ReconstructConfig | Non
         from scenegrad.recon.mesh import extract_mesh, fuse_tsdf, render_splat_depths, scene_bounds
 
         start = time.perf_counter()
-        colors, depths = render_splat_depths(splats, scene.cameras)
+        colors, depths = render_splat_depths(splats, scene.cameras, device=config.device)  # on the CPU
         lo, hi = scene_bounds(scene.points.xyz.float() if scene.points is not None else splats.means.float())
         volume = fuse_tsdf(depths, colors, scene.cameras, lo, hi, config.mesh_resolution)
         mesh = extract_mesh(volume)
@@ -396,7 +408,8 @@ def run(input_path: str | Path, out: str | Path, config: ReconstructConfig | Non
         else:
             cams, path = scene.cameras, "input trajectory"
         (out / "renders").mkdir(exist_ok=True)
-        render_video(splats, cams, out / "renders" / "orbit.mp4", fps=24 if path == "orbit" else 8)
+        render_video(splats, cams, out / "renders" / "orbit.mp4", fps=24 if path == "orbit" else 8,
+                     device=config.device)
         report.record("render", time.perf_counter() - start, frames=len(cams), path=path,
                       camera_coverage_deg=round(coverage, 1))
 

@@ -47,6 +47,13 @@ around the renderer:
   the background ``background``). Distorted cameras are undistorted first with
   :func:`scenegrad.datasets.undistort.undistort_scene` (``alpha="valid"``: no invalid pixels). Masks
   are not used.
+- **Device** (``config.device``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, checked by
+  :func:`scenegrad.recon.device.resolve_device`): the parameters, their Adam state, the densification
+  statistics, the cached views and the background live there, and every step, densification and
+  evaluation runs there (the renderer dispatches to its kernel by the tensors' device). Random draws
+  (view order, random backgrounds, split samples) come from one seeded CPU generator and are moved, so a
+  seed gives the same draws on any device. Checkpoints are saved as CPU tensors and loaded onto the
+  configured device; the returned splats, the PLY and the video come back to the CPU.
 - **Output** (``out_dir``): checkpoints ``checkpoints/ckpt_<iteration>.pt`` every
   ``checkpoint_every`` iterations (parameters, Adam state, densification statistics, iteration, the
   sampler's RNG state and the view queue, so ``resume=True`` continues the same run: bit-for-bit
@@ -76,6 +83,7 @@ from torch import Tensor
 from scenegrad.datasets.scene import Points, Scene
 from scenegrad.datasets.splats import Splats, save_splats_ply, splats_from_points
 from scenegrad.recon.densify import DensifyRecord, GaussianModel, densify_and_prune, reset_opacity
+from scenegrad.recon.device import resolve_device
 from scenegrad.recon.metrics import psnr, ssim
 from scenegrad.recon.splat_config import PARAM_NAMES, SplatConfig
 from scenegrad.render.cameras import Cameras, resize
@@ -119,7 +127,8 @@ class SplatResult:
     """What :func:`train` returns.
 
     Fields:
-        splats: the trained :class:`~scenegrad.datasets.splats.Splats` (raw parameters, CPU).
+        splats: the trained :class:`~scenegrad.datasets.splats.Splats` (raw parameters, CPU, whatever
+            ``config.device`` was).
         history: evaluations in order (the last one after the final iteration).
         densify_log: every densification step.
         iterations: the last iteration run; ``seconds``: training wall-clock time (without evaluation).
@@ -180,7 +189,7 @@ def _look_at_point(cameras: Cameras) -> Tensor:
     """The point nearest (least squares) to every optical axis; ``[3]`` float64."""
     c = cameras.centers.double()
     d = cameras.R.double()[:, 2, :]  # camera +Z in world coordinates
-    A = torch.eye(3, dtype=torch.float64)[None] - d[:, :, None] * d[:, None, :]
+    A = torch.eye(3, dtype=torch.float64, device=c.device)[None] - d[:, :, None] * d[:, None, :]
     lhs, rhs = A.sum(0), (A @ c[:, :, None]).sum(0)[:, 0]
     if len(c) < 2 or torch.linalg.cond(lhs) > 1e6:  # (nearly) parallel axes: forward-facing capture
         return c.mean(0) + d.mean(0) * scene_extent(cameras)
@@ -200,7 +209,8 @@ def random_frustum_points(cameras: Cameras, count: int, generator: torch.Generat
     need = min(len(cams), max(2, math.ceil(min_views * len(cams))))
     kept, best = [], []
     for _ in range(20):
-        cand = centre + (torch.rand(max(4 * count, 1024), 3, generator=generator, dtype=torch.float64) * 2 - 1) * half
+        cand = centre + (torch.rand(max(4 * count, 1024), 3, generator=generator, dtype=torch.float64,
+                                    device=centre.device) * 2 - 1) * half
         uv, depth = project(cams, cand)
         inside = (depth > 0) & (uv[..., 0] >= 0) & (uv[..., 1] >= 0)
         inside &= (uv[..., 0] <= cams.width[:, None]) & (uv[..., 1] <= cams.height[:, None])
@@ -214,7 +224,7 @@ def random_frustum_points(cameras: Cameras, count: int, generator: torch.Generat
         cand = torch.cat([b[0] for b in best])
         views = torch.cat([b[1] for b in best])
         xyz = cand[views.argsort(descending=True)[:count]]
-    return Points(xyz=xyz.float(), rgb=torch.full((len(xyz), 3), 0.5))
+    return Points(xyz=xyz.float(), rgb=torch.full((len(xyz), 3), 0.5, device=xyz.device))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,35 +242,51 @@ def _rasterize(*args, **kwargs):
 def _render(inputs: dict[str, Tensor], cameras: Cameras, sh_degree: int, background: Tensor | None,
             *, rasterize_mode: str = "classic", near_plane: float = 0.01, render_mode: str = "RGB",
             backend: str | None = None):
-    width, height = int(cameras.width[0]), int(cameras.height[0])
+    """Render ``inputs`` (on one device) from ``cameras`` (one image size, any device: moved to the inputs')."""
+    device = inputs["means"].device
+    return _render_at(inputs, cameras.viewmats.float().to(device), cameras.K.float().to(device),
+                      int(cameras.width[0]), int(cameras.height[0]), sh_degree, background,
+                      rasterize_mode=rasterize_mode, near_plane=near_plane, render_mode=render_mode, backend=backend)
+
+
+def _render_at(inputs: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int, height: int, sh_degree: int,
+               background: Tensor | None, *, rasterize_mode: str = "classic", near_plane: float = 0.01,
+               render_mode: str = "RGB", backend: str | None = None):
+    """:func:`_render` with the cameras as ``viewmats [C, 4, 4]`` and ``Ks [C, 3, 3]`` float32 already on the
+    inputs' device (the training step: nothing crosses devices)."""
     return _rasterize(
         inputs["means"], inputs["quats"], inputs["scales"], inputs["opacities"], inputs["colors"],
-        cameras.viewmats.float(), cameras.K.float(), width, height, near_plane=near_plane, sh_degree=sh_degree,
-        backgrounds=None if background is None else background.expand(len(cameras), 3),
+        viewmats, Ks, width, height, near_plane=near_plane, sh_degree=sh_degree,
+        backgrounds=None if background is None else background.expand(viewmats.shape[0], 3),
         render_mode=render_mode, rasterize_mode=rasterize_mode, backend=backend,
     )
 
 
-def _splats_inputs(splats: Splats, sh_degree: int | None) -> tuple[dict[str, Tensor], int]:
+def _splats_inputs(splats: Splats, sh_degree: int | None,
+                   device: torch.device | str | None = None) -> tuple[dict[str, Tensor], int]:
+    """Renderer inputs of ``splats`` on ``device`` (default: the splats' own) and the SH degree used."""
     d = splats.sh_degree if sh_degree is None else min(sh_degree, splats.sh_degree)
+    device = splats.means.device if device is None else resolve_device(device)
     return {
-        "means": splats.means.float(),
-        "quats": splats.unit_quats.float(),
-        "scales": splats.scales.float(),
-        "opacities": splats.opacities.float(),
-        "colors": splats.sh_coeffs.float()[:, : (d + 1) ** 2],
+        "means": splats.means.float().to(device),
+        "quats": splats.unit_quats.float().to(device),
+        "scales": splats.scales.float().to(device),
+        "opacities": splats.opacities.float().to(device),
+        "colors": splats.sh_coeffs.float()[:, : (d + 1) ** 2].to(device),
     }, d
 
 
 @torch.no_grad()
 def render_splats(splats: Splats, cameras: Cameras, *, sh_degree: int | None = None,
                   background: tuple[float, float, float] | Tensor = (0.0, 0.0, 0.0),
-                  rasterize_mode: str = "classic", backend: str | None = None) -> Tensor:
+                  rasterize_mode: str = "classic", backend: str | None = None,
+                  device: torch.device | str | None = None) -> Tensor:
     """Render trained :class:`~scenegrad.datasets.splats.Splats` from each camera in turn (all of one
-    image size) over ``background``: ``[C, H, W, 3]`` in ``[0, 1]``, no gradients. ``sh_degree``
-    defaults to the splats' own."""
-    inputs, d = _splats_inputs(splats, sh_degree)
-    bg = torch.as_tensor(background, dtype=torch.float32)
+    image size) over ``background``: ``[C, H, W, 3]`` in ``[0, 1]``, no gradients, on ``device``
+    (default: the splats' device; the splats and cameras are copied there). ``sh_degree`` defaults to
+    the splats' own."""
+    inputs, d = _splats_inputs(splats, sh_degree, device)
+    bg = torch.as_tensor(background, dtype=torch.float32, device=inputs["means"].device)
     images = [_render(inputs, cameras[i], d, bg, rasterize_mode=rasterize_mode, backend=backend).colors[0, ..., :3]
               for i in range(len(cameras))]
     return torch.stack(images).clamp(0, 1)
@@ -268,18 +294,19 @@ def render_splats(splats: Splats, cameras: Cameras, *, sh_degree: int | None = N
 
 def render_video(splats: Splats, cameras: Cameras, path: str | Path, *, fps: float = 30.0,
                  background: tuple[float, float, float] = (0.0, 0.0, 0.0), sh_degree: int | None = None,
-                 backend: str | None = None, overwrite: bool = True) -> Path:
+                 backend: str | None = None, overwrite: bool = True, device: torch.device | str | None = None) -> Path:
     """Render ``splats`` along ``cameras`` (in order; e.g. the training path) and write an H.264 video
-    with :func:`scenegrad.datasets.video.write_video`. All cameras must share one image size."""
+    with :func:`scenegrad.datasets.video.write_video`. All cameras must share one image size. The frames
+    are rendered on ``device`` (default: the splats' device) and written from the CPU."""
     from scenegrad.datasets.video import write_video
 
-    inputs, d = _splats_inputs(splats, sh_degree)
-    bg = torch.as_tensor(background, dtype=torch.float32)
+    inputs, d = _splats_inputs(splats, sh_degree, device)
+    bg = torch.as_tensor(background, dtype=torch.float32, device=inputs["means"].device)
 
     def frames():
         for i in range(len(cameras)):
             with torch.no_grad():
-                yield _render(inputs, cameras[i], d, bg, backend=backend).colors[0, ..., :3].clamp(0, 1)
+                yield _render(inputs, cameras[i], d, bg, backend=backend).colors[0, ..., :3].clamp(0, 1).cpu()
 
     return write_video(path, frames(), fps, overwrite=overwrite)
 
@@ -291,11 +318,24 @@ def render_video(splats: Splats, cameras: Cameras, path: str | Path, *, fps: flo
 
 @dataclass
 class _View:
-    camera: Cameras  # one camera, resized to the image
-    image: Tensor  # [H, W, 3 or 4] float32
+    camera: Cameras  # one camera, resized to the image (CPU)
+    image: Tensor  # [H, W, 3 or 4] float32, on the training device
+    viewmat: Tensor  # [1, 4, 4] float32, on the training device
+    K: Tensor  # [1, 3, 3] float32, on the training device
+    ndc: Tensor  # [2] float32 (W / 2, H / 2) on the training device: pixels -> NDC for the densification statistic
+
+    @property
+    def width(self) -> int:
+        return self.image.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.image.shape[0]
 
 
-def _load_views(scene: Scene, config: SplatConfig) -> list[_View]:
+def _load_views(scene: Scene, config: SplatConfig, device: torch.device | None = None) -> list[_View]:
+    """Every frame, downscaled and cached on ``device`` with its camera's matrices (default: the CPU)."""
+    device = torch.device("cpu") if device is None else device
     views = []
     for i, frame in enumerate(scene.frames):
         cam = scene.cameras[i].to(dtype=torch.float32)
@@ -313,7 +353,9 @@ def _load_views(scene: Scene, config: SplatConfig) -> list[_View]:
             img = F.interpolate(img.permute(2, 0, 1)[None], size=(h, w), mode="area")[0].permute(1, 2, 0)
         if (w, h) != (W, H):
             cam = resize(cam, (w, h))
-        views.append(_View(cam, img.contiguous()))
+        views.append(_View(cam, img.to(device).contiguous(), cam.viewmats.float().to(device),
+                           cam.K.float().to(device),
+                           torch.tensor([0.5 * w, 0.5 * h], dtype=torch.float32, device=device)))
     return views
 
 
@@ -342,7 +384,8 @@ def _lrs(config: SplatConfig, extent: float) -> dict[str, float]:
 
 
 def _to_splats(model: GaussianModel) -> Splats:
-    return Splats(**{k: v.detach().clone() for k, v in model.params.items()})
+    """The model's parameters as :class:`Splats` on the CPU (copies)."""
+    return Splats(**{k: v.detach().to("cpu", copy=True) for k, v in model.params.items()})
 
 
 def _latest_checkpoint(folder: Path) -> Path | None:
@@ -358,8 +401,9 @@ def _evaluate(model: GaussianModel, views: list[_View], sh_degree: int, backgrou
     inputs = {k: v.detach() for k, v in model.activated(sh_degree).items()}
     ps, ss = [], []
     for v in views:
-        out = _render(inputs, v.camera, sh_degree, background, rasterize_mode=config.rasterize_mode,
-                      near_plane=config.near_plane, backend=backend).colors[0, ..., :3].clamp(0, 1)
+        out = _render_at(inputs, v.viewmat, v.K, v.width, v.height, sh_degree, background,
+                         rasterize_mode=config.rasterize_mode, near_plane=config.near_plane,
+                         backend=backend).colors[0, ..., :3].clamp(0, 1)
         gt = _target(v, background)
         ps.append(float(psnr(out, gt)))
         ss.append(float(ssim(out, gt)))
@@ -393,9 +437,15 @@ def train(
         backend: passed to :func:`~scenegrad.render.gaussians.rasterize_gaussians`.
 
     Returns:
-        A :class:`SplatResult`. Runs on CPU (float32); deterministic for a fixed ``config.seed``.
+        A :class:`SplatResult` (CPU tensors). Runs on ``config.device`` (float32); deterministic for a fixed
+        ``config.seed`` with a deterministic renderer.
+
+    Raises:
+        ValueError: an unposed scene, ``resume`` without ``out_dir``, or a device that cannot run here
+            (:func:`~scenegrad.recon.device.resolve_device`).
     """
     config = config or SplatConfig.default()
+    device = resolve_device(config.device)
     if scene.cameras is None:
         raise ValueError("train needs a posed scene (scene.cameras is None): estimate cameras first")
     if scene.cameras.is_distorted:
@@ -408,22 +458,25 @@ def train(
         raise ValueError("resume=True needs out_dir (where the checkpoints are)")
 
     train_idx, test_idx = _split_indices(len(scene), config.test_every)
-    views = _load_views(scene, config)
+    views = _load_views(scene, config, device)
     train_views, test_views = [views[i] for i in train_idx], [views[i] for i in test_idx]
-    extent = scene_extent(scene.cameras[torch.tensor(train_idx)])
-    background = torch.tensor(config.background, dtype=torch.float32)
+    cpu_train_idx = torch.tensor(train_idx, dtype=torch.long, device="cpu")
+    extent = scene_extent(scene.cameras[cpu_train_idx])
+    background = torch.tensor(config.background, dtype=torch.float32, device=device)
+    white = all(c == 1 for c in config.background)
     eval_every = eval_every or max(1, config.iterations // 10)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)  # the CPU draws of any device
 
     state = None
     if resume and ckpt_dir is not None and (latest := _latest_checkpoint(ckpt_dir)) is not None:
-        state = torch.load(latest, weights_only=False)
+        state = torch.load(latest, map_location="cpu", weights_only=False)  # moved by from_state_dict
     if state is not None:
-        if state["config"] != dataclasses.asdict(config):
-            changed = sorted(k for k, v in dataclasses.asdict(config).items() if state["config"].get(k) != v)
+        asked = {k: v for k, v in dataclasses.asdict(config).items() if k != "device"}  # any device may resume
+        if {k: v for k, v in state["config"].items() if k != "device"} != asked:
+            changed = sorted(k for k, v in asked.items() if state["config"].get(k) != v)
             warnings.warn(f"resuming {latest} with a different config ({', '.join(changed)}): "
                           "the run continues with the new values", stacklevel=2)
-        model = GaussianModel.from_state_dict(state["model"])
+        model = GaussianModel.from_state_dict(state["model"], device)
         start, sh_degree = state["iteration"], state["sh_degree"]
         generator.set_state(state["rng"])
         queue: list[int] = list(state["queue"])
@@ -433,9 +486,9 @@ def train(
     else:
         points = init_points if init_points is not None else scene.points
         if points is None:
-            points = random_frustum_points(scene.cameras[torch.tensor(train_idx)], config.init_random_count, generator)
+            points = random_frustum_points(scene.cameras[cpu_train_idx], config.init_random_count, generator)
         init = splats_from_points(points, sh_degree=config.sh_degree, init_opacity=config.init_opacity)
-        model = GaussianModel({k: getattr(init, k) for k in PARAM_NAMES}, _lrs(config, extent))
+        model = GaussianModel({k: getattr(init, k) for k in PARAM_NAMES}, _lrs(config, extent), device)
         start, sh_degree, queue, history, densify_log, elapsed = 0, 0, [], [], [], 0.0
 
     def checkpoint(iteration: int) -> None:
@@ -455,7 +508,10 @@ def train(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.iterations, initial=start, desc=f"splat ({config.name})", dynamic_ncols=True)
-    loss_sum, loss_n, last_psnr, it = 0.0, 0, history[-1].psnr if history else None, start
+    # the loss is summed on the device (float64) and read at evaluations and progress updates only: no
+    # device-to-host copy in the step
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    loss_n, last_psnr, it = 0, history[-1].psnr if history else None, start
     t0 = time.perf_counter() - elapsed
     for it in range(start + 1, config.iterations + 1):
         if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds:
@@ -466,31 +522,33 @@ def train(
         if it % config.sh_degree_interval == 0 and sh_degree < config.sh_degree:
             sh_degree += 1
         if not queue:
-            queue = torch.randperm(len(train_views), generator=generator).tolist()
+            queue = torch.randperm(len(train_views), generator=generator, device="cpu").tolist()
         view = train_views[queue.pop()]
-        bg = torch.rand(3, generator=generator) if config.random_background else background
+        if config.random_background:
+            bg = torch.rand(3, generator=generator, device="cpu").to(device)
+        else:
+            bg = background
 
-        out_render = _render(model.activated(sh_degree), view.camera, sh_degree, bg,
-                             rasterize_mode=config.rasterize_mode, near_plane=config.near_plane, backend=backend)
+        out_render = _render_at(model.activated(sh_degree), view.viewmat, view.K, view.width, view.height, sh_degree,
+                                bg, rasterize_mode=config.rasterize_mode, near_plane=config.near_plane,
+                                backend=backend)
         image = out_render.colors[0, ..., :3]
         gt = _target(view, bg)
         l1 = (image - gt).abs().mean()
         loss = (1 - config.ssim_lambda) * l1 + config.ssim_lambda * (1 - ssim(image, gt))
         loss.backward()
-        loss_value = loss.item()
-        loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
+        loss_sum += loss.detach()
+        loss_n += 1
 
         with torch.no_grad():
-            if it < config.densify_until:
+            if it < config.densify_until:  # masks by torch.where, not by indexing: no device sync
                 radii = out_render.radii[0].float()
                 radii = radii.amax(-1) if radii.dim() == 2 else radii
                 vis = radii > 0
-                g = out_render.means2d.grad[0]
-                W, H = int(view.camera.width[0]), int(view.camera.height[0])
-                gnorm = (g * torch.tensor([0.5 * W, 0.5 * H])).norm(dim=-1)
-                model.grad_accum[vis] += gnorm[vis]
-                model.grad_count[vis] += 1
-                model.max_radii[vis] = torch.maximum(model.max_radii[vis], radii[vis])
+                gnorm = (out_render.means2d.grad[0] * view.ndc).norm(dim=-1)
+                model.grad_accum += torch.where(vis, gnorm, 0.0)
+                model.grad_count += vis
+                model.max_radii = torch.where(vis, torch.maximum(model.max_radii, radii), model.max_radii)
             model.optimizer.step()
             model.optimizer.zero_grad(set_to_none=True)
             if it < config.densify_until:
@@ -498,7 +556,6 @@ def train(
                     densify_log.append(densify_and_prune(model, config, extent, generator=generator, iteration=it,
                                                          prune_big=config.opacity_reset_every is not None
                                                          and it > config.opacity_reset_every))
-                white = bool((background == 1).all())
                 reset = config.opacity_reset_every is not None and it % config.opacity_reset_every == 0
                 if reset or (white and it == config.densify_from):
                     reset_opacity(model)
@@ -506,8 +563,8 @@ def train(
         if it % eval_every == 0 or it == config.iterations:
             elapsed = time.perf_counter() - t0
             p, s = _evaluate(model, test_views, sh_degree, background, config, backend)
-            history.append(EvalRecord(it, elapsed, loss_sum / max(loss_n, 1), p, s, model.num))
-            loss_sum, loss_n, last_psnr = 0.0, 0, p
+            history.append(EvalRecord(it, elapsed, float(loss_sum) / max(loss_n, 1), p, s, model.num))
+            loss_sum, loss_n, last_psnr = torch.zeros_like(loss_sum), 0, p
             t0 = time.perf_counter() - elapsed  # evaluation time is not training time
         if ckpt_dir is not None and config.checkpoint_every and it % config.checkpoint_every == 0:
             elapsed = time.perf_counter() - t0
@@ -516,14 +573,14 @@ def train(
         if bar is not None:
             bar.update(1)
             if it % 10 == 0:
-                bar.set_postfix(loss=f"{loss_value:.4f}", psnr="-" if last_psnr is None else f"{last_psnr:.2f}",
+                bar.set_postfix(loss=f"{float(loss):.4f}", psnr="-" if last_psnr is None else f"{last_psnr:.2f}",
                                 n=model.num)
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - t0
     if not history or history[-1].iteration != it:
         p, s = _evaluate(model, test_views, sh_degree, background, config, backend)
-        history.append(EvalRecord(it, elapsed, loss_sum / max(loss_n, 1), p, s, model.num))
+        history.append(EvalRecord(it, elapsed, float(loss_sum) / max(loss_n, 1), p, s, model.num))
 
     splats = _to_splats(model)
     result = SplatResult(splats, history, densify_log, it, elapsed, sh_degree, extent, train_idx, test_idx)
@@ -543,7 +600,7 @@ def train(
             sizes = {(int(c.width[0]), int(c.height[0])) for c in cams}
             if len(sizes) == 1:
                 render_video(splats, _cat_cameras(cams), out / "video.mp4", background=config.background,
-                             backend=backend)
+                             backend=backend, device=device)
     return result
 
 

@@ -59,6 +59,9 @@ class SplatConfig:
     # rendering
     rasterize_mode: Literal["classic", "antialiased"] = "classic"
     near_plane: float = 0.01
+    # where the model, the views and every step run: "cpu", "cuda" or "cuda:N" (checked by
+    # :func:`scenegrad.recon.device.resolve_device`); checkpoints are saved on the CPU either way
+    device: str = "cpu"
     # bookkeeping
     checkpoint_every: int | None = 5000
     max_seconds: float | None = None  # stop early (schedules still assume ``iterations``)

@@ -29,7 +29,7 @@ def clip(tmp_path_factory):
 def result(clip, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    report = run(clip[0], out, ReconstructConfig(preset="tiny", progress=False))
+    report = run(clip[0], out, ReconstructConfig(preset="tiny", device="cpu", progress=False))
     return out, report
 
 
@@ -214,7 +214,7 @@ def test_export_and_render(result, tmp_path):
         export(out, "glb", tmp_path / "m.glb")
     main(["render", str(out), "--path", "dataset", "--out", str(tmp_path / "d.mp4")])
     assert probe_video(tmp_path / "d.mp4").frame_count == FRAMES
-    main(["render", str(out), "--frames", "6", "--out", str(tmp_path / "o.mp4")])
+    main(["render", str(out), "--frames", "6", "--out", str(tmp_path / "o.mp4"), "--device", "cpu"])
     assert probe_video(tmp_path / "o.mp4").frame_count == 6
     main(["render", str(out), "--path", "spiral", "--frames", "5", "--out", str(tmp_path / "s.mp4")])
     assert probe_video(tmp_path / "s.mp4").frame_count == 5
