@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.scenegrad-installed
 # torch is installed first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
+# make demo DEVICE=cuda TORCH_SPEC=torch: the demo on a GPU.
+DEVICE ?= cpu
 
 .PHONY: install demo test lint bench clean
 
@@ -24,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 # minutes on 2 CPU cores.
 demo: $(STAMP)
 	$(VENV)/bin/scenegrad info --build
-	$(VENV)/bin/scenegrad reconstruct --out demo_out --overwrite --preset fast --iterations 400
+	$(VENV)/bin/scenegrad reconstruct --out demo_out --overwrite --preset fast --iterations 400 --device $(DEVICE)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
