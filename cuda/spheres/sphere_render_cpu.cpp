@@ -47,12 +47,16 @@ struct TileSpheres {
         }
     }
 
-    // h[q], k[q] of spheres j0 + q, q < m, for one ray (sphere_h of spheres.h in one vectorisable loop).
-    void chunk_h(int64_t j0, int m, const Ray<T>& ray, T* h, T* k) const {
+    // h[q], k[q] of spheres j0 + q, q < m, for one ray (sphere_h of spheres.h in one vectorisable loop);
+    // returns the mask of those with h > 0 (bit q), so that callers visit only them (no branch per sphere).
+    unsigned chunk_h(int64_t j0, int m, const Ray<T>& ray, T* h, T* k) const {
         const T *x = X.data() + j0, *y = Y.data() + j0, *z = Z.data() + j0, *rr = r2.data() + j0;
         const T a = ray.a, b = ray.b, inv_dd = ray.inv_dd;
         SG_OMP(simd)
         for (int q = 0; q < m; ++q) h[q] = sphere_h(x[q], y[q], z[q], rr[q], a, b, inv_dd, k[q]);
+        unsigned mask = 0;
+        for (int q = 0; q < m; ++q) mask |= unsigned(h[q] > T(0)) << q;
+        return mask;
     }
 };
 
@@ -120,21 +124,27 @@ void forward_tile(const Common<T>& g, int64_t t, int32_t* ids, const T* keys, T*
             const Ray<T> ray = pixel_ray<T>(x, y, in[0], in[1], in[2], in[3]);
             pb.init(g.p);
             for (int k = 0; k < D; ++k) acc[k] = T(0);
+            // j: the first list entry not examined. The stop is tested at chunk starts and at hits: with
+            // bounds sorted, stopping at the next hit instead of at the first sphere past the bound blends
+            // the same hits.
             int64_t j = 0;
             bool stopped = false;
             for (int64_t j0 = 0; j0 < n && !stopped; j0 += kChunk) {
                 const int m = (int)std::min<int64_t>(kChunk, n - j0);
                 if (local.s[j0].bound < pb.stop) break;
-                local.chunk_h(j0, m, ray, hs, ks);
-                for (int q = 0; q < m; ++q, ++j) {
-                    const Sphere<T>& s = local.s[j];
+                j = j0 + m;
+                for (unsigned mask = local.chunk_h(j0, m, ray, hs, ks); mask; mask &= mask - 1) {
+                    const int q = __builtin_ctz(mask);
+                    const int64_t i = j0 + q;
+                    const Sphere<T>& s = local.s[i];
                     if (s.bound < pb.stop) {
                         stopped = true;
+                        j = i;
                         break;
                     }
                     T z, e;
-                    if (!(hs[q] > T(0)) || !sphere_depth(s.r2, hs[q], ks[q], ray.inv_dd, g.p, z, e)) continue;
-                    pb.add(e, s.opacity * hs[q], z, local.f.data() + j * D, acc, D, K, ids[start + j], g.p);
+                    if (!sphere_depth(s.r2, hs[q], ks[q], ray.inv_dd, g.p, z, e)) continue;
+                    pb.add(e, s.opacity * hs[q], z, local.f.data() + i * D, acc, D, K, ids[start + i], g.p);
                 }
             }
             write_pixel(pb, acc, bg, D, K, pix, out_f, out_a, out_z, out_ids, out_w, state);
@@ -180,13 +190,13 @@ void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t, TileScrat
             T ga = 0, gb = 0;
             for (int64_t j0 = 0; j0 < stop; j0 += kChunk) {
                 const int m = (int)std::min<int64_t>(kChunk, stop - j0);
-                local.chunk_h(j0, m, ray, hs, ks);
-                for (int q = 0; q < m; ++q) {
+                for (unsigned mask = local.chunk_h(j0, m, ray, hs, ks); mask; mask &= mask - 1) {
+                    const int q = __builtin_ctz(mask);
                     const int64_t j = j0 + q;
                     const Sphere<T>& s = local.s[j];
                     const T h = hs[q];
                     T z, e;
-                    if (!(h > T(0)) || !sphere_depth(s.r2, h, ks[q], ray.inv_dd, g.p, z, e)) continue;
+                    if (!sphere_depth(s.r2, h, ks[q], ray.inv_dd, g.p, z, e)) continue;
                     T* r = grads.data() + j * b.row;
                     const HitGrad<T> hg = pg.hit(s, ray, h, ks[q], z, e, local.f.data() + j * D,
                                                  [r](int i, T v) { r[i] += v; });

@@ -128,24 +128,26 @@ struct HitGrad {
 // h and k as the forward computed them (sphere_h), so that both passes agree on every hit.
 template <typename T>
 SG_HD HitGrad<T> sphere_hit_backward(const Sphere<T>& s, const Ray<T>& ray, T h, T k, T gh, T gz) {
-    const T a = ray.a, b = ray.b, dd = ray.dd;
+    const T a = ray.a, b = ray.b, inv_dd = ray.inv_dd;
     const T px = s.X - k * a, py = s.Y - k * b, pz = s.Z - k;  // c - k d
-    const T q = s.r2 * h * ray.inv_dd;                          // (r^2 - dist2) / dd > 0 on a hit
+    const T q = s.r2 * h * inv_dd;                              // (r^2 - dist2) / dd > 0 on a hit
     const T sq = sg_sqrt(q);
     HitGrad<T> g{T(0), T(0), T(0), T(0), T(0), T(0)};
     if (!(sq > T(0))) return g;  // h so small that q underflows: a measure-zero grazing ray
-    const T inv2sqdd = T(1) / (T(2) * sq * dd);
+    // two divisions per hit: 1 / sqrt(q) and 1 / r^2
+    const T inv_sq = T(1) / sq, inv_r2 = T(1) / s.r2;
+    const T inv2sqdd = T(0.5) * inv_sq * inv_dd;  // 1 / (2 sqrt(q) dd)
     // d dist2 / d(X, Y, Z) = 2 (c - k d);  d dist2 / d(a, b) = -2 k (c - k d)_(x, y)
     const T d2X = T(2) * px, d2Y = T(2) * py, d2Z = T(2) * pz;
     const T d2a = -T(2) * k * px, d2b = -T(2) * k * py;
-    const T inv_r2 = T(1) / s.r2;
+    const T ghr = gh * inv_r2;
     // h = 1 - dist2 / r^2;  z = k - sqrt((r^2 - dist2) / dd) with k = (a X + b Y + Z) / dd
-    g.X = -gh * d2X * inv_r2 + gz * (a / dd + d2X * inv2sqdd);
-    g.Y = -gh * d2Y * inv_r2 + gz * (b / dd + d2Y * inv2sqdd);
-    g.Z = -gh * d2Z * inv_r2 + gz * (T(1) / dd + d2Z * inv2sqdd);
-    g.r = gh * T(2) * (T(1) - h) / s.r - gz * s.r / (sq * dd);
-    g.a = -gh * d2a * inv_r2 + gz * ((s.X - T(2) * a * k) / dd + (d2a + T(2) * a * q) * inv2sqdd);
-    g.b = -gh * d2b * inv_r2 + gz * ((s.Y - T(2) * b * k) / dd + (d2b + T(2) * b * q) * inv2sqdd);
+    g.X = -ghr * d2X + gz * (a * inv_dd + d2X * inv2sqdd);
+    g.Y = -ghr * d2Y + gz * (b * inv_dd + d2Y * inv2sqdd);
+    g.Z = -ghr * d2Z + gz * (inv_dd + d2Z * inv2sqdd);
+    g.r = T(2) * ghr * (T(1) - h) * s.r - gz * s.r * inv_sq * inv_dd;
+    g.a = -ghr * d2a + gz * ((s.X - T(2) * a * k) * inv_dd + (d2a + T(2) * a * q) * inv2sqdd);
+    g.b = -ghr * d2b + gz * ((s.Y - T(2) * b * k) * inv_dd + (d2b + T(2) * b * q) * inv2sqdd);
     return g;
 }
 
