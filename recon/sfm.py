@@ -31,8 +31,9 @@ Pipeline (every step with well-kept tools; the bundle adjustment is :mod:`sceneg
    sharing most points with it, intrinsics fixed) and global (every image, the camera model's intrinsics
    refined) whenever the model has grown by ``global_ba_ratio`` since the last global one, as COLMAP.
 
-Camera models (``camera_model``, COLMAP's names; the principal point starts at the image centre and is held
-there unless ``refine_principal_point``, as COLMAP): SIMPLE_PINHOLE (one focal length; scenegrad
+Camera models (``camera_model``, COLMAP's names; the principal point starts at the image centre and is
+refined in the final bundle adjustment when one camera is seen by six images or more and the fit improves
+significantly, see ``refine_principal_point``): SIMPLE_PINHOLE (one focal length; scenegrad
 ``"pinhole"``), PINHOLE (``fx``, ``fy``), SIMPLE_RADIAL (default: focal, ``k1``; scenegrad ``"opencv"`` with
 ``dist = (k1, 0, 0, 0, 0)``), RADIAL (focal, ``k1``, ``k2``) and OPENCV (``fx``, ``fy``, ``k1``, ``k2``, ``p1``,
 ``p2``). The keypoints are undistorted with the full model for the geometric steps (essential matrices,
@@ -60,6 +61,9 @@ from scenegrad.render.cameras import Cameras
 
 __all__ = ["CAMERA_MODELS", "SfMOptions", "SfMResult", "Features", "extract_features", "match_features",
            "incremental_sfm"]
+
+_PP_MIN_IMAGES = 6  # refine_principal_point="auto": images of the one camera needed to refine its principal point
+_PP_MAX_SHIFT = 0.025  # ... and the largest shift from the image centre (fraction of the image size) it accepts
 
 # COLMAP camera model -> the intrinsics :func:`scenegrad.recon.ba.bundle_adjust` refines
 CAMERA_MODELS = {
@@ -92,9 +96,13 @@ class SfMOptions:
     converges to ``1e-10``).
     camera_model: one of :data:`CAMERA_MODELS`: ``"SIMPLE_PINHOLE"`` (focal), ``"PINHOLE"`` (``fx``, ``fy``),
     ``"SIMPLE_RADIAL"`` (focal, ``k1``), ``"RADIAL"`` (focal, ``k1``, ``k2``) or ``"OPENCV"`` (``fx``, ``fy``,
-    ``k1``, ``k2``, ``p1``, ``p2``): the intrinsics refined. refine_principal_point: refine ``cx, cy`` too
-    (COLMAP does not by default). refine_intrinsics: ``False`` keeps ``focal_prior`` (and no distortion):
-    calibrated cameras.
+    ``k1``, ``k2``, ``p1``, ``p2``): the intrinsics refined. refine_principal_point: ``True`` refines ``cx, cy``
+    in every global bundle adjustment, ``False`` holds them at the image centre (COLMAP's default), ``"auto"``
+    refines them in the final bundle adjustment when one camera is shared by at least 6 registered images, and
+    keeps the result only when it is significant: the cost falls by more than the Bayesian information
+    criterion asks of two parameters (``2 dE / sigma^2 > 2 ln(2 O)`` for ``O`` observations, ``sigma^2`` the
+    residual variance) and the point moves less than 2.5 % of the image size from the centre.
+    refine_intrinsics: ``False`` keeps ``focal_prior`` (and no distortion): calibrated cameras.
     intrinsics: ``"shared"`` (one camera), ``"per_image"`` (photos from many cameras) or ``"auto"``
     (shared when every image has the same size). refine_from: registered images before intrinsics are refined.
     inconsistent_tracks: ``"prune"`` (drop a track's observations in images where it has two keypoints) or
@@ -121,7 +129,7 @@ class SfMOptions:
     ba_loss_scale: float = 2.0
     ba_ftol: float = 1e-6
     camera_model: str = "SIMPLE_RADIAL"
-    refine_principal_point: bool = False
+    refine_principal_point: bool | str = "auto"
     refine_intrinsics: bool = True
     intrinsics: str = "auto"
     refine_from: int = 3
@@ -431,6 +439,8 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
     opt = options or SfMOptions()
     if opt.camera_model not in CAMERA_MODELS:
         raise ValueError(f"camera_model must be one of {tuple(CAMERA_MODELS)}, got {opt.camera_model!r}")
+    if opt.refine_principal_point not in (True, False, "auto"):
+        raise ValueError(f"refine_principal_point must be True, False or 'auto', got {opt.refine_principal_point!r}")
     if opt.intrinsics not in ("shared", "per_image", "auto"):
         raise ValueError(f"intrinsics must be 'shared', 'per_image' or 'auto', got {opt.intrinsics!r}")
     if opt.matching not in ("exhaustive", "sequential"):
@@ -727,13 +737,36 @@ def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions, around: int | 
     cams = _cameras(rec, reg, 1, 1)
     obs = Observations(torch.tensor([pos[int(i)] for i in obs_img[use]]), torch.from_numpy(point_idx),
                        torch.from_numpy(obs_xy[use]))
-    refine = CAMERA_MODELS[opt.camera_model] + (("principal_point",) if opt.refine_principal_point else ())
+    pp = opt.refine_principal_point
+    auto = pp == "auto"
+    if auto:  # one camera seen by enough images constrains its principal point: refined in the final solve
+        pp = final and fixed is None and len(reg) >= _PP_MIN_IMAGES and len(set(rec.group[reg].tolist())) == 1
+    refine = CAMERA_MODELS[opt.camera_model] + (("principal_point",) if pp else ())
     if len(reg) < opt.refine_from or not opt.refine_intrinsics or fixed is not None:
         refine = ()
-    res = bundle_adjust(cams, torch.from_numpy(rec.X[tracks_used]), obs, refine_intrinsics=refine,
-                        intrinsic_groups=torch.from_numpy(rec.group[reg]), fixed_cameras=fixed,
-                        options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=30,
-                                          ftol=1e-10 if final else opt.ba_ftol))
+
+    def solve(refine, cams, points):
+        return bundle_adjust(cams, points, obs, refine_intrinsics=refine,
+                             intrinsic_groups=torch.from_numpy(rec.group[reg]), fixed_cameras=fixed,
+                             options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=30,
+                                               ftol=1e-10 if final else opt.ba_ftol))
+
+    if auto and "principal_point" in refine:
+        # model selection: the principal point is kept where it was unless refining it lowers the cost by more
+        # than the Bayesian information criterion asks of two parameters, and moves it plausibly little
+        res = solve(refine[:-1], cams, torch.from_numpy(rec.X[tracks_used]))
+        cams = res.cameras
+        freed = solve(refine, cams, res.points)  # from the optimum with the centre
+        sigma2 = 2 * res.cost_final / (2 * len(obs.uv))  # residual variance per coordinate
+        gain = 2 * (res.cost_final - freed.cost_final) / max(sigma2, 1e-300)
+        moved = torch.stack([freed.cameras.cx - cams.cx, freed.cameras.cy - cams.cy], 1).abs()
+        if gain > 2 * math.log(2 * len(obs.uv)) and not bool(
+                (moved > _PP_MAX_SHIFT * 2 * torch.stack([cams.cx, cams.cy], 1)).any()):
+            res = freed
+        else:
+            refine = refine[:-1]
+    else:
+        res = solve(refine, cams, torch.from_numpy(rec.X[tracks_used]))
     for k, i in enumerate(reg):
         rec.R[i], rec.t[i] = res.cameras.R[k].detach().numpy(), res.cameras.t[k].detach().numpy()
     if refine:
