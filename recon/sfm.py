@@ -31,9 +31,9 @@ Pipeline (every step with well-kept tools; the bundle adjustment is :mod:`sceneg
    sharing most points with it, intrinsics fixed) and global (every image, the camera model's intrinsics
    refined) whenever the model has grown by ``global_ba_ratio`` since the last global one, as COLMAP.
 
-Camera models (``camera_model``, COLMAP's names; the principal point starts at the image centre and is
-refined in the final bundle adjustment when one camera is seen by six images or more and the fit improves
-significantly, see ``refine_principal_point``): SIMPLE_PINHOLE (one focal length; scenegrad
+Camera models (``camera_model``, COLMAP's names; the principal point starts at the image centre and, but
+for OPENCV, is refined in the final bundle adjustment when one camera is seen by six images or more and the
+fit improves significantly, see ``refine_principal_point``): SIMPLE_PINHOLE (one focal length; scenegrad
 ``"pinhole"``), PINHOLE (``fx``, ``fy``), SIMPLE_RADIAL (default: focal, ``k1``; scenegrad ``"opencv"`` with
 ``dist = (k1, 0, 0, 0, 0)``), RADIAL (focal, ``k1``, ``k2``) and OPENCV (``fx``, ``fy``, ``k1``, ``k2``, ``p1``,
 ``p2``). The keypoints are undistorted with the full model for the geometric steps (essential matrices,
@@ -98,7 +98,8 @@ class SfMOptions:
     ``"SIMPLE_RADIAL"`` (focal, ``k1``), ``"RADIAL"`` (focal, ``k1``, ``k2``) or ``"OPENCV"`` (``fx``, ``fy``,
     ``k1``, ``k2``, ``p1``, ``p2``): the intrinsics refined. refine_principal_point: ``True`` refines ``cx, cy``
     in every global bundle adjustment, ``False`` holds them at the image centre (COLMAP's default), ``"auto"``
-    refines them in the final bundle adjustment when one camera is shared by at least 6 registered images, and
+    refines them in the final bundle adjustment when one camera is shared by at least 6 registered images
+    and the model has no tangential distortion (OPENCV's ``p1, p2`` nearly mimic a principal point shift), and
     keeps the result only when it is significant: the cost falls by more than the Bayesian information
     criterion asks of two parameters (``2 dE / sigma^2 > 2 ln(2 O)`` for ``O`` observations, ``sigma^2`` the
     residual variance) and the point moves less than 2.5 % of the image size from the centre.
@@ -740,7 +741,10 @@ def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions, around: int | 
     pp = opt.refine_principal_point
     auto = pp == "auto"
     if auto:  # one camera seen by enough images constrains its principal point: refined in the final solve
-        pp = final and fixed is None and len(reg) >= _PP_MIN_IMAGES and len(set(rec.group[reg].tolist())) == 1
+        # (not with tangential distortion, which a shift of the principal point nearly mimics: measured on
+        # Herz-Jesu, OPENCV's principal point then drifts 10 px the wrong way)
+        pp = (final and fixed is None and len(reg) >= _PP_MIN_IMAGES and len(set(rec.group[reg].tolist())) == 1
+              and "p1" not in CAMERA_MODELS[opt.camera_model])
     refine = CAMERA_MODELS[opt.camera_model] + (("principal_point",) if pp else ())
     if len(reg) < opt.refine_from or not opt.refine_intrinsics or fixed is not None:
         refine = ()
