@@ -160,20 +160,21 @@ def test_an_offset_principal_point_is_refined_when_significant(monkeypatch):
 
 @pytest.mark.parametrize("model", ["PINHOLE", "RADIAL", "OPENCV"])
 def test_per_image_intrinsics(monkeypatch, model):
-    """Two cameras (images 0, 2, 4, ... and 1, 3, 5, ...) with different lenses, each image calibrated alone."""
-    n = 10
+    """Two lenses (images 0, 2, 4, 6 and 1, 3, 5, 7), each image calibrated alone."""
+    n = 8
     fx = np.where(np.arange(n) % 2, 560.0, 640.0)
     fy = fx * (1.04 if model != "RADIAL" else 1.0)
     dist = np.zeros((n, 5))
     if model != "PINHOLE":
         dist[:, 0] = np.where(np.arange(n) % 2, -0.06, 0.04)
         dist[:, 1] = 0.02
-    feats, matches, R = _views(fx, fy, dist, n_cams=n, n_pts=900, seed=2)
+    feats, matches, R = _views(fx, fy, dist, n_cams=n, n_pts=600, seed=2)
     res = _run(monkeypatch, feats, matches, SfMOptions(camera_model=model, intrinsics="per_image"))
     cams = res.scene.cameras
     assert res.registered == list(range(n))
     assert _rotation_error(cams, R) < 0.1
-    # every image its own intrinsics: within ~1 % of its lens (measured: at most 0.24 %; rotations 0.024 deg)
+    # every image its own intrinsics: within ~1 % of its lens (measured: at most 0.28 %, OPENCV 0.66 %; rotations
+    # 0.027-0.059 deg)
     assert np.abs(cams.fx.numpy() / fx - 1).max() < 0.015 and np.abs(cams.fy.numpy() / fy - 1).max() < 0.015
     if model == "RADIAL":
         assert torch.equal(cams.fx, cams.fy) and bool((cams.dist[:, 2:] == 0).all())
