@@ -1,11 +1,11 @@
 """Bundle adjustment in torch: Levenberg-Marquardt with a Schur complement, and a differentiable layer.
 
-:func:`bundle_adjust` refines cameras (pose, optionally focal length, principal point and ``k1``)
-and 3D points so that the points reproject onto their 2D observations. Cameras follow
-:mod:`scenegrad.render.cameras` (OpenCV world-to-camera ``x_c = R X + t``, pixels with centres at
-``i + 0.5``); models ``"pinhole"`` and ``"opencv"`` (COLMAP's SIMPLE_RADIAL is ``"opencv"`` with
-``dist = (k1, 0, 0, 0, 0)``; every distortion coefficient is honoured by the projection, only ``k1``
-can be refined).
+:func:`bundle_adjust` refines cameras (pose, optionally focal lengths, principal point and the OpenCV
+distortion ``k1, k2, p1, p2, k3``) and 3D points so that the points reproject onto their 2D observations.
+Cameras follow :mod:`scenegrad.render.cameras` (OpenCV world-to-camera ``x_c = R X + t``, pixels with
+centres at ``i + 0.5``); models ``"pinhole"`` and ``"opencv"`` (COLMAP's SIMPLE_RADIAL is ``"opencv"``
+with ``dist = (k1, 0, 0, 0, 0)``, RADIAL ``(k1, k2, 0, 0, 0)``, OPENCV ``(k1, k2, p1, p2, 0)``; every
+distortion coefficient is honoured by the projection, each can be refined or held).
 
 **Cost.** For observation ``i`` of point ``p`` in camera ``j`` with pixel ``y_i`` and weight ``c_i >= 0``,
 the residual is ``r_i = pi_j(R_j X_p + t_j) - y_i`` (2 pixels) and the cost
@@ -17,11 +17,14 @@ gradient ``g = sum_i w_i J_i^T r_i`` is exact and ``H = sum_i w_i J_i^T J_i`` is
 
 **Parameters and Jacobians (analytic).** Each update ``delta`` acts on the current values:
 ``t <- t + dt``, ``R <- exp([dphi]_x) R`` (so3 increment on the left, camera frame), ``X <- X + dX``,
-``(fx, fy) <- (fx, fy) exp(df)`` (the aspect ratio is kept), ``(cx, cy) <- (cx, cy) + dc``,
-``k1 <- k1 + dk1``. With ``x_c = R X + t``, ``n = x_c[:2] / z``, ``d = distort(n)``, ``u = f d + c``:
+``(fx, fy) <- (fx, fy) exp(df)`` (``"focal"``: the aspect ratio is kept) or ``fx <- fx exp(dfx)``,
+``fy <- fy exp(dfy)`` (``"focal_xy"``), ``(cx, cy) <- (cx, cy) + dc``, ``k <- k + dk`` for each refined
+distortion coefficient. With ``x_c = R X + t``, ``n = x_c[:2] / z``, ``d = distort(n)``, ``u = f d + c``:
 ``du/dx_c = diag(f) (dd/dn) [[1/z, 0, -n_x/z], [0, 1/z, -n_y/z]] =: A``,
-``du/ddt = A``, ``du/ddphi = -A [R X]_x``, ``du/dX = A R``, ``du/ddf = f * d``, ``du/ddc = I``,
-``du/ddk1 = f * n |n|^2``.
+``du/ddt = A``, ``du/ddphi = -A [R X]_x``, ``du/dX = A R``, ``du/ddf = f * d``, ``du/ddfx = (fx d_x, 0)``,
+``du/ddfy = (0, fy d_y)``, ``du/ddc = I``, and with ``r2 = |n|^2``: ``du/ddk1 = f * n r2``,
+``du/ddk2 = f * n r2^2``, ``du/ddk3 = f * n r2^3``, ``du/ddp1 = f * (2 n_x n_y, r2 + 2 n_y^2)``,
+``du/ddp2 = f * (r2 + 2 n_x^2, 2 n_x n_y)``.
 
 **Solver.** Levenberg-Marquardt with Marquardt's scaling: ``(H + lambda diag(H)) delta = -g``,
 the gain ratio updating ``lambda`` (Nielsen's rule). ``H`` has the block structure
@@ -59,7 +62,7 @@ exact Hessian-vector products (autograd, double backward) add the residual-curva
 derivative of the optimum (it matches central finite differences of the full solve to ~1e-6).
 Gradients flow to ``observations.uv``, ``observations.weights``
 and the cameras' ``fx, fy, cx, cy, dist`` (those not refined; a refined intrinsic's optimum does
-not depend on its starting value, except that the refined focal keeps the input ``fy / fx``, whose
+not depend on its starting value, except that a refined ``"focal"`` keeps the input ``fy / fx``, whose
 gradient is not propagated). The starting ``R, t`` and points receive no gradient (the optimum does
 not depend on the start). Fixed (gauge) parameters have zero gradient.
 
@@ -100,7 +103,11 @@ from scenegrad.render.rotations import so3_exp
 __all__ = ["LOSSES", "INTRINSICS", "Observations", "BAOptions", "BAResult", "bundle_adjust", "reprojection_residuals"]
 
 LOSSES = ("linear", "huber", "cauchy")
-INTRINSICS = ("focal", "principal_point", "k1")
+INTRINSICS = ("focal", "principal_point", "k1", "focal_xy", "k2", "p1", "p2", "k3")
+# refined intrinsic -> its columns (``"focal"``: one log-scale of fx and fy; ``"focal_xy"``: one each)
+_COLUMNS = {"focal": ("f",), "focal_xy": ("fx", "fy"), "principal_point": ("cx", "cy"), "k1": ("k1",),
+            "k2": ("k2",), "p1": ("p1",), "p2": ("p2",), "k3": ("k3",)}
+_DIST_INDEX = {"k1": 0, "k2": 1, "p1": 2, "p2": 3, "k3": 4}  # position in the OpenCV ``dist [N, 5]``
 _COST_RESOLUTION = 1e-13  # relative change of the cost below which float64 cannot tell a decrease
 _PAIR_CHUNK = 1 << 18  # pairs of observations per Schur chunk (bounds memory at ~C^2 * 2 MB)
 
@@ -185,7 +192,7 @@ class _Structure:
     n_cams: int
     n_points: int
     n_groups: int
-    intr_cols: tuple[str, ...]  # refined intrinsic columns among ("f", "cx", "cy", "k1")
+    intr_cols: tuple[str, ...]  # refined intrinsic columns among ("f", "fx", "fy", "cx", "cy", "k1", "k2", ...)
     pose_free: Tensor  # [N, 6] bool (dt, dphi)
     point_free: Tensor  # [M] bool
     intr_free: Tensor  # [G, k] bool
@@ -306,15 +313,27 @@ def _project(st: _State, struct: _Structure, with_jacobians: bool):
     xr_hat[:, 0, 1], xr_hat[:, 0, 2], xr_hat[:, 1, 2] = -xr[:, 2], xr[:, 1], -xr[:, 0]
     xr_hat = xr_hat - xr_hat.transpose(1, 2)
     cols = [A, -A @ xr_hat]
+    zero = xc.new_zeros(O)
+    r2 = (n * n).sum(1, keepdim=True)
+    xy2 = 2 * n[:, 0] * n[:, 1]
     for name in struct.intr_cols:
         if name == "f":
-            cols.append((f * d)[:, :, None])
+            col = f * d
+        elif name == "fx":
+            col = torch.stack([f[:, 0] * d[:, 0], zero], dim=1)
+        elif name == "fy":
+            col = torch.stack([zero, f[:, 1] * d[:, 1]], dim=1)
         elif name == "cx":
-            cols.append(torch.tensor([1.0, 0.0], dtype=xc.dtype, device=xc.device).expand(O, 2)[:, :, None])
+            col = torch.stack([zero + 1, zero], dim=1)
         elif name == "cy":
-            cols.append(torch.tensor([0.0, 1.0], dtype=xc.dtype, device=xc.device).expand(O, 2)[:, :, None])
-        else:  # k1: d distort / d k1 = n |n|^2
-            cols.append((f * n * (n * n).sum(1, keepdim=True))[:, :, None])
+            col = torch.stack([zero, zero + 1], dim=1)
+        elif name in ("k1", "k2", "k3"):  # d distort / d k_j = n r2^j
+            col = f * n * r2 ** int(name[1])
+        elif name == "p1":
+            col = f * torch.stack([xy2, r2[:, 0] + 2 * n[:, 1] ** 2], dim=1)
+        else:  # p2
+            col = f * torch.stack([r2[:, 0] + 2 * n[:, 0] ** 2, xy2], dim=1)
+        cols.append(col[:, :, None])
     J_cam = torch.cat(cols, dim=2)
     J_pt = A @ R
     return uv, valid, J_cam, J_pt
@@ -451,12 +470,17 @@ def _apply(st: _State, struct: _Structure, dc: Tensor, dp: Tensor) -> _State:
         d = dc[:, 6 + i]
         if name == "f":
             fx, fy = fx * torch.exp(d), fy * torch.exp(d)
+        elif name == "fx":
+            fx = fx * torch.exp(d)
+        elif name == "fy":
+            fy = fy * torch.exp(d)
         elif name == "cx":
             cx = cx + d
         elif name == "cy":
             cy = cy + d
         else:
-            dist = torch.cat([dist[:, :1] + d[:, None], dist[:, 1:]], dim=1)
+            j = _DIST_INDEX[name]
+            dist = torch.cat([dist[:, :j], dist[:, j:j + 1] + d[:, None], dist[:, j + 1:]], dim=1)
     return _State(R, t, st.X + dp, fx, fy, cx, cy, dist)
 
 
@@ -562,13 +586,18 @@ def _chart(st: _State, struct: _Structure, d_pose: Tensor, d_pt: Tensor, d_intr:
         if name == "f":
             fx = torch.where(free, st.fx * torch.exp(d), fx)
             fy = torch.where(free, st.fy * torch.exp(d), fy)
+        elif name == "fx":
+            fx = torch.where(free, st.fx * torch.exp(d), fx)
+        elif name == "fy":
+            fy = torch.where(free, st.fy * torch.exp(d), fy)
         elif name == "cx":
             cx = torch.where(free, st.cx + d, cx)
         elif name == "cy":
             cy = torch.where(free, st.cy + d, cy)
         else:
-            k1 = torch.where(free, st.dist[:, 0] + d, dist[:, 0])
-            dist = torch.cat([k1[:, None], dist[:, 1:]], dim=1)
+            j = _DIST_INDEX[name]
+            kj = torch.where(free, st.dist[:, j] + d, dist[:, j])
+            dist = torch.cat([dist[:, :j], kj[:, None], dist[:, j + 1:]], dim=1)
     return _State(R, t, X, fx, fy, cx, cy, dist)
 
 
@@ -740,8 +769,12 @@ def _validate(cameras: Cameras, points: Tensor, obs: Observations, opt: BAOption
     for name in refine:
         if name not in INTRINSICS:
             raise ValueError(f"refine_intrinsics entries must be among {INTRINSICS}, got {name!r}")
-    if "k1" in refine and cameras.model != "opencv":
-        raise ValueError("refining k1 needs model='opencv' (SIMPLE_RADIAL is opencv with dist=(k1, 0, 0, 0, 0))")
+    if "focal" in refine and "focal_xy" in refine:
+        raise ValueError("refine_intrinsics: 'focal' (fx, fy scaled together) and 'focal_xy' (each) exclude each other")
+    distortion = [name for name in refine if name in _DIST_INDEX]
+    if distortion and cameras.model != "opencv":
+        raise ValueError(f"refining {distortion} needs model='opencv' (SIMPLE_RADIAL is opencv with "
+                         "dist=(k1, 0, 0, 0, 0))")
     return cam.long(), pt.long(), uv, c
 
 
@@ -765,8 +798,12 @@ def bundle_adjust(
             intrinsics) are the starting point.
         points: ``[M, 3]`` starting world points.
         observations: :class:`Observations` (``O`` of them; every index in range, ``uv`` finite).
-        refine_intrinsics: subset of ``("focal", "principal_point", "k1")`` to refine (default: none).
-            ``"focal"`` scales ``fx`` and ``fy`` together; ``"k1"`` needs ``"opencv"``.
+        refine_intrinsics: subset of :data:`INTRINSICS` ``("focal", "principal_point", "k1", "focal_xy",
+            "k2", "p1", "p2", "k3")`` to refine (default: none). ``"focal"`` scales ``fx`` and ``fy`` together
+            (the aspect ratio is kept), ``"focal_xy"`` refines them separately (not both); the distortion
+            coefficients (``dist[:, 0..4]``) need ``"opencv"``. COLMAP's models: SIMPLE_PINHOLE ``("focal",)``,
+            PINHOLE ``("focal_xy",)``, SIMPLE_RADIAL ``("focal", "k1")``, RADIAL ``("focal", "k1", "k2")``,
+            OPENCV ``("focal_xy", "k1", "k2", "p1", "p2")`` (with ``"principal_point"`` when it is refined).
         intrinsic_groups: ``[N]`` int64 group of each camera's refined intrinsics (``None``: one group
             per camera; ``torch.zeros(N, dtype=torch.long)``: shared by all). A group's refined
             intrinsics start from its first camera's values.
@@ -797,8 +834,7 @@ def bundle_adjust(
             raise ValueError(f"intrinsic_groups must be a [{N}] integer tensor")
         group = torch.unique(group.long(), return_inverse=True)[1]
     G = int(group.max()) + 1
-    cols = tuple(name for key, names in (("focal", ("f",)), ("principal_point", ("cx", "cy")), ("k1", ("k1",)))
-                 if key in refine for name in names)
+    cols = tuple(name for key, names in _COLUMNS.items() if key in refine for name in names)
     fixed_cam = _mask(fixed_cameras, N, "fixed_cameras", dev)
     fixed_pt = _mask(fixed_points, M, "fixed_points", dev)
     fixed_in = _mask(fixed_intrinsics, G, "fixed_intrinsics", dev)
@@ -819,12 +855,14 @@ def bundle_adjust(
         0, group, torch.arange(N, device=dev), "amin")[group]
     intr = [cameras.fx, cameras.fy, cameras.cx, cameras.cy]
     dist = cameras.dist if cameras.dist is not None else cameras.fx.new_zeros(N, 0)
-    if "focal" in refine:
+    if "focal" in refine or "focal_xy" in refine:
         intr[0], intr[1] = intr[0][first], intr[1][first]
     if "principal_point" in refine:
         intr[2], intr[3] = intr[2][first], intr[3][first]
-    if "k1" in refine:
-        dist = torch.cat([dist[first, :1], dist[:, 1:]], dim=1)
+    refined_dist = [_DIST_INDEX[name] for name in refine if name in _DIST_INDEX]
+    if refined_dist:
+        dist = dist.clone()
+        dist[:, refined_dist] = dist[first][:, refined_dist]
     intr = [x.to(torch.float64) for x in intr]
     info: dict = {}
     start = _State(R0, t0, X0, *intr, None)

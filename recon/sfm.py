@@ -28,12 +28,17 @@ Pipeline (every step with well-kept tools; the bundle adjustment is :mod:`sceneg
    adjustment (Cauchy loss) and removal of observations that end up beyond ``max_error_px`` (observations
    of registered images are re-judged each time: tracks continue into new images, rejected observations
    can return). The bundle adjustment is local (the new image and the ``local_ba_images - 1`` images
-   sharing most points with it, intrinsics fixed) and global (every image, focal length and ``k1``
+   sharing most points with it, intrinsics fixed) and global (every image, the camera model's intrinsics
    refined) whenever the model has grown by ``global_ba_ratio`` since the last global one, as COLMAP.
 
-The camera model is SIMPLE_RADIAL (scenegrad ``"opencv"`` with ``dist = (k1, 0, 0, 0, 0)``) with the
-principal point at the image centre; focal length and ``k1`` are shared by all images (one camera, the
-default when every image has the same size) or per image (photos from many cameras).
+Camera models (``camera_model``, COLMAP's names; the principal point starts at the image centre and, but
+for OPENCV, is refined in the final bundle adjustment when one camera is seen by six images or more and the
+fit improves significantly, see ``refine_principal_point``): SIMPLE_PINHOLE (one focal length; scenegrad
+``"pinhole"``), PINHOLE (``fx``, ``fy``), SIMPLE_RADIAL (default: focal, ``k1``; scenegrad ``"opencv"`` with
+``dist = (k1, 0, 0, 0, 0)``), RADIAL (focal, ``k1``, ``k2``) and OPENCV (``fx``, ``fy``, ``k1``, ``k2``, ``p1``,
+``p2``). The keypoints are undistorted with the full model for the geometric steps (essential matrices,
+PnP, triangulation). The intrinsics are shared by all images (one camera, the default when every image has
+the same size) or per image (photos from many cameras).
 
 >>> import numpy as np
 >>> SfMOptions().matching, SfMOptions(matching="sequential", window=5).window
@@ -54,7 +59,20 @@ from scenegrad.datasets.scene import Frame, Points, Scene
 from scenegrad.recon.ba import BAOptions, Observations, bundle_adjust
 from scenegrad.render.cameras import Cameras
 
-__all__ = ["SfMOptions", "SfMResult", "Features", "extract_features", "match_features", "incremental_sfm"]
+__all__ = ["CAMERA_MODELS", "SfMOptions", "SfMResult", "Features", "extract_features", "match_features",
+           "incremental_sfm"]
+
+_PP_MIN_IMAGES = 6  # refine_principal_point="auto": images of the one camera needed to refine its principal point
+_PP_MAX_SHIFT = 0.025  # ... and the largest shift from the image centre (fraction of the image size) it accepts
+
+# COLMAP camera model -> the intrinsics :func:`scenegrad.recon.ba.bundle_adjust` refines
+CAMERA_MODELS = {
+    "SIMPLE_PINHOLE": ("focal",),
+    "PINHOLE": ("focal_xy",),
+    "SIMPLE_RADIAL": ("focal", "k1"),
+    "RADIAL": ("focal", "k1", "k2"),
+    "OPENCV": ("focal_xy", "k1", "k2", "p1", "p2"),
+}
 
 
 @dataclass
@@ -76,8 +94,16 @@ class SfMOptions:
     fast on CPUs with AVX512-BF16 or AMX, slower on others) or ``"float32"``. ba_loss_scale: Cauchy scale (pixels).
     ba_ftol: relative cost decrease that ends the bundle adjustments while the model grows (the last one
     converges to ``1e-10``).
-    camera_model: ``"SIMPLE_RADIAL"`` (focal and ``k1`` refined) or ``"SIMPLE_PINHOLE"`` (focal only).
-    refine_intrinsics: ``False`` keeps ``focal_prior`` (and ``k1 = 0``): calibrated cameras.
+    camera_model: one of :data:`CAMERA_MODELS`: ``"SIMPLE_PINHOLE"`` (focal), ``"PINHOLE"`` (``fx``, ``fy``),
+    ``"SIMPLE_RADIAL"`` (focal, ``k1``), ``"RADIAL"`` (focal, ``k1``, ``k2``) or ``"OPENCV"`` (``fx``, ``fy``,
+    ``k1``, ``k2``, ``p1``, ``p2``): the intrinsics refined. refine_principal_point: ``True`` refines ``cx, cy``
+    in every global bundle adjustment, ``False`` holds them at the image centre (COLMAP's default), ``"auto"``
+    refines them in the final bundle adjustment when one camera is shared by at least 6 registered images
+    and the model has no tangential distortion (OPENCV's ``p1, p2`` nearly mimic a principal point shift), and
+    keeps the result only when it is significant: the cost falls by more than the Bayesian information
+    criterion asks of two parameters (``2 dE / sigma^2 > 2 ln(2 O)`` for ``O`` observations, ``sigma^2`` the
+    residual variance) and the point moves less than 2.5 % of the image size from the centre.
+    refine_intrinsics: ``False`` keeps ``focal_prior`` (and no distortion): calibrated cameras.
     intrinsics: ``"shared"`` (one camera), ``"per_image"`` (photos from many cameras) or ``"auto"``
     (shared when every image has the same size). refine_from: registered images before intrinsics are refined.
     inconsistent_tracks: ``"prune"`` (drop a track's observations in images where it has two keypoints) or
@@ -104,6 +130,7 @@ class SfMOptions:
     ba_loss_scale: float = 2.0
     ba_ftol: float = 1e-6
     camera_model: str = "SIMPLE_RADIAL"
+    refine_principal_point: bool | str = "auto"
     refine_intrinsics: bool = True
     intrinsics: str = "auto"
     refine_from: int = 3
@@ -308,7 +335,7 @@ def _relative_pose(rec: _Recon, opt: SfMOptions, ia: int, xa: np.ndarray, ib: in
     import cv2
 
     na, nb = _normalised(rec, ia, xa), _normalised(rec, ib, xb)
-    threshold = opt.verify_px / math.sqrt(rec.f[ia] * rec.f[ib])
+    threshold = opt.verify_px / math.sqrt(math.sqrt(rec.f[ia] * rec.fy[ia] * rec.f[ib] * rec.fy[ib]))
     try:
         E, mask = cv2.findEssentialMat(na, nb, np.eye(3), cv2.USAC_MAGSAC, 0.9999, threshold)
     except cv2.error:  # no model (see _verify)
@@ -320,16 +347,46 @@ def _relative_pose(rec: _Recon, opt: SfMOptions, ia: int, xa: np.ndarray, ib: in
 
 
 def _normalised(rec: _Recon, img: np.ndarray | int, xy: np.ndarray) -> np.ndarray:
-    """Undistorted normalised coordinates of pixels ``xy [n, 2]`` in images ``img`` (SIMPLE_RADIAL,
-    fixed-point iterations)."""
-    f, c, k1 = rec.f[img], rec.c[img], rec.k1[img]
-    if np.ndim(img):
-        f, k1 = f[:, None], k1[:, None]
-    d = (xy - c) / f
+    """Undistorted normalised coordinates of pixels ``xy [n, 2]`` in images ``img`` (an index or ``[n]``): the
+    OpenCV model inverted by Newton's method."""
+    f = np.stack([rec.f[img], rec.fy[img]], -1)
+    d = (xy - rec.c[img]) / f
+    dist = rec.dist[img]
+    if not dist.any():
+        return d
+    dist = np.broadcast_to(dist, (len(d), 5))
     n = d.copy()
-    for _ in range(10):
-        n = d / (1 + k1 * (n * n).sum(1, keepdims=True))
+    for _ in range(20):
+        j00, j01, j11 = _distortion_jacobian(dist, n)
+        e = _distort(dist, n) - d
+        det = j00 * j11 - j01 * j01
+        step = np.stack([j11 * e[:, 0] - j01 * e[:, 1], j00 * e[:, 1] - j01 * e[:, 0]], 1) / det[:, None]
+        n = np.where(np.isfinite(step), n - step, n)
+        if np.abs(step).max(initial=0.0) < 1e-12:
+            break
     return n
+
+
+def _distort(dist: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """OpenCV distortion ``[n, 2]`` of normalised points ``n [n, 2]`` with coefficients ``dist [n, 5]``
+    (``k1, k2, p1, p2, k3``)."""
+    x, y = n[:, 0], n[:, 1]
+    k1, k2, p1, p2, k3 = dist.T
+    r2 = x * x + y * y
+    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    return np.stack([x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
+                     y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y], 1)
+
+
+def _distortion_jacobian(dist: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entries ``(j00, j01 = j10, j11)`` of the Jacobian of :func:`_distort`."""
+    x, y = n[:, 0], n[:, 1]
+    k1, k2, p1, p2, k3 = dist.T
+    r2 = x * x + y * y
+    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    dradial = k1 + r2 * (2 * k2 + 3 * k3 * r2)
+    return (radial + 2 * x * x * dradial + 2 * p1 * y + 6 * p2 * x, 2 * x * y * dradial + 2 * p1 * x + 2 * p2 * y,
+            radial + 2 * y * y * dradial + 6 * p1 * y + 2 * p2 * x)
 
 
 def _triangulate(P: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -345,12 +402,14 @@ class _Recon:
 
     R: dict[int, np.ndarray]
     t: dict[int, np.ndarray]
-    f: np.ndarray  # [I] focal length of every image (pixels)
-    k1: np.ndarray  # [I]
+    f: np.ndarray  # [I] focal length fx of every image (pixels)
+    fy: np.ndarray  # [I]
+    dist: np.ndarray  # [I, 5] OpenCV distortion (k1, k2, p1, p2, k3)
     c: np.ndarray  # [I, 2] principal points
-    group: np.ndarray  # [I] intrinsics group (images of one camera share focal and k1)
+    group: np.ndarray  # [I] intrinsics group (images of one camera share their intrinsics)
     X: np.ndarray  # [T, 3] per track (NaN: not triangulated)
     active: np.ndarray  # [O] observation used
+    model: str = "opencv"  # scenegrad model of the cameras ("pinhole" for SIMPLE_PINHOLE and PINHOLE)
 
 
 def _project(rec: _Recon, img: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -358,7 +417,9 @@ def _project(rec: _Recon, img: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, n
     t = np.stack([rec.t[int(i)] for i in img])
     xc = np.einsum("nij,nj->ni", R, X) + t
     n = xc[:, :2] / xc[:, 2:]
-    uv = rec.f[img, None] * n * (1 + rec.k1[img, None] * (n * n).sum(1, keepdims=True)) + rec.c[img]
+    dist = rec.dist[img]
+    d = _distort(dist, n) if dist.any() else n
+    uv = np.stack([rec.f[img], rec.fy[img]], 1) * d + rec.c[img]
     return uv, xc[:, 2]
 
 
@@ -377,8 +438,10 @@ def incremental_sfm(images: list[np.ndarray | Tensor] | Scene, names: list[str] 
     """
 
     opt = options or SfMOptions()
-    if opt.camera_model not in ("SIMPLE_RADIAL", "SIMPLE_PINHOLE"):
-        raise ValueError(f"camera_model must be 'SIMPLE_RADIAL' or 'SIMPLE_PINHOLE', got {opt.camera_model!r}")
+    if opt.camera_model not in CAMERA_MODELS:
+        raise ValueError(f"camera_model must be one of {tuple(CAMERA_MODELS)}, got {opt.camera_model!r}")
+    if opt.refine_principal_point not in (True, False, "auto"):
+        raise ValueError(f"refine_principal_point must be True, False or 'auto', got {opt.refine_principal_point!r}")
     if opt.intrinsics not in ("shared", "per_image", "auto"):
         raise ValueError(f"intrinsics must be 'shared', 'per_image' or 'auto', got {opt.intrinsics!r}")
     if opt.matching not in ("exhaustive", "sequential"):
@@ -421,8 +484,9 @@ def _map(feats: list[Features], matches: dict[tuple[int, int], np.ndarray], size
 
     n_img = len(feats)
     f0 = np.full(n_img, float(opt.focal_prior)) if opt.focal_prior else 1.2 * sizes.max(1)
-    rec = _Recon({}, {}, f0, np.zeros(n_img), sizes / 2, np.zeros(n_img, np.int64) if shared else np.arange(n_img),
-                 np.full((n_tracks, 3), np.nan), np.ones(len(track), bool))
+    rec = _Recon({}, {}, f0, f0.copy(), np.zeros((n_img, 5)), sizes / 2,
+                 np.zeros(n_img, np.int64) if shared else np.arange(n_img), np.full((n_tracks, 3), np.nan),
+                 np.ones(len(track), bool), "pinhole" if opt.camera_model.endswith("PINHOLE") else "opencv")
     _initialise(rec, feats, matches, opt, track, obs_img, obs_kp, obs_xy)
     _triangulate_new(rec, track, obs_img, obs_xy, opt)
     _bundle(rec, track, obs_img, obs_xy, opt)
@@ -484,10 +548,10 @@ def _register(rec: _Recon, image: int, X: np.ndarray, xy: np.ndarray, opt: SfMOp
     import cv2
 
     known = any(rec.group[i] == rec.group[image] for i in rec.R)
-    prior = rec.f[image]
+    prior, aspect = rec.f[image], rec.fy[image] / rec.f[image]
     best = None
     for f in [prior] if known or not opt.refine_intrinsics else prior * np.array([1.0, 0.5, 0.7, 1.4, 2.0, 2.8, 4.0]):
-        rec.f[image] = f
+        rec.f[image], rec.fy[image] = f, f * aspect
         n = _normalised(rec, image, xy)
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(
             X, n, np.eye(3), None, iterationsCount=2000, reprojectionError=opt.pnp_error_px / f,
@@ -495,10 +559,10 @@ def _register(rec: _Recon, image: int, X: np.ndarray, xy: np.ndarray, opt: SfMOp
         if ok and inliers is not None and (best is None or len(inliers) > len(best[3])):
             best = (f, rvec, tvec, inliers.ravel())
     if best is None or len(best[3]) < max(opt.min_pnp_inliers, opt.min_pnp_ratio * len(X)):
-        rec.f[image] = prior
+        rec.f[image], rec.fy[image] = prior, prior * aspect
         return False
     f, rvec, tvec, inl = best
-    rec.f[image] = f
+    rec.f[image], rec.fy[image] = f, f * aspect
     n = _normalised(rec, image, xy[inl])
     rvec, tvec = cv2.solvePnPRefineLM(X[inl], n, np.eye(3), None, rvec, tvec)
     rec.R[image], rec.t[image] = cv2.Rodrigues(rvec)[0], tvec.ravel()
@@ -509,7 +573,7 @@ def _register(rec: _Recon, image: int, X: np.ndarray, xy: np.ndarray, opt: SfMOp
                             fixed_points=torch.ones(len(inl), dtype=torch.bool),
                             options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=20))
         rec.R[image], rec.t[image] = res.cameras.R[0].detach().numpy(), res.cameras.t[0].detach().numpy()
-        rec.f[image] = float(res.cameras.fx[0])
+        rec.f[image], rec.fy[image] = float(res.cameras.fx[0]), float(res.cameras.fy[0])
     return True
 
 
@@ -674,19 +738,49 @@ def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions, around: int | 
     cams = _cameras(rec, reg, 1, 1)
     obs = Observations(torch.tensor([pos[int(i)] for i in obs_img[use]]), torch.from_numpy(point_idx),
                        torch.from_numpy(obs_xy[use]))
-    refine = ("focal", "k1") if opt.camera_model == "SIMPLE_RADIAL" else ("focal",)
+    pp = opt.refine_principal_point
+    auto = pp == "auto"
+    if auto:  # one camera seen by enough images constrains its principal point: refined in the final solve
+        # (not with tangential distortion, which a shift of the principal point nearly mimics: measured on
+        # Herz-Jesu, OPENCV's principal point then drifts 10 px the wrong way)
+        pp = (final and fixed is None and len(reg) >= _PP_MIN_IMAGES and len(set(rec.group[reg].tolist())) == 1
+              and "p1" not in CAMERA_MODELS[opt.camera_model])
+    refine = CAMERA_MODELS[opt.camera_model] + (("principal_point",) if pp else ())
     if len(reg) < opt.refine_from or not opt.refine_intrinsics or fixed is not None:
         refine = ()
-    res = bundle_adjust(cams, torch.from_numpy(rec.X[tracks_used]), obs, refine_intrinsics=refine,
-                        intrinsic_groups=torch.from_numpy(rec.group[reg]), fixed_cameras=fixed,
-                        options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=30,
-                                          ftol=1e-10 if final else opt.ba_ftol))
+
+    def solve(refine, cams, points):
+        return bundle_adjust(cams, points, obs, refine_intrinsics=refine,
+                             intrinsic_groups=torch.from_numpy(rec.group[reg]), fixed_cameras=fixed,
+                             options=BAOptions(loss="cauchy", loss_scale=opt.ba_loss_scale, max_iterations=30,
+                                               ftol=1e-10 if final else opt.ba_ftol))
+
+    if auto and "principal_point" in refine:
+        # model selection: the principal point is kept where it was unless refining it lowers the cost by more
+        # than the Bayesian information criterion asks of two parameters, and moves it plausibly little
+        res = solve(refine[:-1], cams, torch.from_numpy(rec.X[tracks_used]))
+        cams = res.cameras
+        freed = solve(refine, cams, res.points)  # from the optimum with the centre
+        sigma2 = 2 * res.cost_final / (2 * len(obs.uv))  # residual variance per coordinate
+        gain = 2 * (res.cost_final - freed.cost_final) / max(sigma2, 1e-300)
+        moved = torch.stack([freed.cameras.cx - cams.cx, freed.cameras.cy - cams.cy], 1).abs()
+        if gain > 2 * math.log(2 * len(obs.uv)) and not bool(
+                (moved > _PP_MAX_SHIFT * 2 * torch.stack([cams.cx, cams.cy], 1)).any()):
+            res = freed
+        else:
+            refine = refine[:-1]
+    else:
+        res = solve(refine, cams, torch.from_numpy(rec.X[tracks_used]))
     for k, i in enumerate(reg):
         rec.R[i], rec.t[i] = res.cameras.R[k].detach().numpy(), res.cameras.t[k].detach().numpy()
     if refine:
-        rec.f[reg], rec.k1[reg] = res.cameras.fx.detach().numpy(), res.cameras.dist[:, 0].detach().numpy()
+        out = res.cameras
+        rec.f[reg], rec.fy[reg] = out.fx.detach().numpy(), out.fy.detach().numpy()
+        rec.c[reg] = torch.stack([out.cx, out.cy], 1).detach().numpy()
+        if out.dist is not None:
+            rec.dist[reg] = out.dist.detach().numpy()
         if (rec.group == rec.group[0]).all():  # one camera: unregistered images share it too
-            rec.f[:], rec.k1[:] = rec.f[reg[0]], rec.k1[reg[0]]
+            rec.f[:], rec.fy[:], rec.c[:], rec.dist[:] = rec.f[reg[0]], rec.fy[reg[0]], rec.c[reg[0]], rec.dist[reg[0]]
     reg = sorted(rec.R)
     rec.X[tracks_used] = res.points.detach().numpy()
     # every observation of a point in a registered image is (re)judged by its error: outliers drop out,
@@ -699,14 +793,14 @@ def _bundle(rec: _Recon, track, obs_img, obs_xy, opt: SfMOptions, around: int | 
 
 
 def _cameras(rec: _Recon, reg: list[int], width, height) -> Cameras:
-    """SIMPLE_RADIAL cameras (scenegrad ``"opencv"``) of the images ``reg``."""
+    """Cameras of the images ``reg`` (scenegrad ``"pinhole"`` or ``"opencv"``, ``rec.model``)."""
     f64 = torch.float64
-    dist = torch.zeros(len(reg), 5, dtype=f64)
-    dist[:, 0] = torch.from_numpy(rec.k1[reg])
-    f = torch.from_numpy(rec.f[reg])
-    return Cameras(f, f.clone(), torch.from_numpy(rec.c[reg, 0]), torch.from_numpy(rec.c[reg, 1]),
+    dist = torch.from_numpy(rec.dist[reg].copy()) if rec.model == "opencv" else None
+    return Cameras(torch.from_numpy(rec.f[reg].copy()), torch.from_numpy(rec.fy[reg].copy()),
+                   torch.from_numpy(rec.c[reg, 0].copy()), torch.from_numpy(rec.c[reg, 1].copy()),
                    torch.tensor(np.stack([rec.R[i] for i in reg]), dtype=f64),
-                   torch.tensor(np.stack([rec.t[i] for i in reg]), dtype=f64), width, height, model="opencv", dist=dist)
+                   torch.tensor(np.stack([rec.t[i] for i in reg]), dtype=f64), width, height, model=rec.model,
+                   dist=dist)
 
 
 def _result(rec: _Recon, feats, names, frames_in, pixels, track, obs_img, obs_kp, obs_xy, seconds) -> SfMResult:

@@ -21,9 +21,10 @@ def _one_thread(one_thread):
     """Many small tensor ops: one thread runs them steadily on a loaded machine."""
 
 
-def _scene(n_cams, n_pts, per_point=5, noise=0.5, seed=0, k1=0.0, outliers=0.0, spread=1.0):
+def _scene(n_cams, n_pts, per_point=5, noise=0.5, seed=0, k1=0.0, outliers=0.0, spread=1.0, dist=None, aspect=1.0):
     """Points in [-spread, spread]^3, cameras on a sphere of radius 5 looking at the origin, each point seen by
-    ``per_point`` random cameras, pixel noise ``noise`` and a fraction ``outliers`` of uniform pixels."""
+    ``per_point`` random cameras, pixel noise ``noise`` and a fraction ``outliers`` of uniform pixels; ``dist``
+    (OpenCV ``k1, k2, p1, p2, k3``) or ``k1`` make ``"opencv"`` cameras, ``fy = aspect * fx``."""
     g = torch.Generator().manual_seed(seed)
     X = (torch.rand(n_pts, 3, generator=g, dtype=F64) * 2 - 1) * spread
     C = torch.randn(n_cams, 3, generator=g, dtype=F64)
@@ -33,8 +34,10 @@ def _scene(n_cams, n_pts, per_point=5, noise=0.5, seed=0, k1=0.0, outliers=0.0, 
     x = x / x.norm(dim=1, keepdim=True)
     R = torch.stack([x, torch.linalg.cross(z, x), z], 1)
     t = -(R @ C[:, :, None])[:, :, 0]
-    model, dist = ("opencv", torch.tensor([k1, 0, 0, 0, 0], dtype=F64)) if k1 else ("pinhole", None)
-    cams = Cameras(500.0, 500.0, 320.0, 240.0, R, t, 640, 480, model=model, dist=dist)
+    if dist is None and k1:
+        dist = (k1, 0, 0, 0, 0)
+    model, dist = ("opencv", torch.tensor(dist, dtype=F64)) if dist is not None else ("pinhole", None)
+    cams = Cameras(500.0, 500.0 * aspect, 320.0, 240.0, R, t, 640, 480, model=model, dist=dist)
     cam = torch.rand(n_pts, n_cams, generator=g).argsort(1)[:, :per_point].reshape(-1)
     pt = torch.arange(n_pts).repeat_interleave(per_point)
     uv = project(cams, X)[0][cam, pt]
@@ -84,6 +87,33 @@ def test_refines_shared_focal_and_k1():
     assert pose_errors(res.cameras, cams).rot_max_deg < 0.1
 
 
+def test_refines_separate_focals_and_opencv_distortion():
+    """OPENCV (COLMAP): fx != fy and k1, k2, p1, p2 recovered from a start with fy = fx and no distortion."""
+    truth = (-0.08, 0.02, 0.002, -0.0015, 0.0)
+    cams, X, obs, g = _scene(12, 500, noise=0.3, seed=11, spread=1.8, dist=truth, aspect=1.05)
+    start, X0 = _perturb(cams, X, g, rot_deg=1.0, focal=1.03)  # distortion starts at zero
+    start = Cameras(start.fx, start.fx.clone(), start.cx, start.cy, start.R, start.t, 640, 480, "opencv", start.dist)
+    shared = torch.zeros(12, dtype=torch.long)
+    res = bundle_adjust(start, X0, obs, refine_intrinsics=("focal_xy", "k1", "k2", "p1", "p2"), intrinsic_groups=shared)
+    assert res.converged, res.reason
+    assert res.cost_final <= 0.5 * float(reprojection_residuals(cams, X, obs).pow(2).sum())
+    out = res.cameras
+    assert torch.equal(out.dist[:, 4], start.dist[:, 4]) and torch.allclose(out.fy, out.fy[:1].expand(12))
+    # measured: fx, fy within 0.03 %; k1, k2 off by 4e-3, 7e-3 (0.3 px noise; they trade off), p1, p2 by 1e-4
+    assert abs(float(out.fx[0]) / 500.0 - 1) < 2e-3 and abs(float(out.fy[0]) / 525.0 - 1) < 2e-3
+    err = (out.dist[0, :4] - torch.tensor(truth[:4], dtype=F64)).abs()
+    assert bool((err < torch.tensor([8e-3, 1.5e-2, 3e-4, 3e-4], dtype=F64)).all()), err
+    # the same optimum as a solve started at the truth: the perturbed start converged, not stalled
+    ref = bundle_adjust(cams, X, obs, refine_intrinsics=("focal_xy", "k1", "k2", "p1", "p2"), intrinsic_groups=shared)
+    torch.testing.assert_close(out.dist, ref.cameras.dist, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.fy / out.fx, ref.cameras.fy / ref.cameras.fx, rtol=1e-7, atol=0)
+    assert pose_errors(out, cams).rot_max_deg < 0.1
+    # "focal" keeps the aspect ratio of the start: it cannot fit fy = 1.05 fx
+    kept = bundle_adjust(start, X0, obs, refine_intrinsics=("focal", "k1", "k2", "p1", "p2"), intrinsic_groups=shared)
+    torch.testing.assert_close(kept.cameras.fy / kept.cameras.fx, start.fy / start.fx)
+    assert kept.rmse_final > 2 * res.rmse_final
+
+
 def test_robust_losses_beat_least_squares_with_outliers():
     cams, X, obs, g = _scene(15, 500, noise=0.5, outliers=0.15, seed=2)
     start, X0 = _perturb(cams, X, g, rot_deg=1.0, trans=0.05)
@@ -120,8 +150,10 @@ def test_masks_are_respected():
     assert not torch.equal(out.fx[~frozen], start.fx[~frozen])
 
 
-def test_analytic_jacobians_match_autograd():
-    cams, X, obs, g = _scene(3, 10, per_point=3, k1=-0.1, seed=4)
+@pytest.mark.parametrize("refine", [("focal", "principal_point", "k1"),
+                                    ("focal_xy", "principal_point", "k1", "k2", "p1", "p2", "k3")])
+def test_analytic_jacobians_match_autograd(refine):
+    cams, X, obs, g = _scene(3, 10, per_point=3, k1=-0.1, seed=4, aspect=0.97)
     cams.dist[:, 1:] = torch.tensor([0.01, 0.002, -0.001, 0.003], dtype=F64)  # every OpenCV term
     # a one-iteration solve exposes the structure; Jacobians compared at the start
     from scenegrad.recon import ba
@@ -136,7 +168,7 @@ def test_analytic_jacobians_match_autograd():
 
     ba._linearise = spy
     try:
-        bundle_adjust(cams, X, obs, refine_intrinsics=("focal", "principal_point", "k1"), gauge="none",
+        bundle_adjust(cams, X, obs, refine_intrinsics=refine, gauge="none",
                       options=BAOptions(max_iterations=1))
     finally:
         ba._linearise = original
@@ -149,7 +181,9 @@ def test_analytic_jacobians_match_autograd():
         moved = ba._chart(st, struct, d_pose, d_pt, d_intr, (st.fx, st.fy, st.cx, st.cy, st.dist))
         return _project(moved, struct, False)[0]
 
-    zeros = (torch.zeros(N, 6, dtype=F64), torch.zeros(M, 3, dtype=F64), torch.zeros(G, 4, dtype=F64))
+    k = len(struct.intr_cols)
+    assert J_cam.shape[2] == 6 + k and k == (4 if len(refine) == 3 else 9)
+    zeros = (torch.zeros(N, 6, dtype=F64), torch.zeros(M, 3, dtype=F64), torch.zeros(G, k, dtype=F64))
     jac = torch.autograd.functional.jacobian(uv_of, zeros)
     O = len(obs.uv)
     ar = torch.arange(O)
@@ -199,6 +233,51 @@ def test_implicit_gradients_match_finite_differences_of_the_solve(loss):
     assert max(errors) < 1e-4, errors
 
 
+def test_implicit_gradients_with_opencv_intrinsics_refined():
+    """Shared fx, fy, k1, k2, p1, p2 refined: gradients of the optimum w.r.t. the observations and a held
+    intrinsic (k3, cx) match central finite differences of the full solve."""
+    cams, X, obs, g = _scene(5, 40, per_point=4, noise=0.5, seed=12, spread=1.8,
+                             dist=(-0.05, 0.01, 0.001, -0.001, 0.002), aspect=1.04)
+    start, X0 = _perturb(cams, X, g, rot_deg=0.5, trans=0.02, pts=0.01)
+    opt = BAOptions(loss="cauchy", loss_scale=2.0, max_iterations=100, ftol=0.0, xtol=1e-15)
+    refine = ("focal_xy", "k1", "k2", "p1", "p2")
+    shared = torch.zeros(5, dtype=torch.long)
+    coef = [torch.randn(s, generator=g, dtype=F64) for s in ((5, 3), (40, 3), (5,), (5,), (5, 5))]
+
+    def solve(uv, dist, cx, init=(start, X0)):
+        c = init[0]
+        cams_in = Cameras(c.fx, c.fy, cx, c.cy, c.R, c.t, 640, 480, "opencv", dist)
+        res = bundle_adjust(cams_in, init[1], Observations(obs.camera_idx, obs.point_idx, uv),
+                            refine_intrinsics=refine, intrinsic_groups=shared, options=opt)
+        out = (res.cameras.t, res.points, res.cameras.fx, res.cameras.fy, res.cameras.dist)
+        return sum((o * k).sum() for o, k in zip(out, coef, strict=True)), res
+
+    inputs = [obs.uv.clone().requires_grad_(), cams.dist.clone().requires_grad_(), start.cx.clone().requires_grad_()]
+    value, res = solve(*inputs)
+    assert res.converged, res.reason
+    value.backward()
+    # a refined coefficient's optimum does not depend on its start: gradient only on the held k3
+    assert float(inputs[1].grad[:, :4].abs().max()) == 0.0 and float(inputs[1].grad[:, 4].abs().max()) > 0
+    c = res.cameras
+    warm = (Cameras(*(x.detach() for x in (c.fx, c.fy, c.cx, c.cy, c.R, c.t)), 640, 480, "opencv"),
+            res.points.detach())
+    eps, errors = 1e-6, []
+    for which, entries in ((0, None), (1, [(i, 4) for i in range(2)]), (2, [(1,), (3,)])):
+        grad = inputs[which].grad
+        if entries is None:
+            entries = [tuple(divmod(i, 2)) for i in torch.randperm(grad.numel(), generator=g)[:5].tolist()]
+        for idx in entries:
+            step = 1e-8 if which == 1 else eps  # k3 multiplies r^6: a smaller step keeps the difference linear
+            vals = []
+            for sign in (1, -1):
+                args = [obs.uv.clone(), cams.dist.clone(), start.cx.clone()]
+                args[which][idx] += sign * step
+                vals.append(float(solve(*args, init=warm)[0]))
+            numeric = (vals[0] - vals[1]) / (2 * step)
+            errors.append(abs(numeric - float(grad[idx])) / max(float(grad.abs().max()), 1e-12))
+    assert max(errors) < 1e-4, errors
+
+
 def test_gradient_is_zero_at_fixed_gauge_and_flows_to_points():
     cams, X, obs, g = _scene(4, 10, per_point=4, seed=6)
     uv = obs.uv.clone().requires_grad_()
@@ -232,5 +311,11 @@ def test_bad_input_raises():
         bundle_adjust(cams, X, obs, options=BAOptions(loss="l2"))
     with pytest.raises(ValueError, match="k1"):
         bundle_adjust(cams, X, obs, refine_intrinsics=("k1",))
+    with pytest.raises(ValueError, match="p2"):
+        bundle_adjust(cams, X, obs, refine_intrinsics=("focal_xy", "p2"))
+    with pytest.raises(ValueError, match="exclude"):
+        bundle_adjust(cams, X, obs, refine_intrinsics=("focal", "focal_xy"))
+    with pytest.raises(ValueError, match="refine_intrinsics"):
+        bundle_adjust(cams, X, obs, refine_intrinsics=("k4",))
     with pytest.raises(ValueError, match="fixed_cameras"):
         bundle_adjust(cams, X, obs, fixed_cameras=torch.zeros(2, dtype=torch.bool))
