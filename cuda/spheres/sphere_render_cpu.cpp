@@ -27,13 +27,13 @@ constexpr int kChunk = 16;  // spheres whose h is evaluated together (vectorised
 template <typename T>
 struct TileSpheres {
     std::vector<Sphere<T>> s;
-    std::vector<T> X, Y, Z, r2;
+    std::vector<T> X, Y, Z, inv_r2;
     std::vector<T> f;  // [n, D]
 
     // The spheres ids[0 .. n) of one camera, from its precomputed records cam_spheres [N].
     void load(const Sphere<T>* cam_spheres, const T* features, const int32_t* ids, int64_t n, int D) {
         s.resize(n);
-        for (auto* v : {&X, &Y, &Z, &r2}) v->resize(n);
+        for (auto* v : {&X, &Y, &Z, &inv_r2}) v->resize(n);
         f.resize(n * D);
         for (int64_t j = 0; j < n; ++j) {
             const Sphere<T>& sj = cam_spheres[ids[j]];
@@ -41,7 +41,7 @@ struct TileSpheres {
             X[j] = sj.X;
             Y[j] = sj.Y;
             Z[j] = sj.Z;
-            r2[j] = sj.r2;
+            inv_r2[j] = sj.inv_r2;
             const T* src = features + (int64_t)ids[j] * D;
             for (int k = 0; k < D; ++k) f[j * D + k] = src[k];
         }
@@ -50,10 +50,10 @@ struct TileSpheres {
     // h[q], k[q] of spheres j0 + q, q < m, for one ray (sphere_h of spheres.h in one vectorisable loop);
     // returns the mask of those with h > 0 (bit q), so that callers visit only them (no branch per sphere).
     unsigned chunk_h(int64_t j0, int m, const Ray<T>& ray, T* h, T* k) const {
-        const T *x = X.data() + j0, *y = Y.data() + j0, *z = Z.data() + j0, *rr = r2.data() + j0;
+        const T *x = X.data() + j0, *y = Y.data() + j0, *z = Z.data() + j0, *ir = inv_r2.data() + j0;
         const T a = ray.a, b = ray.b, inv_dd = ray.inv_dd;
         SG_OMP(simd)
-        for (int q = 0; q < m; ++q) h[q] = sphere_h(x[q], y[q], z[q], rr[q], a, b, inv_dd, k[q]);
+        for (int q = 0; q < m; ++q) h[q] = sphere_h(x[q], y[q], z[q], ir[q], a, b, inv_dd, k[q]);
         unsigned mask = 0;
         for (int q = 0; q < m; ++q) mask |= unsigned(h[q] > T(0)) << q;
         return mask;
@@ -194,11 +194,10 @@ void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t, TileScrat
                     const int q = __builtin_ctz(mask);
                     const int64_t j = j0 + q;
                     const Sphere<T>& s = local.s[j];
-                    const T h = hs[q];
                     T z, e;
-                    if (!sphere_depth(s.r2, h, ks[q], ray.inv_dd, g.p, z, e)) continue;
+                    if (!sphere_depth(s.r2, hs[q], ks[q], ray.inv_dd, g.p, z, e)) continue;
                     T* r = grads.data() + j * b.row;
-                    const HitGrad<T> hg = pg.hit(s, ray, h, ks[q], z, e, local.f.data() + j * D,
+                    const HitGrad<T> hg = pg.hit(s, ray, hs[q], ks[q], z, e, local.f.data() + j * D,
                                                  [r](int i, T v) { r[i] += v; });
                     ga += hg.a;
                     gb += hg.b;

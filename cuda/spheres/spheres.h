@@ -57,7 +57,7 @@ Blend<T> make_blend(double near, double far, double gamma, double bg_eps, double
 // A sphere as the pixels of one camera see it.
 template <typename T>
 struct Sphere {
-    T X, Y, Z, r, r2, opacity, bound;  // bound: the largest exponent e any of its hits can have
+    T X, Y, Z, r, r2, inv_r2, opacity, bound;  // bound: the largest exponent e any of its hits can have
 };
 
 template <typename T>
@@ -70,6 +70,7 @@ SG_HD Sphere<T> load_sphere(const T* centers, const T* radii, const T* opacities
     s.Z = c[2];
     s.r = radii[i];
     s.r2 = s.r * s.r;
+    s.inv_r2 = T(1) / s.r2;
     s.opacity = opacities[i];
     const T zmin = sg_max(s.Z - s.r, p.near);
     s.bound = (T(1) - (zmin - p.near) * p.inv_range) * p.inv_gamma;
@@ -95,11 +96,11 @@ SG_HD Ray<T> pixel_ray(int x, int y, T fx, T fy, T cx, T cy) {
 // h = 1 - dist2 / r^2 and k (the ray's closest point to the centre is k (a, b, 1)); written on
 // plain values so that the CPU launcher can evaluate it for many spheres in one vectorised loop.
 template <typename T>
-SG_HD T sphere_h(T X, T Y, T Z, T r2, T a, T b, T inv_dd, T& k) {
+SG_HD T sphere_h(T X, T Y, T Z, T inv_r2, T a, T b, T inv_dd, T& k) {
     k = (a * X + b * Y + Z) * inv_dd;
     const T px = X - k * a, py = Y - k * b, pz = Z - k;
     const T dist2 = px * px + py * py + pz * pz;  // |c - k d|^2: no cancellation, unlike |c|^2 - dc^2 / dd
-    return T(1) - dist2 / r2;
+    return T(1) - dist2 * inv_r2;
 }
 
 // The rest of the hit test given h > 0 and k: the depth z and exponent e; false outside [near, far].
@@ -114,7 +115,7 @@ SG_HD bool sphere_depth(T r2, T h, T k, T inv_dd, const Blend<T>& p, T& z, T& e)
 // Whether the ray hits the sphere (h > 0, near <= z <= far); then h, k, z and the exponent e.
 template <typename T>
 SG_HD bool sphere_hit(const Sphere<T>& s, const Ray<T>& ray, const Blend<T>& p, T& h, T& k, T& z, T& e) {
-    h = sphere_h(s.X, s.Y, s.Z, s.r2, ray.a, ray.b, ray.inv_dd, k);
+    h = sphere_h(s.X, s.Y, s.Z, s.inv_r2, ray.a, ray.b, ray.inv_dd, k);
     if (!(h > T(0))) return false;
     return sphere_depth(s.r2, h, k, ray.inv_dd, p, z, e);
 }
@@ -134,8 +135,7 @@ SG_HD HitGrad<T> sphere_hit_backward(const Sphere<T>& s, const Ray<T>& ray, T h,
     const T sq = sg_sqrt(q);
     HitGrad<T> g{T(0), T(0), T(0), T(0), T(0), T(0)};
     if (!(sq > T(0))) return g;  // h so small that q underflows: a measure-zero grazing ray
-    // two divisions per hit: 1 / sqrt(q) and 1 / r^2
-    const T inv_sq = T(1) / sq, inv_r2 = T(1) / s.r2;
+    const T inv_sq = T(1) / sq, inv_r2 = s.inv_r2;  // one division per hit
     const T inv2sqdd = T(0.5) * inv_sq * inv_dd;  // 1 / (2 sqrt(q) dd)
     // d dist2 / d(X, Y, Z) = 2 (c - k d);  d dist2 / d(a, b) = -2 k (c - k d)_(x, y)
     const T d2X = T(2) * px, d2Y = T(2) * py, d2Z = T(2) * pz;
