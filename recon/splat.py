@@ -573,8 +573,8 @@ def train(
         if bar is not None:
             bar.update(1)
             if it % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", psnr="-" if last_psnr is None else f"{last_psnr:.2f}",
-                                n=model.num)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}",
+                                psnr="-" if last_psnr is None else f"{last_psnr:.2f}", n=model.num)
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - t0
