@@ -57,7 +57,7 @@ from torch import Tensor
 
 from scenegrad.datasets.scene import Frame, Points, Scene
 from scenegrad.recon.ba import BAOptions, Observations, bundle_adjust
-from scenegrad.render.cameras import Cameras
+from scenegrad.render.cameras import Cameras, _distort_opencv, _undistort_opencv
 
 __all__ = ["CAMERA_MODELS", "SfMOptions", "SfMResult", "Features", "extract_features", "match_features",
            "incremental_sfm"]
@@ -348,45 +348,21 @@ def _relative_pose(rec: _Recon, opt: SfMOptions, ia: int, xa: np.ndarray, ib: in
 
 def _normalised(rec: _Recon, img: np.ndarray | int, xy: np.ndarray) -> np.ndarray:
     """Undistorted normalised coordinates of pixels ``xy [n, 2]`` in images ``img`` (an index or ``[n]``): the
-    OpenCV model inverted by Newton's method."""
+    OpenCV model inverted by Newton's method (:mod:`scenegrad.render.cameras`)."""
     f = np.stack([rec.f[img], rec.fy[img]], -1)
     d = (xy - rec.c[img]) / f
     dist = rec.dist[img]
     if not dist.any():
         return d
-    dist = np.broadcast_to(dist, (len(d), 5))
-    n = d.copy()
-    for _ in range(20):
-        j00, j01, j11 = _distortion_jacobian(dist, n)
-        e = _distort(dist, n) - d
-        det = j00 * j11 - j01 * j01
-        step = np.stack([j11 * e[:, 0] - j01 * e[:, 1], j00 * e[:, 1] - j01 * e[:, 0]], 1) / det[:, None]
-        n = np.where(np.isfinite(step), n - step, n)
-        if np.abs(step).max(initial=0.0) < 1e-12:
-            break
-    return n
+    dist = torch.from_numpy(dist).expand(len(d), 5)
+    with torch.no_grad():  # one point per row: [n, 1, 2]
+        return _undistort_opencv(dist, torch.from_numpy(d)[:, None])[:, 0].numpy()
 
 
 def _distort(dist: np.ndarray, n: np.ndarray) -> np.ndarray:
     """OpenCV distortion ``[n, 2]`` of normalised points ``n [n, 2]`` with coefficients ``dist [n, 5]``
-    (``k1, k2, p1, p2, k3``)."""
-    x, y = n[:, 0], n[:, 1]
-    k1, k2, p1, p2, k3 = dist.T
-    r2 = x * x + y * y
-    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-    return np.stack([x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
-                     y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y], 1)
-
-
-def _distortion_jacobian(dist: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Entries ``(j00, j01 = j10, j11)`` of the Jacobian of :func:`_distort`."""
-    x, y = n[:, 0], n[:, 1]
-    k1, k2, p1, p2, k3 = dist.T
-    r2 = x * x + y * y
-    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-    dradial = k1 + r2 * (2 * k2 + 3 * k3 * r2)
-    return (radial + 2 * x * x * dradial + 2 * p1 * y + 6 * p2 * x, 2 * x * y * dradial + 2 * p1 * x + 2 * p2 * y,
-            radial + 2 * y * y * dradial + 6 * p1 * y + 2 * p2 * x)
+    (``k1, k2, p1, p2, k3``; :mod:`scenegrad.render.cameras`)."""
+    return _distort_opencv(torch.from_numpy(np.ascontiguousarray(dist)), torch.from_numpy(n)[:, None])[:, 0].numpy()
 
 
 def _triangulate(P: np.ndarray, n: np.ndarray) -> np.ndarray:
