@@ -2,9 +2,10 @@
 // spheres.h). Binning: each (camera, sphere) gets the tiles of its projected screen box (in
 // parallel), then per-tile counts, a prefix sum and a fill in sphere-index order (serial, O(N + M)).
 // One parallel region over tiles (OpenMP, dynamic schedule): a sort of the tile's list by
-// (Z - r, index), tile-local copies of its spheres (from per-(camera, sphere) records), and per pixel the online blend of its hits until the
-// early stop. The backward recomputes each pixel's hits up to where the forward stopped, keeps
-// the tile's gradients locally and scatters them once per (tile, sphere) through ScatterAdd.
+// (Z - r, index), tile-local copies of its spheres (from per-(camera, sphere) records), and per
+// pixel the online blend of its hits until the early stop. The backward recomputes each pixel's
+// hits up to where the forward stopped, keeps the tile's gradients locally and scatters them once
+// per (tile, sphere) through ScatterAdd.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -77,7 +78,8 @@ std::vector<Sphere<T>> load_spheres(const SphereDims& d, const T* centers, const
     const int64_t BN = (int64_t)d.B * d.N;
     std::vector<Sphere<T>> out(BN);
     SG_OMP(parallel for schedule(static) if(BN > 4096))
-    for (int64_t cs = 0; cs < BN; ++cs) out[cs] = load_sphere(centers, radii, opacities, (cs / d.N) * d.N, (int)(cs % d.N), p);
+    for (int64_t cs = 0; cs < BN; ++cs)
+        out[cs] = load_sphere(centers, radii, opacities, (cs / d.N) * d.N, (int)(cs % d.N), p);
     return out;
 }
 

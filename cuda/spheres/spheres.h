@@ -80,7 +80,7 @@ SG_HD Sphere<T> load_sphere(const T* centers, const T* radii, const T* opacities
 // The ray of a pixel centre.
 template <typename T>
 struct Ray {
-    T a, b, dd, inv_dd;
+    T a, b, inv_dd;  // inv_dd = 1 / (a^2 + b^2 + 1)
 };
 
 template <typename T>
@@ -88,8 +88,7 @@ SG_HD Ray<T> pixel_ray(int x, int y, T fx, T fy, T cx, T cy) {
     Ray<T> r;
     r.a = (T(x) + T(0.5) - cx) / fx;
     r.b = (T(y) + T(0.5) - cy) / fy;
-    r.dd = r.a * r.a + r.b * r.b + T(1);
-    r.inv_dd = T(1) / r.dd;
+    r.inv_dd = T(1) / (r.a * r.a + r.b * r.b + T(1));
     return r;
 }
 
