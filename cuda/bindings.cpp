@@ -55,17 +55,17 @@ std::vector<Tensor> antialias_bwd(const Tensor& color, const Tensor& rast, const
     SG_DISPATCH(mesh, antialias_bwd, color, color, rast, pos, tri, opposite, grad_out);
 }
 
-Tensor texture_fwd(const Tensor& buf, const Tensor& offsets, const Tensor& sizes, const Tensor& uv,
-                   const OptTensor& uv_da, const OptTensor& bias, int64_t boundary, int64_t filter) {
+Tensor texture_fwd(const Tensor& tex, const Tensor& coarse, const Tensor& offsets, const Tensor& sizes,
+                   const Tensor& uv, const OptTensor& uv_da, const OptTensor& bias, int64_t boundary, int64_t filter) {
     const Tensor da = value_or_undefined(uv_da), b = value_or_undefined(bias);
-    SG_DISPATCH(mesh, texture_fwd, uv, buf, offsets, sizes, uv, da, b, boundary, filter);
+    SG_DISPATCH(mesh, texture_fwd, uv, tex, coarse, offsets, sizes, uv, da, b, boundary, filter);
 }
 
-std::vector<Tensor> texture_bwd(const Tensor& buf, const Tensor& offsets, const Tensor& sizes, const Tensor& uv,
-                                const OptTensor& uv_da, const OptTensor& bias, int64_t boundary, int64_t filter,
-                                const Tensor& grad_out) {
+std::vector<Tensor> texture_bwd(const Tensor& tex, const Tensor& coarse, const Tensor& offsets, const Tensor& sizes,
+                                const Tensor& uv, const OptTensor& uv_da, const OptTensor& bias, int64_t boundary,
+                                int64_t filter, const Tensor& grad_out) {
     const Tensor da = value_or_undefined(uv_da), b = value_or_undefined(bias);
-    SG_DISPATCH(mesh, texture_bwd, uv, buf, offsets, sizes, uv, da, b, boundary, filter, grad_out);
+    SG_DISPATCH(mesh, texture_bwd, uv, tex, coarse, offsets, sizes, uv, da, b, boundary, filter, grad_out);
 }
 
 Tensor texture_mip(const Tensor& tex, const Tensor& offsets, const Tensor& sizes) {
@@ -103,7 +103,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("antialias_bwd", &scenegrad::antialias_bwd, "gradients of antialias to color and pos");
     m.def("texture_fwd", &scenegrad::texture_fwd, "texture lookups (see render.mesh.texture)");
     m.def("texture_bwd", &scenegrad::texture_bwd, "gradients of texture to the texture (mip levels folded in), uv, uv_da and lod");
-    m.def("texture_mip", &scenegrad::texture_mip, "the mip pyramid of a texture, flattened");
+    m.def("texture_mip", &scenegrad::texture_mip, "mip levels 1 and up of a texture, flattened");
     scenegrad::bind_gaussian_rasterize(m);
     scenegrad::bind_gaussian_project(m);
     scenegrad::bind_marching_cubes(m);

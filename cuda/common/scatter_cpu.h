@@ -9,6 +9,8 @@
 //   ScatterAdd<float> scatter(grad, n);
 //   SG_OMP(parallel for) for (...) { float* g = scatter.local(); scatter.add(g + i, v); }
 //   scatter.reduce();
+//
+// In hot loops, take the thread's Local once (scatter.local_adder()) and add through it.
 #pragma once
 #include <cstdint>
 #include <cstdlib>
@@ -65,6 +67,41 @@ class ScatterAdd {
 #else
         return target_;
 #endif
+    }
+
+    // This thread's accumulation buffer together with how to add into it, so that a hot loop does
+    // not look up which copy a position belongs to on every add (call inside the parallel region).
+    class Local {
+       public:
+        T* data() const { return base_; }
+        // Adds value at `where`, a position in data().
+        void add(T* where, T value) const {
+            if (atomic_) {
+                SG_OMP(atomic)
+                *where += value;
+                return;
+            }
+            *where += value;
+            if (flags_) flags_[(uint64_t)(where - base_) >> kBlockShift] = 1;
+        }
+
+       private:
+        friend class ScatterAdd;
+        T* base_;
+        unsigned char* flags_;  // touched blocks of a private copy; null for the target itself
+        bool atomic_;
+    };
+
+    Local local_adder() const {
+        Local l;
+        l.base_ = local();
+        l.flags_ = nullptr;
+        l.atomic_ = atomic_;
+#ifdef SCENEGRAD_OPENMP
+        const int t = omp_get_thread_num();
+        if (t > 0 && !copies_.empty()) l.flags_ = flags_[t - 1];
+#endif
+        return l;
     }
 
     // Adds value at `where`, a position in this thread's local() buffer.

@@ -303,18 +303,18 @@ void backward_tile(const BwdArgs<T>& g, int64_t t) {
             }
         }
     }
-    ScatterAdd<T>& scatter = *g.scatter;
-    T* target = scatter.local();
+    const auto adder = g.scatter->local_adder();
+    T* target = adder.data();
     for (int64_t j = 0; j < n; ++j) {
         T* r = target + (cam_base + g.ids[start + j]) * g.row;
         const SplatGrad<T>& gr = grads[j];
-        scatter.add(r, gr.mx);
-        scatter.add(r + 1, gr.my);
-        scatter.add(r + 2, gr.a);
-        scatter.add(r + 3, gr.b);
-        scatter.add(r + 4, gr.c);
-        scatter.add(r + 5, gr.opacity);
-        for (int k = 0; k < D; ++k) scatter.add(r + 6 + k, grad_colors[j * D + k]);
+        adder.add(r, gr.mx);
+        adder.add(r + 1, gr.my);
+        adder.add(r + 2, gr.a);
+        adder.add(r + 3, gr.b);
+        adder.add(r + 4, gr.c);
+        adder.add(r + 5, gr.opacity);
+        for (int k = 0; k < D; ++k) adder.add(r + 6 + k, grad_colors[j * D + k]);
     }
 }
 

@@ -24,7 +24,7 @@ std::vector<torch::Tensor> interpolate_fwd_cpu(const torch::Tensor& attr, const 
         const int32_t* tp = tri.data_ptr<int32_t>();
         scalar_t* op = out.data_ptr<scalar_t>();
         scalar_t* odp = out_da.data_ptr<scalar_t>();
-        SG_OMP(parallel for schedule(static))
+        SG_OMP(parallel for schedule(dynamic, 1024))  // foreground pixels cost more: balance threads
         for (int64_t p = 0; p < d.pixels; ++p)
             interpolate_pixel(ap, d, tp, p, rp, bp, dp, op + p * d.A, odp + p * 2 * d.D);
     });
@@ -55,15 +55,15 @@ std::vector<torch::Tensor> interpolate_bwd_cpu(const torch::Tensor& attr, const 
         scalar_t* grp = grad_rast.data_ptr<scalar_t>();
         scalar_t* gdbp = with_da ? grad_db.data_ptr<scalar_t>() : nullptr;
         ScatterAdd<scalar_t> scatter(gap, grad_attr.numel());
-        SG_OMP(parallel for schedule(static))
+        SG_OMP(parallel for schedule(dynamic, 1024))  // foreground pixels cost more: balance threads
         for (int64_t p = 0; p < d.pixels; ++p) {
             const int t = (int)rp[4 * p + 3] - 1;
             if (t < 0) continue;
             const int64_t b = p / d.hw;
             scalar_t* rows[3];
-            scalar_t* local = scatter.local();
-            for (int c = 0; c < 3; ++c) rows[c] = local + ((d.attr_batched ? b * d.V : 0) + tp[3 * t + c]) * d.A;
-            auto add = [&](int corner, int k, scalar_t value) { scatter.add(rows[corner] + k, value); };
+            const auto local = scatter.local_adder();
+            for (int c = 0; c < 3; ++c) rows[c] = local.data() + ((d.attr_batched ? b * d.V : 0) + tp[3 * t + c]) * d.A;
+            auto add = [&](int corner, int k, scalar_t value) { local.add(rows[corner] + k, value); };
             interpolate_pixel_backward(ap, d, tp, p, rp, bp, dp, gp + p * d.A, gdap ? gdap + p * 2 * d.D : nullptr,
                                        grp + 4 * p, gdbp ? gdbp + 4 * p : nullptr, add);
         }

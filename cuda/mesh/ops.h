@@ -39,30 +39,33 @@ std::vector<torch::Tensor> antialias_bwd_cpu(const torch::Tensor& color, const t
                                              const torch::Tensor& pos, const torch::Tensor& tri,
                                              const torch::Tensor& opposite, const torch::Tensor& grad_out);
 
-// buf [Bt, total, C] flattened mip pyramid(s), offsets [L] int64, sizes [L, 2] int32 (h, w),
-// uv [B, Ho, Wo, 2], uv_da [B, Ho, Wo, 4] (mipmapped lookups; undefined otherwise), bias [B, Ho, Wo]
+// tex [Bt, h0, w0, C] the texture(s) (mip level 0), coarse [Bt, total - h0 w0, C] mip levels 1 and
+// up (texture_mip; no texels for one level), offsets [L] int64 and sizes [L, 2] int32 (h, w) the
+// layout of the whole pyramid (texture.h), uv [B, Ho, Wo, 2], uv_da [B, Ho, Wo, 4] (mipmapped lookups; undefined otherwise), bias [B, Ho, Wo]
 // level-of-detail bias or undefined -> out [B, Ho, Wo, C].
-torch::Tensor texture_fwd_cpu(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
-                              const torch::Tensor& uv, const torch::Tensor& uv_da, const torch::Tensor& bias,
-                              int64_t boundary, int64_t filter);
+torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coarse, const torch::Tensor& offsets,
+                              const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& uv_da,
+                              const torch::Tensor& bias, int64_t boundary, int64_t filter);
 // -> {grad_tex [Bt, h0, w0, C] (the gradients of every mip level folded down into the texture), grad_uv,
 // grad_uv_da, grad_lod (d loss / d lod per pixel: the bias gradient)}; the last two are undefined without
 // uv_da.
-std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& buf, const torch::Tensor& offsets,
-                                           const torch::Tensor& sizes, const torch::Tensor& uv,
-                                           const torch::Tensor& uv_da, const torch::Tensor& bias, int64_t boundary,
-                                           int64_t filter, const torch::Tensor& grad_out);
-// tex [Bt, h0, w0, C] -> buf [Bt, total, C]: the mip pyramid laid out by offsets / sizes.
+std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch::Tensor& coarse,
+                                           const torch::Tensor& offsets, const torch::Tensor& sizes,
+                                           const torch::Tensor& uv, const torch::Tensor& uv_da,
+                                           const torch::Tensor& bias, int64_t boundary, int64_t filter,
+                                           const torch::Tensor& grad_out);
+// tex [Bt, h0, w0, C] -> coarse [Bt, total - h0 w0, C]: mip levels 1 and up, laid out by offsets / sizes.
 torch::Tensor texture_mip_cpu(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes);
 
 #ifdef SCENEGRAD_WITH_CUDA
-torch::Tensor texture_fwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
-                               const torch::Tensor& uv, const torch::Tensor& uv_da, const torch::Tensor& bias,
-                              int64_t boundary, int64_t filter);
-std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets,
-                                           const torch::Tensor& sizes, const torch::Tensor& uv,
-                                           const torch::Tensor& uv_da, const torch::Tensor& bias, int64_t boundary,
-                                           int64_t filter, const torch::Tensor& grad_out);
+torch::Tensor texture_fwd_cuda(const torch::Tensor& tex, const torch::Tensor& coarse, const torch::Tensor& offsets,
+                               const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& uv_da,
+                               const torch::Tensor& bias, int64_t boundary, int64_t filter);
+std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& tex, const torch::Tensor& coarse,
+                                            const torch::Tensor& offsets, const torch::Tensor& sizes,
+                                            const torch::Tensor& uv, const torch::Tensor& uv_da,
+                                            const torch::Tensor& bias, int64_t boundary, int64_t filter,
+                                            const torch::Tensor& grad_out);
 torch::Tensor texture_mip_cuda(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes);
 torch::Tensor antialias_fwd_cuda(const torch::Tensor& color, const torch::Tensor& rast, const torch::Tensor& pos,
                                  const torch::Tensor& tri, const torch::Tensor& opposite);
@@ -189,10 +192,10 @@ inline MipLayout mip_layout(const torch::Tensor& offsets, const torch::Tensor& s
     return m;
 }
 
-// Checks tex [B, h0, w0, C] against the layout, allocates buf [B, total, C] and copies tex into its
-// level 0; the launchers then fill the coarser levels.
-inline MipLayout mip_buffer(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes,
-                            torch::Tensor& buf) {
+// Checks tex [B, h0, w0, C] against the layout and allocates coarse [B, total - h0 w0, C] for mip
+// levels 1 and up; the launchers then fill it.
+inline MipLayout mip_coarse_buffer(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes,
+                                   torch::Tensor& coarse) {
     TORCH_CHECK(tex.dim() == 4 && tex.is_contiguous(), "tex must be a contiguous [B, H, W, C] tensor");
     check_mip_layout(offsets, sizes);
     auto sz = sizes.contiguous();
@@ -201,23 +204,28 @@ inline MipLayout mip_buffer(const torch::Tensor& tex, const torch::Tensor& offse
         total += (int64_t)sz.data_ptr<int32_t>()[2 * l] * sz.data_ptr<int32_t>()[2 * l + 1];
     const MipLayout m = mip_layout(offsets, sizes, total);
     TORCH_CHECK(m.sizes[0] == tex.size(1) && m.sizes[1] == tex.size(2), "level 0 must be the texture's size");
-    const int64_t B = tex.size(0), C = tex.size(3);
-    buf = torch::empty({B, total, C}, tex.options());
-    buf.narrow(1, 0, tex.size(1) * tex.size(2)).copy_(tex.reshape({B, -1, C}));
+    TORCH_CHECK(m.offsets[0] == 0 && (m.levels == 1 || m.offsets[1] == tex.size(1) * tex.size(2)),
+                "level 1 must follow level 0");
+    coarse = torch::empty({tex.size(0), total - tex.size(1) * tex.size(2), tex.size(3)}, tex.options());
     return m;
 }
 
 // Checks shared by both texture launchers; returns the dimensions the kernels need.
-inline TextureDims check_texture_inputs(const torch::Tensor& buf, const torch::Tensor& offsets,
-                                       const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& uv_da,
-                                       const torch::Tensor& bias, int64_t boundary, int64_t filter) {
-    TORCH_CHECK(buf.dim() == 3, "buf must have shape [Bt, texels, C], got ", buf.sizes());
+inline TextureDims check_texture_inputs(const torch::Tensor& tex, const torch::Tensor& coarse,
+                                       const torch::Tensor& offsets, const torch::Tensor& sizes, const torch::Tensor& uv,
+                                       const torch::Tensor& uv_da, const torch::Tensor& bias, int64_t boundary,
+                                       int64_t filter) {
+    TORCH_CHECK(tex.dim() == 4, "tex must have shape [Bt, H, W, C], got ", tex.sizes());
+    TORCH_CHECK(coarse.dim() == 3 && coarse.size(0) == tex.size(0) && coarse.size(2) == tex.size(3),
+                "the coarse mip levels must have shape [Bt, texels, C] matching tex, got ", coarse.sizes());
     TORCH_CHECK(uv.dim() == 4 && uv.size(3) == 2, "uv must have shape [B, H, W, 2], got ", uv.sizes());
-    TORCH_CHECK(buf.size(0) == 1 || buf.size(0) == uv.size(0), "texture batch ", buf.size(0),
+    TORCH_CHECK(tex.size(0) == 1 || tex.size(0) == uv.size(0), "texture batch ", tex.size(0),
                 " must be 1 or match uv batch ", uv.size(0));
-    TORCH_CHECK(buf.scalar_type() == uv.scalar_type(), "texture and uv must have the same dtype");
-    TORCH_CHECK(buf.is_contiguous() && uv.is_contiguous(), "texture and uv must be contiguous");
-    TORCH_CHECK(buf.device() == uv.device(), "texture and uv must share a device");
+    TORCH_CHECK(tex.scalar_type() == uv.scalar_type() && coarse.scalar_type() == uv.scalar_type(),
+                "texture and uv must have the same dtype");
+    TORCH_CHECK(tex.is_contiguous() && coarse.is_contiguous() && uv.is_contiguous(),
+                "texture, mip levels and uv must be contiguous");
+    TORCH_CHECK(tex.device() == uv.device() && coarse.device() == uv.device(), "texture and uv must share a device");
     TORCH_CHECK(boundary >= 0 && boundary <= 2 && filter >= 0 && filter <= 2, "bad boundary or filter mode");
     if (filter == 2) {
         TORCH_CHECK(uv_da.defined() && uv_da.dim() == 4 && uv_da.size(0) == uv.size(0) &&
@@ -235,12 +243,15 @@ inline TextureDims check_texture_inputs(const torch::Tensor& buf, const torch::T
     TextureDims d;
     d.pixels = uv.size(0) * uv.size(1) * uv.size(2);
     d.hw = uv.size(1) * uv.size(2);
-    d.tex_batched = buf.size(0) > 1;
-    d.total = buf.size(1);
-    d.C = (int)buf.size(2);
+    d.tex_batched = tex.size(0) > 1;
+    d.texels0 = tex.size(1) * tex.size(2);
+    d.total = d.texels0 + coarse.size(1);
+    d.C = (int)tex.size(3);
     d.boundary = (int)boundary;
     d.filter = (int)filter;
     const MipLayout m = mip_layout(offsets, sizes, d.total);
+    TORCH_CHECK(m.sizes[0] == tex.size(1) && m.sizes[1] == tex.size(2), "level 0 must be the texture's size");
+    TORCH_CHECK(m.levels == 1 || m.offsets[1] == d.texels0, "level 1 must follow level 0");
     d.levels = m.levels;
     for (int l = 0; l < m.levels; ++l) {
         d.offsets[l] = m.offsets[l];

@@ -1,5 +1,6 @@
 // CUDA launcher of texture sampling and mip pyramids: one thread per output pixel (or texel; one
-// launch per mip level), texel gradients scattered with atomicAdd. The per-pixel math is in texture.h, shared with the CPU launcher.
+// launch per mip level), texel gradients scattered with atomicAdd into a gradient pyramid that is
+// then folded down into level 0. The per-pixel math is in texture.h, shared with the CPU launcher.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -14,13 +15,15 @@ namespace mesh {
 namespace {
 
 template <typename T, int kC>
-__global__ void forward_kernel(const T* buf, const T* uv, const T* uv_da, const T* bias, TextureDims d, T* out) {
+__global__ void forward_kernel(const T* tex, const T* coarse, const T* uv, const T* uv_da, const T* bias,
+                               TextureDims d, T* out) {
     const int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= d.pixels) return;
-    const T* tex = buf + (d.tex_batched ? (p / d.hw) * d.total * d.C : 0);
+    const int64_t b = d.tex_batched ? p / d.hw : 0;
     const T lod = uv_da ? texture_lod(uv_da + 4 * p, d.sizes[0], d.sizes[1], bias ? bias[p] : T(0), (T*)nullptr)
                         : T(0);
-    texture_pixel<T, kC>(tex, d, uv[2 * p], uv[2 * p + 1], lod, out + p * d.C);
+    texture_pixel<T, kC>(tex + b * d.texels0 * d.C, coarse + b * (d.total - d.texels0) * d.C, d, uv[2 * p],
+                         uv[2 * p + 1], lod, out + p * d.C);
 }
 
 template <typename T>
@@ -31,16 +34,18 @@ struct AtomicTexels {
 };
 
 template <typename T, int kC>
-__global__ void backward_kernel(const T* buf, const T* uv, const T* uv_da, const T* bias, TextureDims d,
-                                const T* grad_out, T* grad_buf, T* grad_uv, T* grad_uv_da, T* grad_lod) {
+__global__ void backward_kernel(const T* tex, const T* coarse, const T* uv, const T* uv_da, const T* bias,
+                                TextureDims d, const T* grad_out, T* grad_pyramid, T* grad_uv, T* grad_uv_da,
+                                T* grad_lod) {
     const int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= d.pixels) return;
-    const int64_t base = d.tex_batched ? (p / d.hw) * d.total * d.C : 0;
-    AtomicTexels<T> add{grad_buf + base, d.C};
+    const int64_t b = d.tex_batched ? p / d.hw : 0;
+    AtomicTexels<T> add{grad_pyramid + b * d.total * d.C, d.C};
     T dlod[4];
     const T lod = uv_da ? texture_lod(uv_da + 4 * p, d.sizes[0], d.sizes[1], bias ? bias[p] : T(0), dlod) : T(0);
     T gu, gv, gl;
-    texture_pixel_backward<T, kC>(buf + base, d, uv[2 * p], uv[2 * p + 1], lod, grad_out + p * d.C, gu, gv, gl, add);
+    texture_pixel_backward<T, kC>(tex + b * d.texels0 * d.C, coarse + b * (d.total - d.texels0) * d.C, d, uv[2 * p],
+                                  uv[2 * p + 1], lod, grad_out + p * d.C, gu, gv, gl, add);
     grad_uv[2 * p] = gu;
     grad_uv[2 * p + 1] = gv;
     if (uv_da) {
@@ -49,16 +54,17 @@ __global__ void backward_kernel(const T* buf, const T* uv, const T* uv_da, const
     }
 }
 
+// Level `offset` (h2 x w2 texels) of the coarse buffer from the level before, at `prev` (h x w):
+// the texture itself for level 1 (prev_stride texels per batch entry), else the coarse buffer.
 template <typename T>
-__global__ void mip_kernel(T* buf, int64_t total, int64_t prev_offset, int64_t offset, int h, int w, int h2, int w2,
-                           int C, int64_t n) {
+__global__ void mip_kernel(const T* prev, int64_t prev_stride, T* coarse, int64_t rest, int64_t offset, int h, int w,
+                           int h2, int w2, int C, int64_t n) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const int64_t b = i / ((int64_t)h2 * w2);
     const int x = (int)(i % w2), y = (int)((i / w2) % h2);
-    const T* prev = buf + (b * total + prev_offset) * C;
-    T* out = buf + (b * total + offset + (int64_t)y * w2 + x) * C;
-    for (int c = 0; c < C; ++c) out[c] = mip_texel(prev, h, w, C, x, y, c);
+    T* out = coarse + (b * rest + offset + (int64_t)y * w2 + x) * C;
+    for (int c = 0; c < C; ++c) out[c] = mip_texel(prev + b * prev_stride * C, h, w, C, x, y, c);
 }
 
 template <typename T>
@@ -75,29 +81,29 @@ __global__ void mip_fold_kernel(T* grad, int64_t total, int64_t offset, int64_t 
 
 }  // namespace
 
-// Folds the gradients of every mip level of grad_buf [B, total, C] down into level 0, in place, and
+// Folds the gradients of every mip level of grad_pyramid [B, total, C] down into level 0, in place, and
 // returns level 0 as [B, h0, w0, C].
-static torch::Tensor fold_mip_gradients(torch::Tensor& grad_buf, const torch::Tensor& offsets,
+static torch::Tensor fold_mip_gradients(torch::Tensor& grad_pyramid, const torch::Tensor& offsets,
                                         const torch::Tensor& sizes) {
-    const int64_t B = grad_buf.size(0), total = grad_buf.size(1), C = grad_buf.size(2);
+    const int64_t B = grad_pyramid.size(0), total = grad_pyramid.size(1), C = grad_pyramid.size(2);
     const MipLayout m = mip_layout(offsets, sizes, total);
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES(grad_buf.scalar_type(), "texture_mip_fold_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES(grad_pyramid.scalar_type(), "texture_mip_fold_cuda", [&] {
         for (int l = m.levels - 1; l >= 1; --l) {
             const int64_t n = B * m.sizes[2 * l - 2] * m.sizes[2 * l - 1];
             mip_fold_kernel<scalar_t><<<blocks(n), kThreads, 0, stream>>>(
-                grad_buf.data_ptr<scalar_t>(), total, m.offsets[l - 1], m.offsets[l], m.sizes[2 * l - 2],
+                grad_pyramid.data_ptr<scalar_t>(), total, m.offsets[l - 1], m.offsets[l], m.sizes[2 * l - 2],
                 m.sizes[2 * l - 1], (int)C, n);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
     });
-    return grad_buf.narrow(1, m.offsets[0], (int64_t)m.sizes[0] * m.sizes[1]).view({B, m.sizes[0], m.sizes[1], C});
+    return grad_pyramid.narrow(1, m.offsets[0], (int64_t)m.sizes[0] * m.sizes[1]).view({B, m.sizes[0], m.sizes[1], C});
 }
 
-torch::Tensor texture_fwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets, const torch::Tensor& sizes,
-                               const torch::Tensor& uv, const torch::Tensor& uv_da, const torch::Tensor& bias,
-                               int64_t boundary, int64_t filter) {
-    const TextureDims d = check_texture_inputs(buf, offsets, sizes, uv, uv_da, bias, boundary, filter);
+torch::Tensor texture_fwd_cuda(const torch::Tensor& tex, const torch::Tensor& coarse, const torch::Tensor& offsets,
+                               const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& uv_da,
+                               const torch::Tensor& bias, int64_t boundary, int64_t filter) {
+    const TextureDims d = check_texture_inputs(tex, coarse, offsets, sizes, uv, uv_da, bias, boundary, filter);
     SG_CHECK_CUDA(uv);
     const c10::cuda::CUDAGuard guard(uv.device());
     auto out = torch::empty({uv.size(0), uv.size(1), uv.size(2), d.C}, uv.options());
@@ -107,59 +113,63 @@ torch::Tensor texture_fwd_cuda(const torch::Tensor& buf, const torch::Tensor& of
     AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "texture_fwd_cuda", [&] {
         with_channels(d.C, [&](auto channels) {
             forward_kernel<scalar_t, decltype(channels)::value><<<blocks(d.pixels), kThreads, 0, stream>>>(
-                buf.data_ptr<scalar_t>(), uv.data_ptr<scalar_t>(), mip ? uv_da.data_ptr<scalar_t>() : nullptr,
-                bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, d, out.data_ptr<scalar_t>());
+                tex.data_ptr<scalar_t>(), coarse.data_ptr<scalar_t>(), uv.data_ptr<scalar_t>(),
+                mip ? uv_da.data_ptr<scalar_t>() : nullptr, bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, d,
+                out.data_ptr<scalar_t>());
         });
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return out;
 }
 
-std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& buf, const torch::Tensor& offsets,
-                                            const torch::Tensor& sizes, const torch::Tensor& uv,
-                                            const torch::Tensor& uv_da, const torch::Tensor& bias, int64_t boundary,
-                                            int64_t filter, const torch::Tensor& grad_out) {
-    const TextureDims d = check_texture_inputs(buf, offsets, sizes, uv, uv_da, bias, boundary, filter);
+std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& tex, const torch::Tensor& coarse,
+                                            const torch::Tensor& offsets, const torch::Tensor& sizes,
+                                            const torch::Tensor& uv, const torch::Tensor& uv_da,
+                                            const torch::Tensor& bias, int64_t boundary, int64_t filter,
+                                            const torch::Tensor& grad_out) {
+    const TextureDims d = check_texture_inputs(tex, coarse, offsets, sizes, uv, uv_da, bias, boundary, filter);
     SG_CHECK_CUDA(uv);
     const c10::cuda::CUDAGuard guard(uv.device());
     const bool mip = d.filter == kLinearMipLinear;
     auto go = grad_out.contiguous();
-    auto grad_buf = torch::zeros_like(buf);
+    auto grad_pyramid = torch::zeros({tex.size(0), d.total, (int64_t)d.C}, tex.options());
     auto grad_uv = torch::zeros_like(uv);
     auto grad_uv_da = mip ? torch::zeros_like(uv_da) : torch::Tensor();
     auto grad_lod = mip ? torch::zeros(uv.sizes().slice(0, 3), uv.options()) : torch::Tensor();
-    if (d.pixels == 0) return {fold_mip_gradients(grad_buf, offsets, sizes), grad_uv, grad_uv_da, grad_lod};
+    if (d.pixels == 0) return {fold_mip_gradients(grad_pyramid, offsets, sizes), grad_uv, grad_uv_da, grad_lod};
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "texture_bwd_cuda", [&] {
         with_channels(d.C, [&](auto channels) {
             backward_kernel<scalar_t, decltype(channels)::value><<<blocks(d.pixels), kThreads, 0, stream>>>(
-                buf.data_ptr<scalar_t>(), uv.data_ptr<scalar_t>(), mip ? uv_da.data_ptr<scalar_t>() : nullptr,
-                bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, d, go.data_ptr<scalar_t>(),
-                grad_buf.data_ptr<scalar_t>(), grad_uv.data_ptr<scalar_t>(),
+                tex.data_ptr<scalar_t>(), coarse.data_ptr<scalar_t>(), uv.data_ptr<scalar_t>(),
+                mip ? uv_da.data_ptr<scalar_t>() : nullptr, bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, d,
+                go.data_ptr<scalar_t>(), grad_pyramid.data_ptr<scalar_t>(), grad_uv.data_ptr<scalar_t>(),
                 mip ? grad_uv_da.data_ptr<scalar_t>() : nullptr, mip ? grad_lod.data_ptr<scalar_t>() : nullptr);
         });
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return {fold_mip_gradients(grad_buf, offsets, sizes), grad_uv, grad_uv_da, grad_lod};
+    return {fold_mip_gradients(grad_pyramid, offsets, sizes), grad_uv, grad_uv_da, grad_lod};
 }
 
 torch::Tensor texture_mip_cuda(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes) {
     SG_CHECK_CUDA(tex);
     const c10::cuda::CUDAGuard guard(tex.device());
-    torch::Tensor buf;
-    const MipLayout m = mip_buffer(tex, offsets, sizes, buf);
-    const int64_t B = tex.size(0), C = tex.size(3), total = buf.size(1);
+    torch::Tensor coarse;
+    const MipLayout m = mip_coarse_buffer(tex, offsets, sizes, coarse);
+    const int64_t B = tex.size(0), C = tex.size(3), texels0 = tex.size(1) * tex.size(2), rest = coarse.size(1);
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(tex.scalar_type(), "texture_mip_cuda", [&] {
         for (int l = 1; l < m.levels; ++l) {
             const int64_t n = B * m.sizes[2 * l] * m.sizes[2 * l + 1];
+            const scalar_t* prev = l == 1 ? tex.data_ptr<scalar_t>()
+                                          : coarse.data_ptr<scalar_t>() + (m.offsets[l - 1] - texels0) * C;
             mip_kernel<scalar_t><<<blocks(n), kThreads, 0, stream>>>(
-                buf.data_ptr<scalar_t>(), total, m.offsets[l - 1], m.offsets[l], m.sizes[2 * l - 2],
-                m.sizes[2 * l - 1], m.sizes[2 * l], m.sizes[2 * l + 1], (int)C, n);
+                prev, l == 1 ? texels0 : rest, coarse.data_ptr<scalar_t>(), rest, m.offsets[l] - texels0,
+                m.sizes[2 * l - 2], m.sizes[2 * l - 1], m.sizes[2 * l], m.sizes[2 * l + 1], (int)C, n);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
     });
-    return buf;
+    return coarse;
 }
 
 }  // namespace mesh

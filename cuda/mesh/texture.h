@@ -1,8 +1,12 @@
 // Per-element math of texture sampling, shared by the CPU and CUDA launchers.
 //
-// A texture is a mip pyramid flattened into one buffer per batch entry: level l has size
-// (h_l, w_l) and starts at texel offset off_l; texel (x, y) of level l, channel c, of batch b is
-// buf[(b * total + off_l + y * w_l + x) * C + c]. Texture coordinates: u runs left to right, v top
+// A texture is a mip pyramid: level 0 is the texture itself, tex [Bt, h0, w0, C], and the coarser
+// levels 1, 2, ... follow one another in one buffer per batch entry, coarse [Bt, total - h0 w0, C].
+// Level l has size (h_l, w_l) and starts at texel offset off_l of the whole pyramid (off_0 = 0,
+// off_1 = h0 w0): texel (x, y) of level l >= 1, channel c, of batch b is
+// coarse[(b * (total - off_1) + off_l - off_1 + y * w_l + x) * C + c]. Gradients use the whole
+// pyramid's layout in one buffer, grad[(b * total + off_l + y * w_l + x) * C + c]. Keeping level 0
+// apart spares the forward a copy of the (largest) level. Texture coordinates: u runs left to right, v top
 // to bottom over [0, 1]; texel (x, y) has its centre at ((x + 0.5) / w, (y + 0.5) / h).
 // Bilinear lookups read the four texels around (u w - 0.5, v h - 0.5); trilinear lookups blend
 // the bilinear lookups of levels floor(lod) and floor(lod) + 1 by the fraction of lod, where lod
@@ -35,8 +39,9 @@ struct MipLayout {
 struct TextureDims {
     int64_t pixels;   // output pixels B * Ho * Wo
     int64_t hw;       // Ho * Wo
-    bool tex_batched; // buffer has one pyramid per output batch entry (else one shared)
-    int64_t total;    // texels per pyramid
+    bool tex_batched; // one pyramid per output batch entry (else one shared)
+    int64_t total;    // texels per pyramid, all levels
+    int64_t texels0;  // texels of level 0, h0 * w0 (the coarse levels hold total - texels0)
     int C;
     int levels;
     int boundary;
@@ -164,21 +169,27 @@ SG_HD T mip_fold_texel(const T* next, int h, int w, int C, int x, int y, int c) 
     return next[((int64_t)py * w2 + px) * C + c] * (sy * sx == 4 ? T(0.25) : sy * sx == 2 ? T(0.5) : T(1));
 }
 
-// One output pixel: out[C] from pyramid `buf` (this pixel's batch entry), at (u, v) and lod.
-// kC > 0 fixes the channel count at compile time (the launchers use with_channels).
+// First texel of level L of one batch entry's pyramid: level 0 is `level0`, the others are in
+// `coarse` (see the layout at the top).
+template <typename T>
+SG_HD const T* level_texels(const T* level0, const T* coarse, const TextureDims& d, int L) {
+    return L == 0 ? level0 : coarse + (d.offsets[L] - d.texels0) * d.C;
+}
+
+// One output pixel: out[C] from this pixel's batch entry's pyramid (level0, coarse) at (u, v) and
+// lod. kC > 0 fixes the channel count at compile time (the launchers use with_channels).
 template <typename T, int kC = 0>
-SG_HD void texture_pixel(const T* buf, const TextureDims& d, T u, T v, T lod, T* out) {
+SG_HD void texture_pixel(const T* level0, const T* coarse, const TextureDims& d, T u, T v, T lod, T* out) {
     const int C = kC > 0 ? kC : d.C;
-    const int64_t* offsets = d.offsets;
     const int32_t* sizes = d.sizes;
-    // Accumulate in registers when the channel count is known (out may alias buf for the compiler).
+    // Accumulate in registers when the channel count is known (out may alias the texels for the compiler).
     T local[kC > 0 ? kC : 1];
     T* acc = kC > 0 ? local : out;
     for (int c = 0; c < C; ++c) acc[c] = T(0);
     if (d.filter == kNearest) {
-        const int64_t idx = nearest_tap(u, v, sizes[0], sizes[1], offsets[0], d.boundary);
+        const int64_t idx = nearest_tap(u, v, sizes[0], sizes[1], int64_t(0), d.boundary);
         if (idx >= 0)
-            for (int c = 0; c < C; ++c) acc[c] = buf[idx * C + c];
+            for (int c = 0; c < C; ++c) acc[c] = level0[idx * C + c];
     } else {
         int ls[2] = {0, 0};
         T t = T(0);
@@ -186,12 +197,13 @@ SG_HD void texture_pixel(const T* buf, const TextureDims& d, T u, T v, T lod, T*
         const T lw[2] = {T(1) - t, t};
         for (int m = 0; m < (t > T(0) ? 2 : 1); ++m) {
             const int L = ls[m];
+            const T* texels = level_texels(level0, coarse, d, L);
             BilinearTaps<T> taps;
-            bilinear_taps(u, v, sizes[2 * L], sizes[2 * L + 1], offsets[L], d.boundary, taps);
+            bilinear_taps(u, v, sizes[2 * L], sizes[2 * L + 1], int64_t(0), d.boundary, taps);
             for (int k = 0; k < 4; ++k) {
                 if (taps.idx[k] < 0) continue;
                 const T wk = lw[m] * taps.w[k];
-                for (int c = 0; c < C; ++c) acc[c] += wk * buf[taps.idx[k] * C + c];
+                for (int c = 0; c < C; ++c) acc[c] += wk * texels[taps.idx[k] * C + c];
             }
         }
     }
@@ -200,10 +212,11 @@ SG_HD void texture_pixel(const T* buf, const TextureDims& d, T u, T v, T lod, T*
 }
 
 // Backward of texture_pixel for incoming gradient g[C]: returns d loss / d (u, v, lod) through gu,
-// gv, glod and hands each texel gradient to add(texel, channel, value).
+// gv, glod and hands each texel gradient to add(texel, channel, value), texel numbered in the whole
+// pyramid's layout (off_l + y * w_l + x).
 template <typename T, int kC = 0, typename Add>
-SG_HD void texture_pixel_backward(const T* buf, const TextureDims& d, T u, T v, T lod, const T* g, T& gu, T& gv,
-                                  T& glod, Add add) {
+SG_HD void texture_pixel_backward(const T* level0, const T* coarse, const TextureDims& d, T u, T v, T lod, const T* g,
+                                  T& gu, T& gv, T& glod, Add add) {
     const int C = kC > 0 ? kC : d.C;
     const int64_t* offsets = d.offsets;
     const int32_t* sizes = d.sizes;
@@ -212,7 +225,7 @@ SG_HD void texture_pixel_backward(const T* buf, const TextureDims& d, T u, T v, 
     for (int c = 0; c < C; ++c) any = any || g[c] != T(0);
     if (!any) return;  // e.g. background pixels composited away: nothing to scatter
     if (d.filter == kNearest) {
-        const int64_t idx = nearest_tap(u, v, sizes[0], sizes[1], offsets[0], d.boundary);
+        const int64_t idx = nearest_tap(u, v, sizes[0], sizes[1], int64_t(0), d.boundary);
         if (idx >= 0)
             for (int c = 0; c < C; ++c) add(idx, c, g[c]);
         return;
@@ -225,15 +238,16 @@ SG_HD void texture_pixel_backward(const T* buf, const TextureDims& d, T u, T v, 
     const int count = ls[0] == ls[1] ? 1 : 2;
     for (int m = 0; m < count; ++m) {
         const int L = ls[m];
+        const T* texels = level_texels(level0, coarse, d, L);
         BilinearTaps<T> taps;
-        bilinear_taps(u, v, sizes[2 * L], sizes[2 * L + 1], offsets[L], d.boundary, taps);
+        bilinear_taps(u, v, sizes[2 * L], sizes[2 * L + 1], int64_t(0), d.boundary, taps);
         for (int k = 0; k < 4; ++k) {
             if (taps.idx[k] < 0) continue;
             T dot = T(0);
             for (int c = 0; c < C; ++c) {
                 const T g_c = g[c];
-                dot += g_c * buf[taps.idx[k] * C + c];
-                if (lw[m] != T(0)) add(taps.idx[k], c, lw[m] * taps.w[k] * g_c);
+                dot += g_c * texels[taps.idx[k] * C + c];
+                if (lw[m] != T(0)) add(offsets[L] + taps.idx[k], c, lw[m] * taps.w[k] * g_c);
             }
             level_dot[m] += taps.w[k] * dot;
             gu += lw[m] * taps.dw_du[k] * dot;

@@ -212,12 +212,12 @@ void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t, TileScrat
             g_fy -= gb * ray.b / fy;
         }
     }
-    ScatterAdd<T>& scatter = *b.scatter;
-    T* target = scatter.local();
+    const auto adder = b.scatter->local_adder();
+    T* target = adder.data();
     for (int64_t j = 0; j < n; ++j) {
         T* dst = target + (cam_base + b.ids[start + j]) * b.row;
         const T* src = grads.data() + j * b.row;
-        for (int k = 0; k < b.row; ++k) scatter.add(dst + k, src[k]);
+        for (int k = 0; k < b.row; ++k) adder.add(dst + k, src[k]);
     }
     T* vi = b.v_intrinsics + 4 * tc.cam;
     const T gi[4] = {g_fx, g_fy, g_cx, g_cy};

@@ -179,23 +179,24 @@ class _TextureNative(torch.autograd.Function):
         native = _backend.native_module()
         offsets_t = torch.tensor(_offsets(sizes), dtype=torch.int64)
         sizes_t = torch.tensor(sizes, dtype=torch.int32)
+        # Level 0 is tex itself; mip levels 1 and up go to one flattened buffer.
         if len(sizes) > 1:
-            buf = native.texture_mip(tex, offsets_t, sizes_t)
+            coarse = native.texture_mip(tex, offsets_t, sizes_t)
         else:
-            buf = tex.reshape(tex.shape[0], -1, tex.shape[-1])
-        out = native.texture_fwd(buf, offsets_t, sizes_t, uv, uv_da, bias, boundary, filter_mode)
-        ctx.save_for_backward(buf, uv, uv_da, bias)
+            coarse = tex.new_empty(tex.shape[0], 0, tex.shape[-1])
+        out = native.texture_fwd(tex, coarse, offsets_t, sizes_t, uv, uv_da, bias, boundary, filter_mode)
+        ctx.save_for_backward(tex, coarse, uv, uv_da, bias)
         ctx.layout = (offsets_t, sizes_t, tex.shape)
         ctx.modes = (boundary, filter_mode)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        buf, uv, uv_da, bias = ctx.saved_tensors
+        tex, coarse, uv, uv_da, bias = ctx.saved_tensors
         offsets_t, sizes_t, tex_shape = ctx.layout
         native = _backend.native_module()
         grad_tex, grad_uv, grad_uv_da, grad_lod = native.texture_bwd(
-            buf, offsets_t, sizes_t, uv, uv_da, bias, *ctx.modes, grad_out.contiguous()
+            tex, coarse, offsets_t, sizes_t, uv, uv_da, bias, *ctx.modes, grad_out.contiguous()
         )
         grad_tex = grad_tex.view(tex_shape)
         if ctx.modes[1] == _reference.NEAREST:
