@@ -54,6 +54,9 @@ struct TextureDims {
 SG_HD int tex_wrap(int x, int n, int boundary) {
     if ((unsigned)x < (unsigned)n) return x;  // inside: every mode agrees
     if (boundary == kWrap) {
+        // One period off (a bilinear tap next to the border) needs no division.
+        x = x < 0 ? x + n : x - n;
+        if ((unsigned)x < (unsigned)n) return x;
         x %= n;
         return x < 0 ? x + n : x;
     }
@@ -122,7 +125,9 @@ SG_HD bool mip_pair(T lod, int levels, int& l0, int& l1, T& t) {
 // Level of detail of a lookup from da = (du/dX, du/dY, dv/dX, dv/dY) for a base level of h x w
 // texels: log2 of the longer footprint axis in texels, max(|(du/dX w, dv/dX h)|, |(du/dY w, dv/dY h)|),
 // plus bias. With dlod_dda, also its derivative with respect to da[4] (0 where the footprint is
-// below 1e-10 texels; at a tie the X axis is taken).
+// below 1e-10 texels; at a tie the X axis is taken). Without dlod_dda, a footprint of at most one
+// texel and no bias give 0 without the logarithm: every lod <= 0 samples level 0 alone (mip_pair),
+// as do the pixels a rasterizer left empty (da = 0).
 template <typename T>
 SG_HD T texture_lod(const T* da, int h, int w, T bias, T* dlod_dda) {
     const T ax = da[0] * T(w), bx = da[2] * T(h), ay = da[1] * T(w), by = da[3] * T(h);
@@ -143,6 +148,7 @@ SG_HD T texture_lod(const T* da, int h, int w, T bias, T* dlod_dda) {
             }
         }
     }
+    if (!dlod_dda && bias == T(0) && rho2 <= T(1)) return T(0);
     return T(0.5) * sg_log2(rho2 > tiny ? rho2 : tiny) + bias;
 }
 

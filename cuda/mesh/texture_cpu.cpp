@@ -35,14 +35,32 @@ torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coa
             constexpr int kC = decltype(channels)::value;
             // Dynamic chunks: where the surface covers the image unevenly, static halves leave one
             // thread with most of the trilinear lookups.
-            SG_OMP(parallel for schedule(dynamic, 1024))
-            for (int64_t p = 0; p < d.pixels; ++p) {
-                const int64_t b = d.tex_batched ? p / d.hw : 0;
-                const scalar_t lod = mip ? texture_lod(dap + 4 * p, d.sizes[0], d.sizes[1],
-                                                       biasp ? biasp[p] : scalar_t(0), (scalar_t*)nullptr)
-                                         : scalar_t(0);
-                texture_pixel<scalar_t, kC>(tp + b * d.texels0 * d.C, cp + b * (d.total - d.texels0) * d.C, d,
-                                            up[2 * p], up[2 * p + 1], lod, op + p * d.C);
+            constexpr int64_t kChunk = 1024;
+            SG_OMP(parallel for schedule(dynamic, 1))
+            for (int64_t p0 = 0; p0 < d.pixels; p0 += kChunk) {
+                // A pixel that repeats the previous pixel's lookup (the background a rasterizer leaves
+                // at uv = 0, flat regions) copies its result instead of sampling again.
+                int64_t prev = -1, prev_b = -1;
+                scalar_t prev_u = 0, prev_v = 0, prev_lod = 0;
+                for (int64_t p = p0; p < std::min(d.pixels, p0 + kChunk); ++p) {
+                    const int64_t b = d.tex_batched ? p / d.hw : 0;
+                    const scalar_t lod = mip ? texture_lod(dap + 4 * p, d.sizes[0], d.sizes[1],
+                                                           biasp ? biasp[p] : scalar_t(0), (scalar_t*)nullptr)
+                                             : scalar_t(0);
+                    const scalar_t u = up[2 * p], v = up[2 * p + 1];
+                    scalar_t* o = op + p * d.C;
+                    if (prev >= 0 && u == prev_u && v == prev_v && lod == prev_lod && b == prev_b) {
+                        for (int c = 0; c < d.C; ++c) o[c] = op[prev * d.C + c];
+                    } else {
+                        texture_pixel<scalar_t, kC>(tp + b * d.texels0 * d.C, cp + b * (d.total - d.texels0) * d.C,
+                                                    d, u, v, lod, o);
+                        prev_u = u;
+                        prev_v = v;
+                        prev_lod = lod;
+                        prev_b = b;
+                    }
+                    prev = p;
+                }
             }
         });
     });
