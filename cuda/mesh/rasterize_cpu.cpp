@@ -1,6 +1,7 @@
 // CPU launcher of the rasterizer: triangles binned into 16x16 tiles, tiles shaded in parallel
 // (OpenMP), each tile keeping its own depth buffer. The per-pixel math is in rasterize.h.
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -85,8 +86,9 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
             for (int ix = ox; ix <= ex; ++ix) {
                 const int32_t t = best_id[(iy - oy) * kTile + (ix - ox)];
                 const int64_t o = (((int64_t)b * H + iy) * W + ix) * 4;
-                if (t < 0) {
-                    for (int c = 0; c < 4; ++c) rast[o + c] = db[o + c] = T(0);
+                if (t < 0) {  // two whole-pixel stores (four interleaved scalar pairs did not merge: rast may alias db)
+                    std::memset(rast + o, 0, 4 * sizeof(T));
+                    std::memset(db + o, 0, 4 * sizeof(T));
                     continue;
                 }
                 pixel_outputs(setups[(size_t)b * NT + t], px[ix], py[iy], W, H, rast + o, db + o);
