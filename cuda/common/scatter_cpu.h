@@ -7,10 +7,8 @@
 // could take too much memory, every add is atomic instead.
 //
 //   ScatterAdd<float> scatter(grad, n);
-//   SG_OMP(parallel for) for (...) { float* g = scatter.local(); scatter.add(g + i, v); }
+//   SG_OMP(parallel for) for (...) { const auto g = scatter.local(); g.add(g.data() + i, v); }
 //   scatter.reduce();
-//
-// In hot loops, take the thread's Local once (scatter.local_adder()) and add through it.
 #pragma once
 #include <cstdint>
 #include <cstdlib>
@@ -59,18 +57,9 @@ class ScatterAdd {
     ScatterAdd(const ScatterAdd&) = delete;
     ScatterAdd& operator=(const ScatterAdd&) = delete;
 
-    // This thread's accumulation buffer (call inside the parallel region).
-    T* local() const {
-#ifdef SCENEGRAD_OPENMP
-        const int t = omp_get_thread_num();
-        return (t == 0 || copies_.empty()) ? target_ : copies_[t - 1];
-#else
-        return target_;
-#endif
-    }
-
-    // This thread's accumulation buffer together with how to add into it, so that a hot loop does
-    // not look up which copy a position belongs to on every add (call inside the parallel region).
+    // This thread's accumulation buffer and how to add into it: the target itself (no flags) or the
+    // thread's private copy (with its touched-block flags). Take it once per loop body or less,
+    // inside the parallel region; its add() then needs no lookup.
     class Local {
        public:
         T* data() const { return base_; }
@@ -92,33 +81,19 @@ class ScatterAdd {
         bool atomic_;
     };
 
-    Local local_adder() const {
+    Local local() const {
         Local l;
-        l.base_ = local();
+        l.base_ = target_;
         l.flags_ = nullptr;
         l.atomic_ = atomic_;
 #ifdef SCENEGRAD_OPENMP
         const int t = omp_get_thread_num();
-        if (t > 0 && !copies_.empty()) l.flags_ = flags_[t - 1];
+        if (t > 0 && !copies_.empty()) {
+            l.base_ = copies_[t - 1];
+            l.flags_ = flags_[t - 1];
+        }
 #endif
         return l;
-    }
-
-    // Adds value at `where`, a position in this thread's local() buffer.
-    void add(T* where, T value) const {
-        if (atomic_) {
-            SG_OMP(atomic)
-            *where += value;
-            return;
-        }
-        *where += value;
-        for (size_t k = 0; k < copies_.size(); ++k) {
-            const uint64_t i = (uint64_t)(where - copies_[k]);
-            if (i < (uint64_t)n_) {
-                flags_[k][i >> kBlockShift] = 1;
-                return;
-            }
-        }
     }
 
     // Sums the touched blocks of the private copies into the target (call after the parallel region).

@@ -303,7 +303,7 @@ void backward_tile(const BwdArgs<T>& g, int64_t t) {
             }
         }
     }
-    const auto adder = g.scatter->local_adder();
+    const auto adder = g.scatter->local();
     T* target = adder.data();
     for (int64_t j = 0; j < n; ++j) {
         T* r = target + (cam_base + g.ids[start + j]) * g.row;

@@ -41,9 +41,8 @@ std::vector<torch::Tensor> interpolate_bwd_cpu(const torch::Tensor& attr, const 
     const bool with_da = d.D > 0 && grad_out_da.defined();
     auto goda = with_da ? grad_out_da.contiguous() : torch::Tensor();
     auto grad_attr = torch::zeros_like(attr);
-    // Every pixel's entries are written below (zeros where nothing flows): no separate zero fill.
-    auto grad_rast = torch::empty_like(rast);
-    auto grad_db = with_da ? torch::empty_like(rast) : torch::Tensor();
+    auto grad_rast = torch::zeros_like(rast);
+    auto grad_db = with_da ? torch::zeros_like(rast) : torch::Tensor();
     const int32_t* dp = diff.data_ptr<int32_t>();
     AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_bwd_cpu", [&] {
         const scalar_t* ap = attr.data_ptr<scalar_t>();
@@ -58,14 +57,11 @@ std::vector<torch::Tensor> interpolate_bwd_cpu(const torch::Tensor& attr, const 
         ScatterAdd<scalar_t> scatter(gap, grad_attr.numel());
         SG_OMP(parallel for schedule(dynamic, 1024))  // foreground pixels cost more: balance threads
         for (int64_t p = 0; p < d.pixels; ++p) {
-            for (int c = 0; c < 4; ++c) grp[4 * p + c] = scalar_t(0);
-            if (gdbp)
-                for (int c = 0; c < 4; ++c) gdbp[4 * p + c] = scalar_t(0);
             const int t = (int)rp[4 * p + 3] - 1;
             if (t < 0) continue;
             const int64_t b = p / d.hw;
             scalar_t* rows[3];
-            const auto local = scatter.local_adder();
+            const auto local = scatter.local();
             for (int c = 0; c < 3; ++c) rows[c] = local.data() + ((d.attr_batched ? b * d.V : 0) + tp[3 * t + c]) * d.A;
             auto add = [&](int corner, int k, scalar_t value) { local.add(rows[corner] + k, value); };
             interpolate_pixel_backward(ap, d, tp, p, rp, bp, dp, gp + p * d.A, gdap ? gdap + p * 2 * d.D : nullptr,

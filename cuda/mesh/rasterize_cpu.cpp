@@ -119,7 +119,7 @@ void backward(const T* pos, int B, int V, const int32_t* tri, int H, int W, cons
             if (!load_triangle(base, idx, s)) continue;
             T gv[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
             pixel_outputs_backward(s, ndc_x<T>(ix, W), ndc_y<T>(iy, H), W, H, g, gdb, gv);
-            const auto local = scatter.local_adder();
+            const auto local = scatter.local();
             for (int i = 0; i < 3; ++i) {
                 T* dst = local.data() + (b * V + idx[i]) * 4;
                 for (int c = 0; c < 4; ++c) local.add(dst + c, gv[4 * i + c]);

@@ -212,7 +212,7 @@ void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t, TileScrat
             g_fy -= gb * ray.b / fy;
         }
     }
-    const auto adder = b.scatter->local_adder();
+    const auto adder = b.scatter->local();
     T* target = adder.data();
     for (int64_t j = 0; j < n; ++j) {
         T* dst = target + (cam_base + b.ids[start + j]) * b.row;
