@@ -19,11 +19,12 @@ __global__ void forward_kernel(const T* tex, const T* coarse, const T* uv, const
                                TextureDims d, T* out) {
     const int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= d.pixels) return;
-    const int64_t b = d.tex_batched ? p / d.hw : 0;
+    int64_t b;
+    const T *level0, *rest;
+    pixel_pyramid(tex, coarse, d, p, b, level0, rest);
     const T lod = uv_da ? texture_lod(uv_da + 4 * p, d.sizes[0], d.sizes[1], bias ? bias[p] : T(0), (T*)nullptr)
                         : T(0);
-    texture_pixel<T, kC>(tex + b * d.texels0 * d.C, coarse + b * (d.total - d.texels0) * d.C, d, uv[2 * p],
-                         uv[2 * p + 1], lod, out + p * d.C);
+    texture_pixel<T, kC>(level0, rest, d, uv[2 * p], uv[2 * p + 1], lod, out + p * d.C);
 }
 
 template <typename T>
@@ -39,13 +40,15 @@ __global__ void backward_kernel(const T* tex, const T* coarse, const T* uv, cons
                                 T* grad_lod) {
     const int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= d.pixels) return;
-    const int64_t b = d.tex_batched ? p / d.hw : 0;
+    int64_t b;
+    const T *level0, *rest;
+    pixel_pyramid(tex, coarse, d, p, b, level0, rest);
     AtomicTexels<T> add{grad_pyramid + b * d.total * d.C, d.C};
     T dlod[4];
     const T lod = uv_da ? texture_lod(uv_da + 4 * p, d.sizes[0], d.sizes[1], bias ? bias[p] : T(0), dlod) : T(0);
     T gu, gv, gl;
-    texture_pixel_backward<T, kC>(tex + b * d.texels0 * d.C, coarse + b * (d.total - d.texels0) * d.C, d, uv[2 * p],
-                                  uv[2 * p + 1], lod, grad_out + p * d.C, gu, gv, gl, add);
+    texture_pixel_backward<T, kC>(level0, rest, d, uv[2 * p], uv[2 * p + 1], lod, grad_out + p * d.C, gu, gv, gl,
+                                  add);
     grad_uv[2 * p] = gu;
     grad_uv[2 * p + 1] = gv;
     if (uv_da) {

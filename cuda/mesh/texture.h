@@ -182,6 +182,24 @@ SG_HD const T* level_texels(const T* level0, const T* coarse, const TextureDims&
     return L == 0 ? level0 : coarse + (d.offsets[L] - d.texels0) * d.C;
 }
 
+// The pyramid output pixel p samples (one per batch entry, or one shared): its batch entry b, that
+// entry's level 0 in `tex` and coarse levels in `coarse`.
+template <typename T>
+SG_HD void pixel_pyramid(const T* tex, const T* coarse, const TextureDims& d, int64_t p, int64_t& b,
+                         const T*& level0, const T*& coarse_b) {
+    b = d.tex_batched ? p / d.hw : 0;
+    level0 = tex + b * d.texels0 * d.C;
+    coarse_b = coarse + b * (d.total - d.texels0) * d.C;
+}
+
+// Whether an incoming gradient g[C] has a nonzero channel (else its pixel has nothing to scatter).
+template <typename T>
+SG_HD bool has_gradient(const T* g, int C) {
+    for (int c = 0; c < C; ++c)
+        if (g[c] != T(0)) return true;
+    return false;
+}
+
 // One output pixel: out[C] from this pixel's batch entry's pyramid (level0, coarse) at (u, v) and
 // lod. kC > 0 fixes the channel count at compile time (the launchers use with_channels).
 template <typename T, int kC = 0>
@@ -227,9 +245,7 @@ SG_HD void texture_pixel_backward(const T* level0, const T* coarse, const Textur
     const int64_t* offsets = d.offsets;
     const int32_t* sizes = d.sizes;
     gu = gv = glod = T(0);
-    bool any = false;
-    for (int c = 0; c < C; ++c) any = any || g[c] != T(0);
-    if (!any) return;  // e.g. background pixels composited away: nothing to scatter
+    if (!has_gradient(g, C)) return;  // e.g. background pixels composited away: nothing to scatter
     if (d.filter == kNearest) {
         const int64_t idx = nearest_tap(u, v, sizes[0], sizes[1], int64_t(0), d.boundary);
         if (idx >= 0)

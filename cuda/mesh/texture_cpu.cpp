@@ -43,7 +43,9 @@ torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coa
                 int64_t prev = -1, prev_b = -1;
                 scalar_t prev_u = 0, prev_v = 0, prev_lod = 0;
                 for (int64_t p = p0; p < std::min(d.pixels, p0 + kChunk); ++p) {
-                    const int64_t b = d.tex_batched ? p / d.hw : 0;
+                    int64_t b;
+                    const scalar_t *level0, *rest;
+                    pixel_pyramid(tp, cp, d, p, b, level0, rest);
                     const scalar_t lod = mip ? texture_lod(dap + 4 * p, d.sizes[0], d.sizes[1],
                                                            biasp ? biasp[p] : scalar_t(0), (scalar_t*)nullptr)
                                              : scalar_t(0);
@@ -52,8 +54,7 @@ torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coa
                     if (prev >= 0 && u == prev_u && v == prev_v && lod == prev_lod && b == prev_b) {
                         for (int c = 0; c < d.C; ++c) o[c] = op[prev * d.C + c];
                     } else {
-                        texture_pixel<scalar_t, kC>(tp + b * d.texels0 * d.C, cp + b * (d.total - d.texels0) * d.C,
-                                                    d, u, v, lod, o);
+                        texture_pixel<scalar_t, kC>(level0, rest, d, u, v, lod, o);
                         prev_u = u;
                         prev_v = v;
                         prev_lod = lod;
@@ -144,11 +145,7 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
         scalar_t* gdap = mip ? grad_uv_da.data_ptr<scalar_t>() : nullptr;
         scalar_t* glp = mip ? grad_lod.data_ptr<scalar_t>() : nullptr;
         scalar_t* gbp = grad_pyramid.data_ptr<scalar_t>();
-        auto live = [&](int64_t p) {  // does pixel p carry a gradient (else it only writes zeros)
-            for (int64_t c = 0; c < C; ++c)
-                if (gp[p * C + c] != scalar_t(0)) return true;
-            return false;
-        };
+        auto live = [&](int64_t p) { return has_gradient(gp + p * C, d.C); };  // else p only writes zeros
         // Each thread takes one contiguous run of pixels (so the texels it scatters into, and so its
         // private gradient copy, overlap little with the other threads'), balanced by the pixels
         // that carry a gradient: a surface covering the image unevenly would otherwise leave one
@@ -173,7 +170,7 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
                 const int parts = 1, part = 0;
 #endif
                 const auto [begin, end] = balanced_range(block_weight, kShift, d.pixels, parts, part);
-                const auto local = scatter.local_adder();
+                const auto local = scatter.local();
                 for (int64_t p = begin; p < end; ++p) {
                     if (!live(p)) {  // e.g. background pixels composited away: nothing to scatter
                         gup[2 * p] = gup[2 * p + 1] = scalar_t(0);
@@ -183,7 +180,9 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
                         }
                         continue;
                     }
-                    const int64_t b = d.tex_batched ? p / d.hw : 0;
+                    int64_t b;
+                    const scalar_t *level0, *rest;
+                    pixel_pyramid(tp, cp, d, p, b, level0, rest);
                     scalar_t* gtex = local.data() + b * d.total * C;
                     auto add = [&](int64_t texel, int c, scalar_t value) { local.add(gtex + texel * C + c, value); };
                     scalar_t dlod[4];
@@ -191,8 +190,8 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
                                                            biasp ? biasp[p] : scalar_t(0), dlod)
                                              : scalar_t(0);
                     scalar_t gu, gv, gl;
-                    texture_pixel_backward<scalar_t, kC>(tp + b * d.texels0 * C, cp + b * (d.total - d.texels0) * C, d,
-                                                         up[2 * p], up[2 * p + 1], lod, gp + p * C, gu, gv, gl, add);
+                    texture_pixel_backward<scalar_t, kC>(level0, rest, d, up[2 * p], up[2 * p + 1], lod, gp + p * C, gu,
+                                                         gv, gl, add);
                     gup[2 * p] = gu;
                     gup[2 * p + 1] = gv;
                     if (mip) {
