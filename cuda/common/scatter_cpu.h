@@ -9,7 +9,17 @@
 //   ScatterAdd<float> scatter(grad, n);
 //   SG_OMP(parallel for) for (...) { const auto g = scatter.local(); g.add(g.data() + i, v); }
 //   scatter.reduce();
+//
+// Buffered (no target): every thread, thread 0 too, adds into pooled copies, and take() stores the
+// sums into the caller's output range by range, so a freshly allocated output is written once
+// instead of zero-filled first and added into (with many threads, one shared copy and atomic adds):
+//
+//   ScatterAdd<float> scatter(n);
+//   SG_OMP(parallel for) for (...) { const auto g = scatter.local(); g.add(g.data() + i, v); }
+//   SG_OMP(parallel for) for (each range [lo, hi) of a partition of [0, n)) scatter.take(out, lo, hi, false);
+//   scatter.finish();
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -53,6 +63,40 @@ class ScatterAdd {
             }
         }
     }
+
+    // Buffered: n zeros in pooled copies (one per thread, or one shared with atomic adds) and no
+    // target; read the sums with take() and call finish().
+    explicit ScatterAdd(int64_t n) : target_(nullptr), n_(n), buffered_(true) {
+#ifdef SCENEGRAD_OPENMP
+        const int threads = omp_get_max_threads();
+#else
+        const int threads = 1;
+#endif
+        const int64_t blocks = (n >> kBlockShift) + 1;
+        int copies = 1;
+        if (threads > 1 && threads <= kMaxPrivateThreads && (int64_t)threads * n * (int64_t)sizeof(T) <= kMaxPrivateBytes)
+            copies = threads;
+        try {
+            for (int t = 0; t < copies; ++t) {
+                copies_.push_back(scratch_acquire<T>(n));
+                flags_.push_back(scratch_acquire<unsigned char>(blocks));
+            }
+        } catch (const std::bad_alloc&) {
+            if (flags_.empty()) {  // not even one copy with its flags
+                release(false);
+                throw;
+            }
+            while (copies_.size() > 1) {  // keep the first copy, shared (all still zero)
+                scratch_release(copies_.back(), true);
+                copies_.pop_back();
+            }
+            while (flags_.size() > 1) {
+                scratch_release(flags_.back(), true);
+                flags_.pop_back();
+            }
+        }
+        atomic_ = threads > 1 && copies_.size() == 1;
+    }
     ~ScatterAdd() { release(false); }
     ScatterAdd(const ScatterAdd&) = delete;
     ScatterAdd& operator=(const ScatterAdd&) = delete;
@@ -68,6 +112,7 @@ class ScatterAdd {
             if (atomic_) {
                 SG_OMP(atomic)
                 *where += value;
+                if (flags_) __atomic_store_n(&flags_[(uint64_t)(where - base_) >> kBlockShift], 1, __ATOMIC_RELAXED);
                 return;
             }
             *where += value;
@@ -88,12 +133,48 @@ class ScatterAdd {
         l.atomic_ = atomic_;
 #ifdef SCENEGRAD_OPENMP
         const int t = omp_get_thread_num();
-        if (t > 0 && !copies_.empty()) {
-            l.base_ = copies_[t - 1];
-            l.flags_ = flags_[t - 1];
-        }
+#else
+        const int t = 0;
 #endif
+        // Thread 0 adds into the target, thread t > 0 into copy t - 1; buffered, thread t uses copy t
+        // (or the one shared copy).
+        const int i = buffered_ ? (copies_.size() == 1 ? 0 : t) : t - 1;
+        if (i >= 0 && i < (int)copies_.size()) {
+            l.base_ = copies_[i];
+            l.flags_ = flags_[i];
+        }
         return l;
+    }
+
+    // Buffered: stores (accumulate = false) or adds the sums of elements [lo, hi) into out[0, hi - lo)
+    // and zeroes what it read. Disjoint ranges may be taken in parallel; take every element once,
+    // then call finish().
+    void take(T* out, int64_t lo, int64_t hi, bool accumulate) {
+        const int k = (int)copies_.size();
+        for (int64_t b = lo >> kBlockShift; lo < hi && b <= (hi - 1) >> kBlockShift; ++b) {
+            const int64_t s = std::max(lo, b << kBlockShift), e = std::min(hi, (b + 1) << kBlockShift);
+            T* o = out + (s - lo);
+            bool written = accumulate;
+            for (int c = 0; c < k; ++c) {
+                if (!flags_[c][b]) continue;
+                T* src = copies_[c];
+                if (written) {
+                    for (int64_t i = s; i < e; ++i) o[i - s] += src[i];
+                } else {
+                    for (int64_t i = s; i < e; ++i) o[i - s] = src[i];
+                    written = true;
+                }
+                std::fill(src + s, src + e, T(0));
+            }
+            if (!written) std::fill(o, o + (e - s), T(0));
+        }
+    }
+
+    // Buffered: after every element was taken, returns the copies (zero again) to the pool.
+    void finish() {
+        const int64_t blocks = (n_ >> kBlockShift) + 1;
+        for (unsigned char* f : flags_) std::fill(f, f + blocks, (unsigned char)0);
+        release(true);
     }
 
     // Sums the touched blocks of the private copies into the target (call after the parallel region).
@@ -131,6 +212,7 @@ class ScatterAdd {
 
     T* target_;
     int64_t n_;
+    bool buffered_ = false;
     bool atomic_ = false;
     std::vector<T*> copies_;
     std::vector<unsigned char*> flags_;

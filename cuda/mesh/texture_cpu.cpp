@@ -1,7 +1,8 @@
 // CPU launcher of texture sampling and mip pyramids: output pixels (or texel rows) in parallel
-// (OpenMP). The backward scatters texel gradients through ScatterAdd (per-thread copies or atomic
-// adds) into a zeroed gradient pyramid, folds the coarse levels down into level 0 in place and
-// returns level 0. The per-element math is in texture.h.
+// (OpenMP). The backward scatters texel gradients through a buffered ScatterAdd (pooled per-thread
+// copies, or atomic adds into one), writes the coarse levels' sums into the gradient pyramid and
+// folds them down to level 1, then writes level 0 once, its sums plus level 1's shares, and
+// returns it. The per-element math is in texture.h.
 #include <algorithm>
 #include <vector>
 
@@ -68,36 +69,39 @@ torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coa
     return out;
 }
 
-// Adds the gradient of every mip level of g (one pyramid, C channels) into the level below, from
-// the coarsest down to level 0, in place, skipping rows whose parent row got no gradient (texture
-// regions nothing looked at).
+// Adds to row y of mip level l - 1 (g: that level's row, C channels) its share of the gradient of
+// level l (`next`, the whole level); skips a row whose parent row got no gradient (texture regions
+// nothing looked at).
 template <typename T>
-static void fold_levels(T* g, const MipLayout& m, int64_t C) {
-    for (int l = m.levels - 1; l >= 1; --l) {
-        const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1], h2 = m.sizes[2 * l], w2 = m.sizes[2 * l + 1];
-        const bool halves = h > 1 && w > 1;  // else mip_fold_texel handles the 2x1 / 1x2 / 1x1 blocks
-        const T* next = g + m.offsets[l] * C;
-        SG_OMP(parallel for schedule(static))
-        for (int y = 0; y < h; ++y) {
-            const int py = h > 1 ? y >> 1 : y;
-            if (py >= h2) continue;  // a dropped odd last row
-            const T* parent = next + (int64_t)py * w2 * C;
-            bool any = false;
-            for (int64_t k = 0; k < (int64_t)w2 * C && !any; ++k) any = parent[k] != T(0);
-            if (!any) continue;
-            T* row = g + (m.offsets[l - 1] + (int64_t)y * w) * C;
-            if (halves) {
-                for (int x2 = 0; x2 < w2; ++x2)
-                    for (int64_t c = 0; c < C; ++c) {
-                        const T share = T(0.25) * parent[x2 * C + c];
-                        row[(2 * x2) * C + c] += share;
-                        row[(2 * x2 + 1) * C + c] += share;
-                    }
-            } else {
-                for (int x = 0; x < w; ++x)
-                    for (int c = 0; c < C; ++c) row[x * C + c] += mip_fold_texel(next, h, w, (int)C, x, y, c);
+static void fold_row(T* row, const T* next, const MipLayout& m, int l, int64_t C, int y) {
+    const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1], h2 = m.sizes[2 * l], w2 = m.sizes[2 * l + 1];
+    const int py = h > 1 ? y >> 1 : y;
+    if (py >= h2) return;  // a dropped odd last row
+    const T* parent = next + (int64_t)py * w2 * C;
+    bool any = false;
+    for (int64_t k = 0; k < (int64_t)w2 * C && !any; ++k) any = parent[k] != T(0);
+    if (!any) return;
+    if (h > 1 && w > 1) {
+        for (int x2 = 0; x2 < w2; ++x2)
+            for (int64_t c = 0; c < C; ++c) {
+                const T share = T(0.25) * parent[x2 * C + c];
+                row[(2 * x2) * C + c] += share;
+                row[(2 * x2 + 1) * C + c] += share;
             }
-        }
+    } else {  // the 2x1 / 1x2 / 1x1 blocks
+        for (int x = 0; x < w; ++x)
+            for (int c = 0; c < C; ++c) row[x * C + c] += mip_fold_texel(next, h, w, (int)C, x, y, c);
+    }
+}
+
+// Adds the gradient of every mip level of g (one pyramid, C channels) into the level below, from
+// the coarsest down to level `last`, in place.
+template <typename T>
+static void fold_levels(T* g, const MipLayout& m, int64_t C, int last) {
+    for (int l = m.levels - 1; l > last; --l) {
+        const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1];
+        SG_OMP(parallel for schedule(static))
+        for (int y = 0; y < h; ++y) fold_row(g + (m.offsets[l - 1] + (int64_t)y * w) * C, g + m.offsets[l] * C, m, l, C, y);
     }
 }
 
@@ -129,8 +133,9 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
     const bool mip = d.filter == kLinearMipLinear;
     const int64_t Bt = tex.size(0), C = d.C;
     auto go = grad_out.contiguous();
-    // Texel gradients of every level, in the whole pyramid's layout; level 0 is returned as is.
-    auto grad_pyramid = torch::zeros({Bt, d.total, C}, tex.options());
+    // Texel gradients of every level, in the whole pyramid's layout; level 0 is returned as is. Every
+    // element is written once from the scatter's buffers (no zero fill, no second pass over level 0).
+    auto grad_pyramid = torch::empty({Bt, d.total, C}, tex.options());
     auto grad_uv = torch::empty_like(uv);
     auto grad_uv_da = mip ? torch::empty_like(uv_da) : torch::Tensor();
     auto grad_lod = mip ? torch::empty(uv.sizes().slice(0, 3), uv.options()) : torch::Tensor();
@@ -159,7 +164,7 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
             for (int64_t p = lo; p < hi; ++p) n += live(p);
             block_weight[blk] = n;
         }
-        ScatterAdd<scalar_t> scatter(gbp, grad_pyramid.numel());
+        ScatterAdd<scalar_t> scatter(grad_pyramid.numel());
         with_channels(d.C, [&](auto channels) {
             constexpr int kC = decltype(channels)::value;
             SG_OMP(parallel)
@@ -201,8 +206,26 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
                 }
             }
         });
-        scatter.reduce();
-        for (int64_t b = 0; b < Bt; ++b) fold_levels(gbp + b * d.total * C, m, C);
+        // The coarse levels' sums, folded down to level 1.
+        const int64_t pyramid = d.total * C, coarse0 = d.texels0 * C;
+        constexpr int64_t kRange = int64_t(1) << 16;
+        const int64_t ranges = (pyramid - coarse0 + kRange - 1) / kRange;
+        SG_OMP(parallel for schedule(static))
+        for (int64_t r = 0; r < Bt * ranges; ++r) {
+            const int64_t lo = (r / ranges) * pyramid + coarse0 + (r % ranges) * kRange;
+            const int64_t hi = std::min(lo + kRange, (r / ranges + 1) * pyramid);
+            scatter.take(gbp + lo, lo, hi, false);
+        }
+        for (int64_t b = 0; b < Bt; ++b) fold_levels(gbp + b * pyramid, m, C, 1);
+        // Level 0, row by row: its own sums plus its share of level 1's gradient.
+        const int h = m.sizes[0], w = m.sizes[1];
+        SG_OMP(parallel for schedule(static))
+        for (int64_t r = 0; r < Bt * h; ++r) {
+            const int64_t b = r / h, lo = b * pyramid + (r % h) * w * C;
+            scatter.take(gbp + lo, lo, lo + w * C, false);
+            if (m.levels > 1) fold_row(gbp + lo, gbp + b * pyramid + m.offsets[1] * C, m, 1, C, (int)(r % h));
+        }
+        scatter.finish();
     });
     auto grad_tex = grad_pyramid.narrow(1, 0, d.texels0).view({Bt, m.sizes[0], m.sizes[1], C});
     return {grad_tex, grad_uv, grad_uv_da, grad_lod};
