@@ -109,7 +109,7 @@ _COLUMNS = {"focal": ("f",), "focal_xy": ("fx", "fy"), "principal_point": ("cx",
             "k2": ("k2",), "p1": ("p1",), "p2": ("p2",), "k3": ("k3",)}
 _DIST_INDEX = {"k1": 0, "k2": 1, "p1": 2, "p2": 3, "k3": 4}  # position in the OpenCV ``dist [N, 5]``
 _COST_RESOLUTION = 1e-13  # relative change of the cost below which float64 cannot tell a decrease
-_PAIR_CHUNK = 1 << 18  # pairs of observations per Schur chunk (bounds memory at ~C^2 * 2 MB)
+_PAIR_CHUNK = 1 << 14  # pairs of observations per Schur chunk: its [C, C] blocks stay in cache (2x faster than 1 << 18)
 
 
 # ----------------------------------------------------------------------------------------------
