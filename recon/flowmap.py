@@ -383,11 +383,11 @@ def _sample_pairs(flows: FlowPairs, samples: int, g: torch.Generator,
                   table: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``(uv_i, uv_j, w)`` for every pair: ``[P, S, 2]`` pixel positions in frames ``i`` and ``j`` and
     ``[P, S]`` weights. Pixels are drawn uniformly among those with a positive flow weight and keep that
-    weight (zeroed at 0.05 and below), an unbiased estimate of the weighted loss over all of them: the
-    flow weights at the working resolution are 0 or about 1 (:func:`scenegrad.recon.flow.compute_flow_pairs`),
-    so this is the draw in proportion to the weight. The draw runs on the CPU with the CPU generator ``g``
-    from ``table`` (:func:`_sampling_table`, computed here when None); the pixel indices then move to the
-    flows' device."""
+    weight (zeroed at 0.05 and below): an unbiased estimate of the weighted loss over all of them. Where
+    flow is computed above the working resolution (``FlowMapConfig.flow_side``, the default) the weights
+    are 0 or about 1 (:func:`scenegrad.recon.flow.compute_flow_pairs`), and this is the draw in proportion
+    to the weight. The draw runs on the CPU with the CPU generator ``g`` from ``table``
+    (:func:`_sampling_table`, computed here when None); the pixel indices then move to the flows' device."""
     Pn, H, W = flows.weight.shape
     order, count = _sampling_table(flows) if table is None else table
     pick = (torch.rand(Pn, samples, generator=g) * count[:, None]).long().clamp_max_(count[:, None] - 1)
