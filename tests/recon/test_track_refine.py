@@ -65,6 +65,21 @@ def test_refinement_recovers_perturbed_cameras(walk):
     assert new_depths.shape == depths.shape and 0.5 < info.depth_scale < 2.0
 
 
+def test_a_short_first_adjustment_is_finished(walk):
+    """The break check follows a first adjustment of only ``check_iterations``; without breaks the
+    adjustment then runs on, to the optimum a single full adjustment reaches."""
+    scene, frames, depths = walk
+    truth = scene.cameras.to(dtype=torch.float64)
+    start = type(truth)(fx=truth.fx * 1.08, fy=truth.fy * 1.08, cx=truth.cx, cy=truth.cy, R=truth.R, t=truth.t,
+                        width=truth.width, height=truth.height)
+    tracks = klt_tracks(frames)
+    full, _, info_full = refine_with_tracks(start, depths, tracks, repair=False)
+    short, _, info = refine_with_tracks(start, depths, tracks, check_iterations=2)
+    assert info.accepted and info.repaired == () and "maximum" not in info.reason
+    assert abs(info.rmse_final - info_full.rmse_final) < 1e-3 * info_full.rmse_final
+    assert pose_errors(short, full).rot_mean_deg < 0.01 and abs(float(short.fx[0] / full.fx[0]) - 1) < 1e-4
+
+
 def _break_at(cams, k: int, degrees: float):
     """The cameras with pair (k, k + 1)'s relative rotation turned by ``degrees`` (later frames follow)."""
     from scenegrad.render.rotations import so3_exp
