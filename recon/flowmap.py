@@ -390,7 +390,7 @@ def _sample_pairs(flows: FlowPairs, samples: int, g: torch.Generator,
     (:func:`_sampling_table`, computed here when None); the pixel indices then move to the flows' device."""
     Pn, H, W = flows.weight.shape
     order, count = _sampling_table(flows) if table is None else table
-    pick = (torch.rand(Pn, samples, generator=g) * count[:, None]).long().clamp_max_(count[:, None] - 1)
+    pick = (torch.rand(Pn, samples, generator=g, device="cpu") * count[:, None]).long().clamp_max_(count[:, None] - 1)
     idx = order.gather(1, pick).to(flows.flow.device)  # [P, S]
     rows, cols = idx // W, idx % W
     uv_i = torch.stack([cols.float() + 0.5, rows.float() + 0.5], -1)

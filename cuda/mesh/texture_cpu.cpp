@@ -69,9 +69,9 @@ torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coa
     return out;
 }
 
-// Adds to row y of mip level l - 1 (g: that level's row, C channels) its share of the gradient of
-// level l (`next`, the whole level); skips a row whose parent row got no gradient (texture regions
-// nothing looked at).
+// Adds to `row`, row y of mip level l - 1 (C channels), its share of the gradient of level l
+// (`next`, the whole level); skips a row whose parent row got no gradient (texture regions nothing
+// looked at).
 template <typename T>
 static void fold_row(T* row, const T* next, const MipLayout& m, int l, int64_t C, int y) {
     const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1], h2 = m.sizes[2 * l], w2 = m.sizes[2 * l + 1];
@@ -101,7 +101,8 @@ static void fold_levels(T* g, const MipLayout& m, int64_t C, int last) {
     for (int l = m.levels - 1; l > last; --l) {
         const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1];
         SG_OMP(parallel for schedule(static))
-        for (int y = 0; y < h; ++y) fold_row(g + (m.offsets[l - 1] + (int64_t)y * w) * C, g + m.offsets[l] * C, m, l, C, y);
+        for (int y = 0; y < h; ++y)
+            fold_row(g + (m.offsets[l - 1] + (int64_t)y * w) * C, g + m.offsets[l] * C, m, l, C, y);
     }
 }
 
