@@ -16,7 +16,7 @@
 //
 //   ScatterAdd<float> scatter(n);
 //   SG_OMP(parallel for) for (...) { const auto g = scatter.local(); g.add(g.data() + i, v); }
-//   SG_OMP(parallel for) for (each range [lo, hi) of a partition of [0, n)) scatter.take(out, lo, hi, false);
+//   SG_OMP(parallel for) for (each range [lo, hi) of a partition of [0, n)) scatter.take(out, lo, hi);
 //   scatter.finish();
 #pragma once
 #include <algorithm>
@@ -146,27 +146,12 @@ class ScatterAdd {
         return l;
     }
 
-    // Buffered: stores (accumulate = false) or adds the sums of elements [lo, hi) into out[0, hi - lo)
-    // and zeroes what it read. Disjoint ranges may be taken in parallel; take every element once,
-    // then call finish().
-    void take(T* out, int64_t lo, int64_t hi, bool accumulate) {
-        const int k = (int)copies_.size();
+    // Buffered: stores the sums of elements [lo, hi) into out[0, hi - lo) and zeroes what it read.
+    // Disjoint ranges may be taken in parallel; take every element once, then call finish().
+    void take(T* out, int64_t lo, int64_t hi) {
         for (int64_t b = lo >> kBlockShift; lo < hi && b <= (hi - 1) >> kBlockShift; ++b) {
             const int64_t s = std::max(lo, b << kBlockShift), e = std::min(hi, (b + 1) << kBlockShift);
-            T* o = out + (s - lo);
-            bool written = accumulate;
-            for (int c = 0; c < k; ++c) {
-                if (!flags_[c][b]) continue;
-                T* src = copies_[c];
-                if (written) {
-                    for (int64_t i = s; i < e; ++i) o[i - s] += src[i];
-                } else {
-                    for (int64_t i = s; i < e; ++i) o[i - s] = src[i];
-                    written = true;
-                }
-                std::fill(src + s, src + e, T(0));
-            }
-            if (!written) std::fill(o, o + (e - s), T(0));
+            sum_block(out + (s - lo), b, s, e, false);
         }
     }
 
@@ -182,26 +167,34 @@ class ScatterAdd {
         if (copies_.empty()) return;
         const int k = (int)copies_.size();
         const int64_t n = n_, blocks = (n >> kBlockShift) + 1;
-        T* const* copies = copies_.data();
-        unsigned char* const* flags = flags_.data();
-        T* target = target_;
         SG_OMP(parallel for schedule(static))
         for (int64_t b = 0; b < blocks; ++b) {
-            const int64_t lo = b << kBlockShift, end = lo + (int64_t(1) << kBlockShift), hi = end < n ? end : n;
-            for (int c = 0; c < k; ++c) {
-                if (!flags[c][b]) continue;
-                T* src = copies[c];
-                for (int64_t i = lo; i < hi; ++i) {
-                    target[i] += src[i];
-                    src[i] = T(0);
-                }
-                flags[c][b] = 0;
-            }
+            const int64_t lo = b << kBlockShift, hi = std::min(n, lo + (int64_t(1) << kBlockShift));
+            sum_block(target_ + lo, b, lo, hi, true);
+            for (int c = 0; c < k; ++c) flags_[c][b] = 0;
         }
         release(true);
     }
 
    private:
+    // Stores (accumulate = false) or adds the copies' sums of elements [s, e), which lie in block b,
+    // into o[0, e - s), and zeroes what it read (the block's flags stay set).
+    void sum_block(T* o, int64_t b, int64_t s, int64_t e, bool accumulate) const {
+        bool written = accumulate;
+        for (size_t c = 0; c < copies_.size(); ++c) {
+            if (!flags_[c][b]) continue;
+            T* src = copies_[c];
+            if (written) {
+                for (int64_t i = s; i < e; ++i) o[i - s] += src[i];
+            } else {
+                for (int64_t i = s; i < e; ++i) o[i - s] = src[i];
+                written = true;
+            }
+            std::fill(src + s, src + e, T(0));
+        }
+        if (!written) std::fill(o, o + (e - s), T(0));
+    }
+
     // Returns the copies to the scratch pool (`zeroed`: they are all zeros again, else freed).
     void release(bool zeroed) {
         for (T* copy : copies_) scratch_release(copy, zeroed);

@@ -215,7 +215,7 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
         for (int64_t r = 0; r < Bt * ranges; ++r) {
             const int64_t lo = (r / ranges) * pyramid + coarse0 + (r % ranges) * kRange;
             const int64_t hi = std::min(lo + kRange, (r / ranges + 1) * pyramid);
-            scatter.take(gbp + lo, lo, hi, false);
+            scatter.take(gbp + lo, lo, hi);
         }
         for (int64_t b = 0; b < Bt; ++b) fold_levels(gbp + b * pyramid, m, C, 1);
         // Level 0, row by row: its own sums plus its share of level 1's gradient.
@@ -223,7 +223,7 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
         SG_OMP(parallel for schedule(static))
         for (int64_t r = 0; r < Bt * h; ++r) {
             const int64_t b = r / h, lo = b * pyramid + (r % h) * w * C;
-            scatter.take(gbp + lo, lo, lo + w * C, false);
+            scatter.take(gbp + lo, lo, lo + w * C);
             if (m.levels > 1) fold_row(gbp + lo, gbp + b * pyramid + m.offsets[1] * C, m, 1, C, (int)(r % h));
         }
         scatter.finish();
