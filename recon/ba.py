@@ -445,10 +445,11 @@ def _solve(nq: _Normal, struct: _Structure, lam: float, rhs_c: Tensor, rhs_p: Te
         return out
 
     C = F.shape[1]
-    own = F.new_zeros(C, C, struct.n_cams).index_add_(2, cam, products(slice(None), slice(None))).permute(2, 0, 1)
+    own = F.new_zeros(C, C, struct.n_cams).index_add_(2, cam, products(slice(None), slice(None)))
+    own = own.permute(2, 0, 1).contiguous()
     H, cmap = _dense_cameras(nq.U, struct)
     diag = H.diagonal().clone()  # Marquardt scaling: the diagonal of U, before the elimination
-    H = H - _dense_cameras(own.contiguous(), struct)[0]
+    H = H - _dense_cameras(own, struct)[0]
     cross = H.new_zeros(S * S)
     for a, b, flat in struct.pair_chunks():
         cross.index_add_(0, flat, products(a, b).reshape(-1))

@@ -439,9 +439,8 @@ def _reprojection(X_i: Tensor, uv_j: Tensor, w: Tensor, R: Tensor, t: Tensor, fl
 
 
 def _search_focal(images: Tensor, flows: FlowPairs, table: tuple[Tensor, Tensor], config: FlowMapConfig,
-                  consecutive: Tensor,
-                  edges: list[Tensor], depth_scale: float, g: torch.Generator, steps: int,
-                  bar) -> tuple[float, DepthField, list]:
+                  consecutive: Tensor, edges: list[Tensor], depth_scale: float, g: torch.Generator,
+                  steps: int, bar) -> tuple[float, DepthField, list]:
     """Fit one depth field per candidate focal length (fields of view ``config.fov_range``), all at once, for
     ``steps`` Procrustes steps on the first ``config.search_frames`` frames; then a softmin over the
     candidates' smoothed losses (temperature ``focal_temperature``, relative to the best) gives the focal
