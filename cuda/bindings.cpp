@@ -1,6 +1,6 @@
 // The Python module of scenegrad's native kernels. Each operation picks its CPU or CUDA
 // launcher by the device of its first tensor, through SG_DISPATCH (common/dispatch.h).
-#include <torch/extension.h>
+#include <torch/python.h>
 
 #ifdef SCENEGRAD_OPENMP
 #include <omp.h>

@@ -2,7 +2,7 @@
 // which runs area::op_cuda(args...) for CUDA tensors and area::op_cpu(args...) otherwise. This
 // choice is made here and nowhere else.
 #pragma once
-#include <torch/extension.h>
+#include <torch/python.h>  // pybind11 and its casters for tensors: only the bindings include this header
 
 namespace scenegrad {
 

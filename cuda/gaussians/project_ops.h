@@ -1,7 +1,7 @@
 // Launchers of project_gaussians (see render/gaussians/project.py) and the argument checks they
 // share. project_bindings.cpp picks the CPU or CUDA launcher by device; the math is in project.h.
 #pragma once
-#include <torch/extension.h>
+#include <torch/types.h>  // ATen and torch::Tensor, without the Python and libtorch front-end headers
 
 #include <vector>
 

@@ -1,7 +1,7 @@
 // Launchers of marching cubes (see render/iso/marching_cubes.py); iso_bindings.cpp picks the CPU
 // or CUDA one by device. The math is in marching_cubes.h.
 #pragma once
-#include <torch/extension.h>
+#include <torch/types.h>  // ATen and torch::Tensor, without the Python and libtorch front-end headers
 
 #include <vector>
 

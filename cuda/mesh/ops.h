@@ -1,6 +1,6 @@
 // Launchers of the mesh primitives. bindings.cpp picks the CPU or CUDA one by device.
 #pragma once
-#include <torch/extension.h>
+#include <torch/types.h>  // ATen and torch::Tensor, without the Python and libtorch front-end headers
 
 #include <vector>
 

@@ -1,7 +1,7 @@
 // Launchers of Pulsar-style sphere rendering (see render/spheres/render.py) and the argument checks
 // they share. sphere_bindings.cpp picks the CPU or CUDA launcher by device.
 #pragma once
-#include <torch/extension.h>
+#include <torch/types.h>  // ATen and torch::Tensor, without the Python and libtorch front-end headers
 
 #include <vector>
 
