@@ -1,6 +1,6 @@
 // Argument checks shared by the CPU and CUDA launchers (torch side only, never in kernels).
 #pragma once
-#include <torch/types.h>  // ATen and torch::Tensor, without the Python and libtorch front-end headers
+#include "common/aten.h"
 
 #define SG_CHECK_CONTIGUOUS(x) TORCH_CHECK((x).is_contiguous(), #x " must be contiguous")
 #define SG_CHECK_CPU(x) TORCH_CHECK((x).device().is_cpu(), #x " must be a CPU tensor")

@@ -216,7 +216,7 @@ std::vector<torch::Tensor> rasterize_to_pixels_fwd_cuda(const torch::Tensor& mea
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     const int64_t n_tiles = (int64_t)d.C * d.tiles_x * d.tiles_y;
     const int64_t CN = (int64_t)d.C * d.N;
-    auto i64 = radii.options().dtype(torch::kInt64);
+    auto i64 = radii.options().dtype(torch::kLong);
     auto out_colors = torch::zeros({d.C, d.H, d.W, d.D}, colors.options());
     auto out_alphas = torch::empty({d.C, d.H, d.W, 1}, colors.options());
     auto final_T = torch::empty({d.C, d.H, d.W}, colors.options());

@@ -335,7 +335,7 @@ std::vector<torch::Tensor> rasterize_to_pixels_fwd_cpu(const torch::Tensor& mean
     auto out_alphas = torch::empty({d.C, d.H, d.W, 1}, colors.options());
     auto final_T = torch::empty({d.C, d.H, d.W}, colors.options());
     auto last_ids = torch::empty({d.C, d.H, d.W}, radii.options());
-    auto tile_offsets = torch::zeros({n_tiles + 1}, radii.options().dtype(torch::kInt64));
+    auto tile_offsets = torch::zeros({n_tiles + 1}, radii.options().dtype(torch::kLong));
     torch::Tensor flatten_ids;
     AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_to_pixels_fwd_cpu", [&] {
         const scalar_t* mp = means2d.data_ptr<scalar_t>();

@@ -1,7 +1,7 @@
 // Launchers of project_gaussians (see render/gaussians/project.py) and the argument checks they
 // share. project_bindings.cpp picks the CPU or CUDA launcher by device; the math is in project.h.
 #pragma once
-#include <torch/types.h>  // ATen and torch::Tensor, without the Python and libtorch front-end headers
+#include "common/aten.h"
 
 #include <vector>
 
@@ -52,7 +52,7 @@ inline void check_shape(const torch::Tensor& t, std::initializer_list<int64_t> s
     }
     TORCH_CHECK(t.is_contiguous(), "project_gaussians: ", name, " must be contiguous");
     TORCH_CHECK(t.device() == like.device(), "project_gaussians: ", name, " must be on means' device");
-    if (t.scalar_type() != torch::kInt32)
+    if (t.scalar_type() != torch::kInt)
         TORCH_CHECK(t.scalar_type() == like.scalar_type(), "project_gaussians: ", name, " must have means' dtype");
 }
 
@@ -61,7 +61,7 @@ inline void check_shape(const torch::Tensor& t, std::initializer_list<int64_t> s
 inline std::vector<torch::Tensor> project_outputs(const torch::Tensor& means, int64_t C, int64_t N,
                                                   bool antialiased) {
     const auto opts = means.options();
-    return {torch::empty({C, N}, opts.dtype(torch::kInt32)), torch::empty({C, N, 2}, opts), torch::empty({C, N}, opts),
+    return {torch::empty({C, N}, opts.dtype(torch::kInt)), torch::empty({C, N, 2}, opts), torch::empty({C, N}, opts),
             torch::empty({C, N, 3}, opts), torch::empty({antialiased ? C : 0, antialiased ? N : 0}, opts)};
 }
 
@@ -86,7 +86,7 @@ inline void check_project_grads(int64_t C, int64_t N, const torch::Tensor& means
                                 const torch::Tensor& v_conics, const torch::Tensor& v_compensations,
                                 bool antialiased) {
     check_shape(radii, {C, N}, "radii", means);
-    TORCH_CHECK(radii.scalar_type() == torch::kInt32, "project_gaussians: radii must be int32");
+    TORCH_CHECK(radii.scalar_type() == torch::kInt, "project_gaussians: radii must be int32");
     check_shape(v_means2d, {C, N, 2}, "v_means2d", means);
     check_shape(v_depths, {C, N}, "v_depths", means);
     check_shape(v_conics, {C, N, 3}, "v_conics", means);

@@ -1,7 +1,7 @@
 // Launchers of Gaussian rasterize_to_pixels (see render/gaussians/rasterize.py) and the argument
 // checks they share. rasterize_bindings.cpp picks the CPU or CUDA launcher by device.
 #pragma once
-#include <torch/types.h>  // ATen and torch::Tensor, without the Python and libtorch front-end headers
+#include "common/aten.h"
 
 #include <vector>
 
@@ -89,7 +89,7 @@ inline void check_raster_sort_inputs(const RasterDims& d, const torch::Tensor& d
                     depths.scalar_type() == means2d.scalar_type() && depths.device() == means2d.device(),
                 "depths must be a contiguous [C, N] tensor like means2d");
     TORCH_CHECK(radii.dim() == 2 && radii.size(0) == d.C && radii.size(1) == d.N && radii.is_contiguous() &&
-                    radii.scalar_type() == torch::kInt32 && radii.device() == means2d.device(),
+                    radii.scalar_type() == torch::kInt && radii.device() == means2d.device(),
                 "radii must be a contiguous int32 [C, N] tensor on means2d's device");
 }
 
@@ -100,15 +100,15 @@ inline void check_raster_saved(const RasterDims& d, const torch::Tensor& tile_of
                                const torch::Tensor& means2d) {
     const int64_t tiles = (int64_t)d.C * d.tiles_x * d.tiles_y;
     TORCH_CHECK(tile_offsets.dim() == 1 && tile_offsets.numel() == tiles + 1 &&
-                    tile_offsets.scalar_type() == torch::kInt64 && tile_offsets.is_contiguous(),
+                    tile_offsets.scalar_type() == torch::kLong && tile_offsets.is_contiguous(),
                 "tile_offsets must be int64 [C * tiles + 1]");
-    TORCH_CHECK(flatten_ids.dim() == 1 && flatten_ids.scalar_type() == torch::kInt32 && flatten_ids.is_contiguous(),
+    TORCH_CHECK(flatten_ids.dim() == 1 && flatten_ids.scalar_type() == torch::kInt && flatten_ids.is_contiguous(),
                 "flatten_ids must be int32 [M]");
     const int64_t pixels = (int64_t)d.C * d.H * d.W;
     TORCH_CHECK(final_T.numel() == pixels && final_T.scalar_type() == means2d.scalar_type() &&
                     final_T.is_contiguous(),
                 "final_T must be [C, H, W] like means2d");
-    TORCH_CHECK(last_ids.numel() == pixels && last_ids.scalar_type() == torch::kInt32 && last_ids.is_contiguous(),
+    TORCH_CHECK(last_ids.numel() == pixels && last_ids.scalar_type() == torch::kInt && last_ids.is_contiguous(),
                 "last_ids must be int32 [C, H, W]");
     TORCH_CHECK(v_colors.numel() == pixels * d.D && v_colors.scalar_type() == means2d.scalar_type() &&
                     v_colors.is_contiguous(),

@@ -69,8 +69,8 @@ std::vector<torch::Tensor> marching_cubes_fwd_cuda(const torch::Tensor& values, 
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     const McGrid g{values.size(0), values.size(1), values.size(2)};
     const int64_t P = values.numel();
-    auto i32 = values.options().dtype(torch::kInt32);
-    auto i64 = values.options().dtype(torch::kInt64);
+    auto i32 = values.options().dtype(torch::kInt);
+    auto i64 = values.options().dtype(torch::kLong);
     const torch::Tensor non_finite = (~torch::isfinite(values)).sum();
     if (P == 0 || non_finite.item<int64_t>() > 0) return {torch::empty({0, 2}, i64), torch::empty({0, 3}, i32), non_finite};
     auto bits = torch::empty({P}, i32), point_count = torch::empty({P}, i32), cell_count = torch::empty({P}, i32);
@@ -80,8 +80,8 @@ std::vector<torch::Tensor> marching_cubes_fwd_cuda(const torch::Tensor& values, 
             point_count.data_ptr<int32_t>(), cell_count.data_ptr<int32_t>());
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    auto point_end = point_count.cumsum(0, torch::kInt64);
-    auto cell_end = cell_count.cumsum(0, torch::kInt64);
+    auto point_end = point_count.cumsum(0, torch::kLong);
+    auto cell_end = cell_count.cumsum(0, torch::kLong);
     const int64_t V = point_end[P - 1].item<int64_t>(), F = cell_end[P - 1].item<int64_t>();
     TORCH_CHECK(V < (int64_t(1) << 31), "marching_cubes: more than 2^31 vertices");
     auto edges = torch::empty({V, 2}, i64);

@@ -133,9 +133,9 @@ std::vector<torch::Tensor> marching_cubes_fwd_cpu(const torch::Tensor& values, d
     AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "marching_cubes_pack_cpu", [&] {
         bad = pack(values.data_ptr<scalar_t>(), (scalar_t)level, bits, parallel);
     });
-    auto i64 = values.options().dtype(torch::kInt64);
+    auto i64 = values.options().dtype(torch::kLong);
     const torch::Tensor non_finite = torch::full({}, bad, i64);
-    if (bad > 0) return {torch::empty({0, 2}, i64), torch::empty({0, 3}, values.options().dtype(torch::kInt32)),
+    if (bad > 0) return {torch::empty({0, 2}, i64), torch::empty({0, 3}, values.options().dtype(torch::kInt)),
                          non_finite};
 
     const int M = (int)tris.size(1);
@@ -166,7 +166,7 @@ std::vector<torch::Tensor> marching_cubes_fwd_cpu(const torch::Tensor& values, d
     }
     TORCH_CHECK(row_v[rows] < (int64_t(1) << 31), "marching_cubes: more than 2^31 vertices");
     auto edges = torch::empty({row_v[rows], 2}, i64);
-    auto faces = torch::empty({row_t[rows], 3}, values.options().dtype(torch::kInt32));
+    auto faces = torch::empty({row_t[rows], 3}, values.options().dtype(torch::kInt));
     int64_t* e = edges.data_ptr<int64_t>();
     int32_t* f = faces.data_ptr<int32_t>();
     const int64_t strides[3] = {Y * Z, Z, 1};

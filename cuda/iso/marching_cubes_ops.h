@@ -1,7 +1,7 @@
 // Launchers of marching cubes (see render/iso/marching_cubes.py); iso_bindings.cpp picks the CPU
 // or CUDA one by device. The math is in marching_cubes.h.
 #pragma once
-#include <torch/types.h>  // ATen and torch::Tensor, without the Python and libtorch front-end headers
+#include "common/aten.h"
 
 #include <vector>
 
@@ -22,10 +22,10 @@ inline void check_marching_cubes_inputs(const torch::Tensor& values, const torch
                                         const torch::Tensor& counts) {
     TORCH_CHECK(values.dim() == 3 && values.is_contiguous() && values.is_floating_point(),
                 "marching_cubes: values must be a contiguous [X, Y, Z] float tensor, got ", values.sizes());
-    TORCH_CHECK(tris.dim() == 3 && tris.size(0) == 256 && tris.size(2) == 3 && tris.scalar_type() == torch::kInt8 &&
+    TORCH_CHECK(tris.dim() == 3 && tris.size(0) == 256 && tris.size(2) == 3 && tris.scalar_type() == torch::kChar &&
                     tris.is_contiguous() && tris.device() == values.device(),
                 "marching_cubes: tris must be a contiguous int8 [256, M, 3] table on values' device");
-    TORCH_CHECK(counts.dim() == 1 && counts.size(0) == 256 && counts.scalar_type() == torch::kInt8 &&
+    TORCH_CHECK(counts.dim() == 1 && counts.size(0) == 256 && counts.scalar_type() == torch::kChar &&
                     counts.is_contiguous() && counts.device() == values.device(),
                 "marching_cubes: counts must be a contiguous int8 [256] table on values' device");
     TORCH_CHECK(values.numel() < (int64_t(1) << 40), "marching_cubes: grid too large");

@@ -1,6 +1,6 @@
 // Launchers of the mesh primitives. bindings.cpp picks the CPU or CUDA one by device.
 #pragma once
-#include <torch/types.h>  // ATen and torch::Tensor, without the Python and libtorch front-end headers
+#include "common/aten.h"
 
 #include <vector>
 
@@ -91,8 +91,8 @@ inline void check_rasterize_inputs(const torch::Tensor& pos, const torch::Tensor
                                    int64_t width) {
     TORCH_CHECK(pos.dim() == 3 && pos.size(2) == 4, "pos must have shape [B, V, 4], got ", pos.sizes());
     TORCH_CHECK(tri.dim() == 2 && tri.size(1) == 3, "tri must have shape [T, 3], got ", tri.sizes());
-    TORCH_CHECK(tri.scalar_type() == torch::kInt32, "tri must be int32, got ", tri.scalar_type());
-    TORCH_CHECK(pos.scalar_type() == torch::kFloat32 || pos.scalar_type() == torch::kFloat64,
+    TORCH_CHECK(tri.scalar_type() == torch::kInt, "tri must be int32, got ", tri.scalar_type());
+    TORCH_CHECK(pos.scalar_type() == torch::kFloat || pos.scalar_type() == torch::kDouble,
                 "pos must be float32 or float64, got ", pos.scalar_type());
     TORCH_CHECK(pos.is_contiguous() && tri.is_contiguous(), "pos and tri must be contiguous");
     TORCH_CHECK(pos.device() == tri.device(), "pos and tri must be on the same device");
@@ -109,10 +109,10 @@ inline InterpolateDims check_interpolate_inputs(const torch::Tensor& attr, const
     TORCH_CHECK(attr.dim() == 2 || attr.size(0) == rast.size(0), "attr batch ", attr.size(0),
                 " does not match rast batch ", rast.size(0));
     TORCH_CHECK(attr.scalar_type() == rast.scalar_type(), "attr and rast must have the same dtype");
-    TORCH_CHECK(tri.dim() == 2 && tri.size(1) == 3 && tri.scalar_type() == torch::kInt32, "tri must be [T, 3] int32");
+    TORCH_CHECK(tri.dim() == 2 && tri.size(1) == 3 && tri.scalar_type() == torch::kInt, "tri must be [T, 3] int32");
     TORCH_CHECK(attr.is_contiguous() && rast.is_contiguous() && tri.is_contiguous(), "inputs must be contiguous");
     TORCH_CHECK(attr.device() == rast.device() && tri.device() == rast.device(), "inputs must share a device");
-    TORCH_CHECK(diff.scalar_type() == torch::kInt32 && diff.dim() == 1, "diff must be a 1-D int32 tensor");
+    TORCH_CHECK(diff.scalar_type() == torch::kInt && diff.dim() == 1, "diff must be a 1-D int32 tensor");
     InterpolateDims d;
     d.pixels = rast.size(0) * rast.size(1) * rast.size(2);
     d.hw = rast.size(1) * rast.size(2);
@@ -138,8 +138,8 @@ inline AntialiasDims check_antialias_inputs(const torch::Tensor& color, const to
     TORCH_CHECK((pos.dim() == 3 && pos.size(0) == color.size(0) && pos.size(2) == 4) ||
                     (pos.dim() == 2 && pos.size(1) == 4),
                 "pos must have shape [B, V, 4] or [V, 4], got ", pos.sizes());
-    TORCH_CHECK(tri.dim() == 2 && tri.size(1) == 3 && tri.scalar_type() == torch::kInt32, "tri must be [T, 3] int32");
-    TORCH_CHECK(opposite.sizes() == tri.sizes() && opposite.scalar_type() == torch::kInt32,
+    TORCH_CHECK(tri.dim() == 2 && tri.size(1) == 3 && tri.scalar_type() == torch::kInt, "tri must be [T, 3] int32");
+    TORCH_CHECK(opposite.sizes() == tri.sizes() && opposite.scalar_type() == torch::kInt,
                 "opposite must be [T, 3] int32 (from antialias_topology)");
     TORCH_CHECK(color.scalar_type() == rast.scalar_type() && pos.scalar_type() == rast.scalar_type(),
                 "color, rast and pos must have the same dtype");
@@ -161,9 +161,9 @@ inline AntialiasDims check_antialias_inputs(const torch::Tensor& color, const to
 
 // offsets [L] int64 and sizes [L, 2] int32 on the CPU, 1 <= L <= kMaxTexLevels.
 inline void check_mip_layout(const torch::Tensor& offsets, const torch::Tensor& sizes) {
-    TORCH_CHECK(offsets.dim() == 1 && offsets.scalar_type() == torch::kInt64, "offsets must be [L] int64");
+    TORCH_CHECK(offsets.dim() == 1 && offsets.scalar_type() == torch::kLong, "offsets must be [L] int64");
     TORCH_CHECK(sizes.dim() == 2 && sizes.size(0) == offsets.size(0) && sizes.size(1) == 2 &&
-                    sizes.scalar_type() == torch::kInt32,
+                    sizes.scalar_type() == torch::kInt,
                 "sizes must be [L, 2] int32");
     TORCH_CHECK(offsets.size(0) >= 1 && offsets.size(0) <= kMaxTexLevels, "1 to ", kMaxTexLevels, " texture levels");
     TORCH_CHECK(offsets.device().is_cpu() && sizes.device().is_cpu(), "offsets and sizes live on the CPU");

@@ -103,12 +103,12 @@ std::vector<torch::Tensor> rasterize_fwd_cuda(const torch::Tensor& pos, const to
     }
     auto rast = torch::empty({B, H, W, 4}, pos.options());
     auto db = torch::empty({B, H, W, 4}, pos.options());
-    auto zbuf = torch::full({B, H, W}, -1, pos.options().dtype(torch::kInt64));  // all bits set = empty
-    auto valid = torch::empty({(int64_t)B * NT}, pos.options().dtype(torch::kUInt8));
+    auto zbuf = torch::full({B, H, W}, -1, pos.options().dtype(torch::kLong));  // all bits set = empty
+    auto valid = torch::empty({(int64_t)B * NT}, pos.options().dtype(torch::kByte));
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_fwd_cuda", [&] {
         auto setups = torch::empty({(int64_t)B * NT * (int64_t)sizeof(TriSetup<scalar_t>)},
-                                   pos.options().dtype(torch::kUInt8));
+                                   pos.options().dtype(torch::kByte));
         auto* sp = reinterpret_cast<TriSetup<scalar_t>*>(setups.data_ptr<uint8_t>());
         auto* zp = reinterpret_cast<unsigned long long*>(zbuf.data_ptr<int64_t>());
         if (NT > 0) {

@@ -1,7 +1,7 @@
 // Launchers of Pulsar-style sphere rendering (see render/spheres/render.py) and the argument checks
 // they share. sphere_bindings.cpp picks the CPU or CUDA launcher by device.
 #pragma once
-#include <torch/types.h>  // ATen and torch::Tensor, without the Python and libtorch front-end headers
+#include "common/aten.h"
 
 #include <vector>
 
@@ -90,12 +90,12 @@ inline void check_sphere_saved(const SphereDims& d, const torch::Tensor& tile_of
                                const torch::Tensor& v_features, const torch::Tensor& v_alpha,
                                const torch::Tensor& v_depth, const torch::Tensor& centers) {
     const int64_t tiles = (int64_t)d.B * d.tiles_x * d.tiles_y, pixels = (int64_t)d.B * d.H * d.W;
-    TORCH_CHECK(tile_offsets.numel() == tiles + 1 && tile_offsets.scalar_type() == torch::kInt64 &&
+    TORCH_CHECK(tile_offsets.numel() == tiles + 1 && tile_offsets.scalar_type() == torch::kLong &&
                     tile_offsets.is_contiguous(),
                 "tile_offsets must be int64 [B * tiles + 1]");
-    TORCH_CHECK(flatten_ids.dim() == 1 && flatten_ids.scalar_type() == torch::kInt32 && flatten_ids.is_contiguous(),
+    TORCH_CHECK(flatten_ids.dim() == 1 && flatten_ids.scalar_type() == torch::kInt && flatten_ids.is_contiguous(),
                 "flatten_ids must be int32 [M]");
-    TORCH_CHECK(last.numel() == pixels && last.scalar_type() == torch::kInt32 && last.is_contiguous(),
+    TORCH_CHECK(last.numel() == pixels && last.scalar_type() == torch::kInt && last.is_contiguous(),
                 "last must be int32 [B, H, W]");
     for (const torch::Tensor* t : {&out_features, &v_features})
         TORCH_CHECK(t->numel() == pixels * d.D && t->scalar_type() == centers.scalar_type() && t->is_contiguous(),

@@ -210,7 +210,7 @@ std::vector<torch::Tensor> sphere_render_fwd_cuda(SG_SPHERE_FWD_ARGS) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     const int64_t n_tiles = (int64_t)d.B * d.tiles_x * d.tiles_y, BN = (int64_t)d.B * d.N;
     const auto opts = centers.options();
-    const auto i64 = opts.dtype(torch::kInt64), i32 = opts.dtype(torch::kInt32);
+    const auto i64 = opts.dtype(torch::kLong), i32 = opts.dtype(torch::kInt);
     auto out_f = torch::empty({d.B, d.H, d.W, d.D}, opts);
     auto out_a = torch::empty({d.B, d.H, d.W}, opts);
     auto out_z = torch::empty({d.B, d.H, d.W}, opts);

@@ -246,11 +246,11 @@ std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
     auto out_f = torch::empty({d.B, d.H, d.W, d.D}, opts);
     auto out_a = torch::empty({d.B, d.H, d.W}, opts);
     auto out_z = torch::empty({d.B, d.H, d.W}, opts);
-    auto out_ids = torch::empty({d.B, d.H, d.W, d.K}, opts.dtype(torch::kInt32));
+    auto out_ids = torch::empty({d.B, d.H, d.W, d.K}, opts.dtype(torch::kInt));
     auto out_w = torch::empty({d.B, d.H, d.W, d.K}, opts);
     auto state = torch::empty({d.B, d.H, d.W, 2}, opts);
-    auto last = torch::empty({d.B, d.H, d.W}, opts.dtype(torch::kInt32));
-    auto tile_offsets = torch::zeros({n_tiles + 1}, opts.dtype(torch::kInt64));
+    auto last = torch::empty({d.B, d.H, d.W}, opts.dtype(torch::kInt));
+    auto tile_offsets = torch::zeros({n_tiles + 1}, opts.dtype(torch::kLong));
     torch::Tensor flatten_ids;
     AT_DISPATCH_FLOATING_TYPES(centers.scalar_type(), "sphere_render_fwd_cpu", [&] {
         using T = scalar_t;
@@ -287,7 +287,7 @@ std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
         }
         for (int64_t t = 0; t < n_tiles; ++t) offsets[t + 1] += offsets[t];
         const int64_t M = offsets[n_tiles];
-        flatten_ids = torch::empty({M}, opts.dtype(torch::kInt32));
+        flatten_ids = torch::empty({M}, opts.dtype(torch::kInt));
         int32_t* ids = flatten_ids.data_ptr<int32_t>();
         {
             std::vector<int64_t> cursor(offsets, offsets + n_tiles);
