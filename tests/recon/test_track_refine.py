@@ -115,6 +115,55 @@ def test_a_broken_pair_is_repaired(walk):
     # second adjustment take the ATE from 0.50 m to 0.10 m (benchmarks/bench_poses.py).
 
 
+def test_the_check_runs_again_after_a_repair(walk, monkeypatch):
+    # A repair is followed by another short adjustment and another check (a focal length that was far off
+    # is better by then); with nothing more to repair the adjustment runs on to the optimum.
+    import scenegrad.recon.track_refine as track_refine
+
+    scene, frames, depths = walk
+    truth = scene.cameras.to(dtype=torch.float64)
+    tracks = klt_tracks(frames)
+    found = []
+
+    def spy(cams, tr):
+        out = repair_pose_breaks(cams, tr)
+        found.append(out[1])
+        return out
+
+    monkeypatch.setattr(track_refine, "repair_pose_breaks", spy)
+    refined, _, info = refine_with_tracks(_break_at(truth, 6, 40.0), depths, tracks, check_iterations=2)
+    assert found == [(6,), ()] and info.repaired == (6,), found
+    assert info.accepted and "maximum" not in info.reason, info.reason
+    err = pose_errors(refined, truth)
+    assert err.rot_mean_deg < 0.5 and err.ate_rel < 0.01, err
+
+
+def test_a_twisted_essential_matrix_is_not_used(walk, monkeypatch):
+    # An essential matrix has two rotations; where the fit is near-degenerate (small baseline, a focal
+    # length still far off) recoverPose can return the twisted one, turned by 180 degrees about the
+    # baseline. No video turns that far between consecutive frames: the pair keeps its pose.
+    import cv2
+
+    from scenegrad.render.rotations import so3_exp
+
+    scene, frames, depths = walk
+    truth = scene.cameras.to(dtype=torch.float64)
+    tracks = klt_tracks(frames)
+    broken = _break_at(truth, 6, 40.0)
+    recover = cv2.recoverPose
+
+    def twisted(*args, **kwargs):
+        n, R_e, t_e, mask = recover(*args, **kwargs)
+        axis = torch.from_numpy(t_e[:, 0] / np.linalg.norm(t_e))
+        return n, so3_exp(axis * np.pi).numpy() @ R_e, t_e, mask
+
+    monkeypatch.setattr(cv2, "recoverPose", twisted)
+    kept, repaired = repair_pose_breaks(broken, tracks)
+    assert repaired == () and torch.equal(kept.R, broken.R)
+    _, unguarded = repair_pose_breaks(broken, tracks, max_turn_deg=180.0)
+    assert unguarded == (6,)  # without the bound the twisted rotation would be taken
+
+
 def test_too_few_tracks_leave_the_cameras_alone(walk):
     scene, frames, depths = walk
     tracks = klt_tracks(frames, max_points=10)
