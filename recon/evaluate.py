@@ -84,6 +84,11 @@ def pose_errors(est: Cameras, gt: Cameras) -> PoseErrors:
     """:class:`PoseErrors` of ``est`` against ``gt`` (same number of cameras, same order)."""
     if len(est) != len(gt):
         raise ValueError(f"pose_errors: {len(est)} estimated cameras but {len(gt)} ground-truth cameras")
+    for name, cams in (("estimated", est), ("ground-truth", gt)):
+        R = cams.R.detach().double()
+        skew = float((R.transpose(-1, -2) @ R - torch.eye(3, dtype=R.dtype, device=R.device)).abs().max())
+        if not skew <= 1e-4:  # arccos of a clamped trace would read a skewed matrix's error as small
+            raise ValueError(f"pose_errors: the {name} cameras' R are not rotations (|R^T R - I| up to {skew:.2g})")
     ce, cg = est.centers.detach().double(), gt.centers.detach().double()
     s, R, t = align_sim3(ce, cg)
     aligned = s * ce @ R.T + t
