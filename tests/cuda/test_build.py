@@ -197,3 +197,20 @@ def test_repo_layout():
     for name in ("pyproject.toml", "README.md", "Makefile", ".ci/run"):
         assert (REPO / name).is_file(), name
 
+
+
+def test_kernel_sources_stay_off_the_python_headers():
+    """Only the bindings include the Python side of torch (torch/python.h, via common/dispatch.h);
+    kernels and launchers include common/aten.h. torch/extension.h or torch/python.h in a kernel source
+    triples its parse time (46 s against 7-15 s per source), in the first-use build and in nvcc."""
+    heavy = ("<torch/extension.h>", "<torch/python.h>", "<torch/torch.h>", "<torch/all.h>")
+    allowed = {build.SOURCE_DIR / "bindings.cpp", build.SOURCE_DIR / "common" / "dispatch.h"}
+    offenders = [
+        f"{path.relative_to(build.SOURCE_DIR)}: {line.strip()}"
+        for pattern in ("*.h", "*.cpp", "*.cu")
+        for path in sorted(build.SOURCE_DIR.rglob(pattern))
+        if path not in allowed
+        for line in path.read_text().splitlines()
+        if line.startswith("#include") and any(h in line for h in heavy)
+    ]
+    assert not offenders, "\n".join(offenders)
