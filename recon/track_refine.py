@@ -146,11 +146,6 @@ def _nearest_rotations(R: np.ndarray) -> np.ndarray:
     return U @ Vt
 
 
-def _angle_deg(R: np.ndarray) -> float:
-    """The rotation angle of ``R [3, 3]`` in degrees."""
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
-
-
 def repair_pose_breaks(cameras: Cameras, tracks: Tracks, *, min_tracks: int = 30, max_deg: float = 3.0,
                        threshold_px: float = 1.5, min_gain: float = 1.5,
                        max_turn_deg: float = 45.0) -> tuple[Cameras, tuple[int, ...]]:
@@ -172,6 +167,9 @@ def repair_pose_breaks(cameras: Cameras, tracks: Tracks, *, min_tracks: int = 30
     """
     import cv2
 
+    from scenegrad.recon.evaluate import rotation_angles
+
+    eye = torch.eye(3, dtype=torch.float64)
     cams = cameras.to(dtype=torch.float64)
     # Exact rotations first: re-posing composes R_j R_(i+1)^T R_new for every later frame j, and each
     # repair would double a float32 start's departure from orthonormality (19 repairs: 5e-6 -> 10).
@@ -193,11 +191,12 @@ def repair_pose_breaks(cameras: Cameras, tracks: Tracks, *, min_tracks: int = 30
         if E is None or E.shape != (3, 3) or mask is None:
             continue
         _, R_e, t_e, _ = cv2.recoverPose(E, x1, x2, K, mask=mask.copy())
-        if _angle_deg(R_e) > max_turn_deg:  # the twisted pair of a near-degenerate E, not a video's motion
+        # the twisted pair of a near-degenerate E, not a video's motion
+        if float(rotation_angles(torch.from_numpy(R_e), eye)) > max_turn_deg:
             continue
         R_rel = R[i + 1] @ R[i].T
         t_rel = t[i + 1] - R_rel @ t[i]
-        if _angle_deg(R_e @ R_rel.T) <= max_deg:
+        if float(rotation_angles(torch.from_numpy(R_e), torch.from_numpy(R_rel))) <= max_deg:
             continue
         tx = np.array([[0, -t_rel[2], t_rel[1]], [t_rel[2], 0, -t_rel[0]], [-t_rel[1], t_rel[0], 0]])
         current = _sampson_inliers(tx @ R_rel, x1, x2, K, threshold_px) if np.linalg.norm(t_rel) > 1e-12 else 0
