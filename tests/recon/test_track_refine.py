@@ -23,9 +23,14 @@ def walk():
     return SimpleNamespace(cameras=cams), images[..., :3].numpy(), depth.double()
 
 
-def test_tracks_follow_the_true_motion(walk):
-    scene, frames, depths = walk
-    tracks = klt_tracks(frames)
+@pytest.fixture(scope="module")
+def tracks(walk):
+    """The walk's KLT tracks with the default settings (the tests only read them)."""
+    return klt_tracks(walk[1])
+
+
+def test_tracks_follow_the_true_motion(walk, tracks):
+    scene, _, depths = walk
     assert tracks.count > 300 and len(tracks.frame) > 3 * tracks.count
     cams = scene.cameras.to(dtype=torch.float64)
     first = torch.ones(len(tracks.track), dtype=torch.bool)
@@ -46,8 +51,8 @@ def test_tracks_follow_the_true_motion(walk):
     assert (tracks.uv[:, 0] > 0).all() and (tracks.uv[:, 0] < 256).all()
 
 
-def test_refinement_recovers_perturbed_cameras(walk):
-    scene, frames, depths = walk
+def test_refinement_recovers_perturbed_cameras(walk, tracks):
+    scene, _, depths = walk
     truth = scene.cameras.to(dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
     from scenegrad.render.rotations import so3_exp
@@ -57,7 +62,7 @@ def test_refinement_recovers_perturbed_cameras(walk):
     start = type(truth)(fx=truth.fx * 1.08, fy=truth.fy * 1.08, cx=truth.cx, cy=truth.cy, R=noise @ truth.R,
                         t=truth.t, width=truth.width, height=truth.height)
     before = pose_errors(start, truth)
-    cams, new_depths, info = refine_with_tracks(start, depths, klt_tracks(frames))
+    cams, new_depths, info = refine_with_tracks(start, depths, tracks)
     after = pose_errors(cams, truth)
     print(before, after, info)
     assert info.accepted and info.rmse_final < 0.5 * info.rmse_initial
@@ -65,14 +70,13 @@ def test_refinement_recovers_perturbed_cameras(walk):
     assert new_depths.shape == depths.shape and 0.5 < info.depth_scale < 2.0
 
 
-def test_a_short_first_adjustment_is_finished(walk):
+def test_a_short_first_adjustment_is_finished(walk, tracks):
     """The break check follows a first adjustment of only ``check_iterations``; without breaks the
     adjustment then runs on, to the optimum a single full adjustment reaches."""
-    scene, frames, depths = walk
+    scene, _, depths = walk
     truth = scene.cameras.to(dtype=torch.float64)
     start = type(truth)(fx=truth.fx * 1.08, fy=truth.fy * 1.08, cx=truth.cx, cy=truth.cy, R=truth.R, t=truth.t,
                         width=truth.width, height=truth.height)
-    tracks = klt_tracks(frames)
     full, _, info_full = refine_with_tracks(start, depths, tracks, repair=False)
     short, _, info = refine_with_tracks(start, depths, tracks, check_iterations=2)
     assert info.accepted and info.repaired == () and "maximum" not in info.reason
@@ -96,12 +100,11 @@ def _break_at(cams, k: int, degrees: float):
                       height=cams.height)
 
 
-def test_a_broken_pair_is_repaired(walk):
+def test_a_broken_pair_is_repaired(walk, tracks):
     # One pair's relative rotation turned by 40 degrees (what a failed flow does to FlowMap's closed-form
     # poses): the tracks' essential matrix finds it and puts it back; an intact sequence is left alone.
-    scene, frames, depths = walk
+    scene, _, depths = walk
     truth = scene.cameras.to(dtype=torch.float64)
-    tracks = klt_tracks(frames)
     broken = _break_at(truth, 6, 40.0)
     assert pose_errors(broken, truth).rot_mean_deg > 10
     fixed, repaired = repair_pose_breaks(broken, tracks)
@@ -115,14 +118,13 @@ def test_a_broken_pair_is_repaired(walk):
     # second adjustment take the ATE from 0.50 m to 0.10 m (benchmarks/bench_poses.py).
 
 
-def test_the_check_runs_again_after_a_repair(walk, monkeypatch):
+def test_the_check_runs_again_after_a_repair(walk, tracks, monkeypatch):
     # A repair is followed by another short adjustment and another check (a focal length that was far off
     # is better by then); with nothing more to repair the adjustment runs on to the optimum.
     import scenegrad.recon.track_refine as track_refine
 
-    scene, frames, depths = walk
+    scene, _, depths = walk
     truth = scene.cameras.to(dtype=torch.float64)
-    tracks = klt_tracks(frames)
     found = []
 
     def spy(cams, tr):
@@ -138,7 +140,7 @@ def test_the_check_runs_again_after_a_repair(walk, monkeypatch):
     assert err.rot_mean_deg < 0.5 and err.ate_rel < 0.01, err
 
 
-def test_a_twisted_essential_matrix_is_not_used(walk, monkeypatch):
+def test_a_twisted_essential_matrix_is_not_used(walk, tracks, monkeypatch):
     # An essential matrix has two rotations; where the fit is near-degenerate (small baseline, a focal
     # length still far off) recoverPose can return the twisted one, turned by 180 degrees about the
     # baseline. No video turns that far between consecutive frames: the pair keeps its pose.
@@ -146,9 +148,8 @@ def test_a_twisted_essential_matrix_is_not_used(walk, monkeypatch):
 
     from scenegrad.render.rotations import so3_exp
 
-    scene, frames, depths = walk
+    scene, _, depths = walk
     truth = scene.cameras.to(dtype=torch.float64)
-    tracks = klt_tracks(frames)
     broken = _break_at(truth, 6, 40.0)
     recover = cv2.recoverPose
 
@@ -164,13 +165,12 @@ def test_a_twisted_essential_matrix_is_not_used(walk, monkeypatch):
     assert unguarded == (6,)  # without the bound the twisted rotation would be taken
 
 
-def test_repairs_keep_the_rotations_orthonormal(walk):
+def test_repairs_keep_the_rotations_orthonormal(walk, tracks):
     # Re-posing a pair composes every later frame's rotation with it: from a start in float32 (rotations
     # orthonormal to about 1e-6) several repairs would multiply that error, and a skewed "rotation" lets
     # the bundle adjustment fit an affine camera and fools rotation metrics. The repair works on exact ones.
-    scene, frames, depths = walk
+    scene, _, depths = walk
     truth = scene.cameras.to(dtype=torch.float64)
-    tracks = klt_tracks(frames)
     broken = truth
     for k in (2, 5, 8):
         broken = _break_at(broken, k, 40.0)
