@@ -31,7 +31,10 @@ the gain ratio updating ``lambda`` (Nielsen's rule). ``H`` has the block structu
 ``[[U, W], [W^T, V]]`` (cameras, points) with ``V`` block-diagonal (3x3 per point): the points are
 eliminated, ``S = U - W V^-1 W^T``, ``S delta_c = -g_c + W V^-1 g_p``, then
 ``delta_p = V^-1 (-g_p - W^T delta_c)``. ``V^-1`` is a batched 3x3 inverse; ``W V^-1 W^T`` is a
-sum over pairs of observations of the same point, reduced per camera pair with ``index_add_``;
+sum over pairs of observations of the same point. Points seen by a few neighbouring cameras (tracks
+along a video) are summed in chunks by one dense product each: a chunk's ``W V^-1`` and ``W`` laid
+out as ``[cameras x C, points x 3]`` matrices, whose product sums every pair of the chunk at once;
+the other points pair by pair, reduced per camera pair with ``index_add_``;
 ``S`` (``6 N + k G`` unknowns for ``N`` cameras and ``G`` intrinsic groups with ``k`` refined
 intrinsics each) is solved densely by Cholesky. Work is float64 internally, whatever the input dtype.
 Once a step's predicted decrease falls below the cost's float resolution (the rounding of ``uv - y``),
@@ -92,7 +95,7 @@ As a layer: gradients of the optimised points with respect to the observations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -110,6 +113,10 @@ _COLUMNS = {"focal": ("f",), "focal_xy": ("fx", "fy"), "principal_point": ("cx",
 _DIST_INDEX = {"k1": 0, "k2": 1, "p1": 2, "p2": 3, "k3": 4}  # position in the OpenCV ``dist [N, 5]``
 _COST_RESOLUTION = 1e-13  # relative change of the cost below which float64 cannot tell a decrease
 _PAIR_CHUNK = 1 << 14  # pairs of observations per Schur chunk: its [C, C] blocks stay in cache (2x faster than 1 << 18)
+_DENSE_POINTS = 256  # points per dense Schur chunk
+# a chunk is summed densely when its product costs at most this many times the pair products it
+# replaces (one matrix product does the work of many small scattered ones: about 20x faster per term)
+_DENSE_WASTE = 8.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,9 +207,12 @@ class _Structure:
     loss: str
     scale: float
     min_depth: float
-    pair_a: Tensor  # [P] observation pairs of the same point (sorted by point)
+    dense: _DensePlan  # points whose W V^-1 W^T terms are summed by dense products
+    pair_obs: Tensor  # [Q] observations of the other points
+    pair_a: Tensor  # [P] pairs of observations of the same point, as positions in pair_obs (sorted by point)
     pair_b: Tensor  # [P]
     _pair_chunks: list | None = None
+    _scatter_index: dict = field(default_factory=dict)
 
     @property
     def n_cam_params(self) -> int:
@@ -227,9 +237,38 @@ class _Structure:
             cmap, S, self._pair_chunks = self.cam_map(), self.size, []
             for s in range(0, len(self.pair_a), _PAIR_CHUNK):
                 a, b = self.pair_a[s:s + _PAIR_CHUNK], self.pair_b[s:s + _PAIR_CHUNK]
-                flat = (cmap[self.cam[a]].T[:, None, :] * S + cmap[self.cam[b]].T[None, :, :]).reshape(-1)
+                ca, cb = self.cam[self.pair_obs[a]], self.cam[self.pair_obs[b]]
+                flat = (cmap[ca].T[:, None, :] * S + cmap[cb].T[None, :, :]).reshape(-1)
                 self._pair_chunks.append((a, b, flat))
         return self._pair_chunks
+
+    def scatter_rows(self, by: str, x: Tensor) -> Tensor:
+        """``out[k] = sum of x[i]`` over the observations ``i`` of camera (``by="cam"``) or point
+        (``"pt"``) ``k``, for ``x [O, ...]``: one flat ``index_add_`` (faster than adding rows on the
+        CPU), its index built once per solve."""
+        idx, n = (self.cam, self.n_cams) if by == "cam" else (self.pt, self.n_points)
+        width = x[0].numel()
+        flat = self._scatter_index.get((by, width))
+        if flat is None:
+            flat = (idx[:, None] * width + torch.arange(width, device=idx.device)).reshape(-1)
+            self._scatter_index[(by, width)] = flat
+        return x.new_zeros(n * width).index_add_(0, flat, x.reshape(-1)).view(n, *x.shape[1:])
+
+    def per_camera_gram(self, a: Tensor, b: Tensor) -> Tensor:
+        """``[N, C, C]``: ``sum a_i^T b_i`` over each camera's observations ``i``, for ``a, b [O, q, C]``:
+        one matrix product per camera (a batched product per observation, then a scatter, is several
+        times slower on the CPU)."""
+        key = ("by_cam", 0)
+        if key not in self._scatter_index:
+            order = torch.argsort(self.cam, stable=True)
+            self._scatter_index[key] = (order, torch.bincount(self.cam, minlength=self.n_cams).tolist())
+        order, counts = self._scatter_index[key]
+        C = a.shape[2]
+        out = a.new_zeros(self.n_cams, C, C)
+        for i, (x, y) in enumerate(zip(a[order].split(counts), b[order].split(counts), strict=True)):
+            if len(x):
+                out[i] = x.reshape(-1, C).T @ y.reshape(-1, C)
+        return out
 
     def cam_free(self) -> Tensor:
         """``[N, C]`` free mask of each camera's parameters."""
@@ -246,6 +285,102 @@ class _State:
     cx: Tensor
     cy: Tensor
     dist: Tensor | None  # [N, 5] for "opencv"
+
+
+@dataclass
+class _DensePlan:
+    """Chunks of points whose Schur terms ``sum_(a, b) F_a W_b^T`` (``F = W V^-1``, pairs ``a, b`` of
+    observations of one point, ``a == b`` included) are summed by one matrix product per chunk: chunk
+    ``i`` lays its observations out as ``[r_i C, 3 n_i]`` matrices (row: the observation's camera among
+    the chunk's ``r_i`` cameras, times the ``C`` camera parameters; column: its point among the chunk's
+    ``n_i`` points, times 3), stored one after the other in a flat buffer. No point has two
+    observations in one camera (those points are left to the pair sums), so every entry has one source."""
+
+    obs: Tensor  # [Od] observations of the dense chunks
+    pos: Tensor  # [Od * C * 3] flat buffer position of each one's [C, 3] entries
+    shapes: list[tuple[int, int, int]]  # (offset, r_i C, 3 n_i) per chunk
+    size: int  # buffer length
+    target: Tensor  # flat positions in the [S, S] reduced matrix of every chunk's [r_i C, r_i C] product
+    _buffers: dict = field(default_factory=dict)
+
+    def layout(self, x: Tensor, slot: int) -> Tensor:
+        """The chunks' matrices of per-observation ``x [O, C, 3]``, in one flat buffer. Outside autograd
+        the buffer (``slot`` 0 or 1) is kept between calls: the same entries are written every time and
+        the others stay zero, so it needs no zeroing (a fresh one costs page faults)."""
+        values = x[self.obs].reshape(-1)
+        if x.requires_grad:
+            return x.new_zeros(self.size).index_put((self.pos,), values)
+        key = (slot, x.dtype, x.device)
+        if key not in self._buffers:
+            self._buffers[key] = x.new_zeros(self.size)
+        return self._buffers[key].index_put_((self.pos,), values)
+
+    def products(self, F: Tensor, W: Tensor) -> Tensor:
+        """``[T]`` every chunk's ``F W^T`` (flattened, in the order of ``target``)."""
+        if not self.shapes:
+            return F.new_zeros(0)
+        bf, bw = self.layout(F, 0), self.layout(W, 1)
+        out = [bf[o:o + rc * c3].view(rc, c3) @ bw[o:o + rc * c3].view(rc, c3).T for o, rc, c3 in self.shapes]
+        return torch.cat([b.reshape(-1) for b in out])
+
+
+def _dense_plan(cam: Tensor, pt: Tensor, n_cams: int, n_points: int, cmap: Tensor, S: int) -> _DensePlan:
+    """Chunks of ``_DENSE_POINTS`` points sorted by the span of cameras that see them (in powers of two)
+    then by their first camera, so a chunk's points share most of their cameras; a chunk is kept when
+    its dense product costs at most ``_DENSE_WASTE`` times its pair products (``r^2 n <= waste sum k^2``
+    for ``r`` cameras, ``n`` points seen ``k`` times each), else its points are left to the pair sums."""
+    dev, C = cam.device, cmap.shape[1]
+    k = torch.bincount(pt, minlength=n_points)
+    # points with two observations in one camera: left to the pair sums
+    repeated = torch.zeros(n_points, dtype=torch.bool, device=dev)
+    keys, counts = torch.unique(pt * n_cams + cam, return_counts=True)
+    repeated[keys[counts > 1] // n_cams] = True
+    lo = torch.full((n_points,), n_cams, device=dev).scatter_reduce(0, pt, cam, "amin")
+    hi = torch.full((n_points,), -1, device=dev).scatter_reduce(0, pt, cam, "amax")
+    seen = torch.nonzero((k > 0) & ~repeated)[:, 0]
+    span_class = torch.ceil(torch.log2((hi - lo + 1)[seen].double())).long()
+    order = torch.argsort(span_class * (n_cams + 1) + lo[seen], stable=True)
+    seen, span_class = seen[order], span_class[order]
+    # chunk of each seen point: runs of _DENSE_POINTS within each span class
+    first_of_class = torch.ones(len(seen), dtype=torch.bool, device=dev)
+    first_of_class[1:] = span_class[1:] != span_class[:-1]
+    class_start = torch.cummax(torch.where(first_of_class, torch.arange(len(seen), device=dev), 0), 0)[0]
+    new_chunk = first_of_class | ((torch.arange(len(seen), device=dev) - class_start) % _DENSE_POINTS == 0)
+    chunk_of_seen = torch.cumsum(new_chunk.long(), 0) - 1
+    n_chunks = int(chunk_of_seen[-1]) + 1 if len(seen) else 0
+    chunk = torch.full((n_points,), -1, device=dev)
+    chunk[seen] = chunk_of_seen
+    col = torch.zeros(n_points, dtype=torch.long, device=dev)
+    col[seen] = torch.arange(len(seen), device=dev) - torch.nonzero(new_chunk)[:, 0][chunk_of_seen]
+    # each chunk's cameras: distinct (chunk, camera) keys of its observations
+    obs_chunk = chunk[pt]
+    keys, row_key = torch.unique(torch.where(obs_chunk >= 0, obs_chunk * n_cams + cam, -1), return_inverse=True)
+    if len(keys) and int(keys[0]) < 0:  # observations of points outside the chunks
+        keys, row_key = keys[1:], row_key - 1
+    key_chunk = keys // n_cams
+    r = torch.bincount(key_chunk, minlength=n_chunks)
+    n = torch.bincount(chunk_of_seen, minlength=n_chunks)
+    k2 = torch.zeros(n_chunks, dtype=torch.float64, device=dev).index_add_(0, chunk_of_seen, k[seen].double() ** 2)
+    dense = r.double() ** 2 * n <= _DENSE_WASTE * k2
+    first_key = torch.cumsum(r, 0) - r
+    obs = torch.nonzero(obs_chunk >= 0)[:, 0]
+    obs = obs[dense[obs_chunk[obs]]]
+    shapes, offsets, targets, offset = [], torch.zeros(n_chunks, dtype=torch.long, device=dev), [], 0
+    for i in torch.nonzero(dense)[:, 0].tolist():
+        ri, ni = int(r[i]), int(n[i])
+        offsets[i] = offset
+        shapes.append((offset, ri * C, 3 * ni))
+        rows = cmap[keys[int(first_key[i]):int(first_key[i]) + ri] % n_cams].reshape(-1)  # [r C] positions in S
+        targets.append((rows[:, None] * S + rows[None, :]).reshape(-1))
+        offset += ri * C * 3 * ni
+    oc = obs_chunk[obs]
+    stride = 3 * n[oc]
+    row = row_key[obs] - first_key[oc]
+    base = offsets[oc] + row * C * stride + 3 * col[pt[obs]]
+    pos = (base[:, None, None] + torch.arange(C, device=dev)[None, :, None] * stride[:, None, None]
+           + torch.arange(3, device=dev)[None, None, :]).reshape(-1)
+    target = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long, device=dev)
+    return _DensePlan(obs, pos, shapes, offset, target)
 
 
 def _observation_pairs(pt: Tensor, n_points: int) -> tuple[Tensor, Tensor]:
@@ -364,14 +499,6 @@ class _Normal:
     g_p: Tensor
 
 
-def _scatter_rows(n: int, idx: Tensor, x: Tensor) -> Tensor:
-    """``out[k] = sum of x[i] over idx[i] == k`` for ``x [O, ...]`` (a flat ``index_add_``: faster than
-    adding rows on the CPU)."""
-    width = x[0].numel()
-    flat = (idx[:, None] * width + torch.arange(width, device=idx.device)).reshape(-1)
-    return x.new_zeros(n * width).index_add_(0, flat, x.reshape(-1)).view(n, *x.shape[1:])
-
-
 def _normal_equations(J_cam: Tensor, J_pt: Tensor, r: Tensor, w: Tensor, struct: _Structure,
                       curvature: Tensor | None = None) -> _Normal:
     """``H = sum_i J_i^T (w_i I + k_i r_i r_i^T) J_i`` and ``g = sum_i w_i J_i^T r_i`` in blocks. ``w [O]``: IRLS
@@ -382,17 +509,18 @@ def _normal_equations(J_cam: Tensor, J_pt: Tensor, r: Tensor, w: Tensor, struct:
     J_pt = J_pt * struct.point_free[pt][:, None, None]
     wJc = w[:, None, None] * J_cam
     wJp = w[:, None, None] * J_pt
-    Ui, Vi, Wi = wJc.transpose(1, 2) @ J_cam, wJp.transpose(1, 2) @ J_pt, wJc.transpose(1, 2) @ J_pt
+    Vi, Wi = wJp.transpose(1, 2) @ J_pt, wJc.transpose(1, 2) @ J_pt
     if curvature is not None:
         rJc, rJp = (r[:, :, None] * J_cam).sum(1), (r[:, :, None] * J_pt).sum(1)  # r^T J
         k = curvature[:, None, None]
-        Ui = Ui + k * rJc[:, :, None] * rJc[:, None, :]
+        U = struct.per_camera_gram(torch.cat([J_cam, rJc[:, None]], 1), torch.cat([wJc, k * rJc[:, None]], 1))
         Vi = Vi + k * rJp[:, :, None] * rJp[:, None, :]
         Wi = Wi + k * rJc[:, :, None] * rJp[:, None, :]
-    N, M = struct.n_cams, struct.n_points
-    g_c = _scatter_rows(N, cam, (wJc * r[:, :, None]).sum(1))
-    g_p = _scatter_rows(M, pt, (wJp * r[:, :, None]).sum(1))
-    return _Normal(_scatter_rows(N, cam, Ui), _scatter_rows(M, pt, Vi), Wi, g_c, g_p)
+    else:
+        U = struct.per_camera_gram(J_cam, wJc)
+    g_c = struct.scatter_rows("cam", (wJc * r[:, :, None]).sum(1))
+    g_p = struct.scatter_rows("pt", (wJp * r[:, :, None]).sum(1))
+    return _Normal(U, struct.scatter_rows("pt", Vi), Wi, g_c, g_p)
 
 
 def _linearise(st: _State, struct: _Structure, y: Tensor, c: Tensor, exact: bool) -> tuple[_Normal, Tensor, Tensor]:
@@ -431,11 +559,13 @@ def _solve(nq: _Normal, struct: _Structure, lam: float, rhs_c: Tensor, rhs_p: Te
     if bool((info != 0).any()):
         V_inv = torch.linalg.pinv(V, hermitian=True)
     F = nq.W @ V_inv[pt]  # [O, C, 3]: W V^-1 per observation
-    # S = U - sum over pairs (a, b) of observations of one point of F_a W_b^T: the pairs a == b
-    # reduced per camera, the pairs a < b scattered straight into S (and mirrored). Each F_a W_b^T is
+    # S = U - sum over pairs (a, b) of observations of one point of F_a W_b^T: the dense chunks' points
+    # by one product per chunk (_DensePlan); for the others the pairs a == b reduced per camera, the
+    # pairs a < b scattered straight into S (and mirrored). Each of those F_a W_b^T is
     # summed as 3 outer products with the observations in the last axis: torch's batched matmul of many
     # [C, 3] @ [3, C] products is several times slower on the CPU.
-    Fs, Ws = F.permute(1, 2, 0).contiguous(), nq.W.permute(1, 2, 0).contiguous()  # [C, 3, O]
+    own_obs = struct.pair_obs
+    Fs, Ws = F[own_obs].permute(1, 2, 0).contiguous(), nq.W[own_obs].permute(1, 2, 0).contiguous()  # [C, 3, Q]
 
     def products(a: Tensor | slice, b: Tensor | slice) -> Tensor:
         Fa, Wb = Fs[:, :, a], Ws[:, :, b]
@@ -445,7 +575,7 @@ def _solve(nq: _Normal, struct: _Structure, lam: float, rhs_c: Tensor, rhs_p: Te
         return out
 
     C = F.shape[1]
-    own = F.new_zeros(C, C, struct.n_cams).index_add_(2, cam, products(slice(None), slice(None)))
+    own = F.new_zeros(C, C, struct.n_cams).index_add_(2, cam[own_obs], products(slice(None), slice(None)))
     own = own.permute(2, 0, 1).contiguous()
     H, cmap = _dense_cameras(nq.U, struct)
     diag = H.diagonal().clone()  # Marquardt scaling: the diagonal of U, before the elimination
@@ -454,7 +584,8 @@ def _solve(nq: _Normal, struct: _Structure, lam: float, rhs_c: Tensor, rhs_p: Te
     for a, b, flat in struct.pair_chunks():
         cross.index_add_(0, flat, products(a, b).reshape(-1))
     cross = cross.view(S, S)
-    H = H - cross - cross.T
+    dense = H.new_zeros(S * S).index_add_(0, struct.dense.target, struct.dense.products(F, nq.W)).view(S, S)
+    H = H - cross - cross.T - dense
     H = H + lam * torch.diag(diag)
     b = H.new_zeros(S).index_add_(0, cmap.reshape(-1), rhs_c.reshape(-1))
     Fp = (F @ rhs_p[pt][:, :, None])[:, :, 0]  # W V^-1 rhs_p per observation
@@ -860,10 +991,14 @@ def bundle_adjust(
     xc_z = ((R0[cam] @ X0[pt][:, :, None])[:, 2, 0] + t0[cam, 2])
     front = xc_z[xc_z > 0]
     min_depth = 1e-6 * float(front.median()) if len(front) else 1e-12
-    pair_a, pair_b = _observation_pairs(pt, M)
     struct = _Structure(cam, pt, group, N, M, G, cols, pose_free, ~fixed_pt,
                         (~fixed_in)[:, None].expand(G, len(cols)).clone(), cameras.model, opt.loss,
-                        float(opt.loss_scale), min_depth, pair_a, pair_b)
+                        float(opt.loss_scale), min_depth, None, None, None, None)
+    struct.dense = _dense_plan(cam, pt, N, M, struct.cam_map(), struct.size)
+    in_dense = torch.zeros(len(cam), dtype=torch.bool, device=dev)
+    in_dense[struct.dense.obs] = True
+    struct.pair_obs = torch.nonzero(~in_dense)[:, 0]
+    struct.pair_a, struct.pair_b = _observation_pairs(pt[struct.pair_obs], M)
     # a group's refined intrinsics start from its first camera's values
     first = torch.full((G,), N, dtype=torch.long, device=dev).scatter_reduce(
         0, group, torch.arange(N, device=dev), "amin")[group]

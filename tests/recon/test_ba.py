@@ -319,3 +319,42 @@ def test_bad_input_raises():
         bundle_adjust(cams, X, obs, refine_intrinsics=("k4",))
     with pytest.raises(ValueError, match="fixed_cameras"):
         bundle_adjust(cams, X, obs, fixed_cameras=torch.zeros(2, dtype=torch.bool))
+
+
+def test_dense_and_pair_schur_sums_agree(monkeypatch):
+    """The Schur complement's point terms are summed by dense products over chunks of points that share
+    their cameras (tracks along a sequence) and pair by pair for the rest: the split must not change
+    the solution. A sequence of 24 cameras with 600 points tracked over 5-8 neighbouring cameras, 80
+    points seen by 3 random cameras and a point observed twice in one camera; the default split (tracks
+    dense, the rest in pairs), all pairs and all dense give the same optimum."""
+    import scenegrad.recon.ba as ba
+
+    n_tracks, n_random = 600, 80
+    cams, X, obs, g = _scene(24, n_tracks + n_random, per_point=3, noise=0.3, seed=3)
+    length = torch.randint(5, 9, (n_tracks,), generator=g)
+    first = (torch.rand(n_tracks, generator=g) * (24 - length + 1)).long()
+    random = obs.point_idx >= n_tracks
+    cam = torch.cat([first[i] + torch.arange(int(length[i])) for i in range(n_tracks)] + [obs.camera_idx[random]])
+    pt = torch.cat([torch.full((int(length[i]),), i) for i in range(n_tracks)] + [obs.point_idx[random]])
+    cam, pt = torch.cat([cam, cam[-1:]]), torch.cat([pt, pt[-1:]])  # a repeated observation
+    uv, _ = project(cams, X)
+    y = uv[cam, pt] + 0.3 * torch.randn(len(cam), 2, generator=g, dtype=F64)
+    observations = Observations(cam, pt, y)
+    start, X0 = _perturb(cams, X, g, rot_deg=1.0, trans=0.05)
+    results = []
+    for waste in (0.0, ba._DENSE_WASTE, 1e9):  # all pairs, the default split, all dense
+        monkeypatch.setattr(ba, "_DENSE_WASTE", waste)
+        plan = ba._dense_plan(cam, pt, 24, len(X), torch.arange(24 * 6).view(24, 6), 24 * 6)
+        results.append((len(plan.obs), bundle_adjust(start, X0, observations, refine_intrinsics=("focal",),
+                                                     options=BAOptions(max_iterations=30))))
+    counts = [n for n, _ in results]
+    # the default takes every track (and random points whose chunk of tracks they share); the repeated
+    # point's 3 + 1 observations always go to the pairs
+    assert counts[0] == 0 and int(length.sum()) <= counts[1] < counts[2] == len(cam) - 4
+    ref = results[0][1]
+    assert ref.rmse_final < 0.5
+    for _, res in results[1:]:
+        assert abs(res.rmse_final - ref.rmse_final) < 1e-9 * ref.rmse_final
+        assert (res.points - ref.points).abs().max() < 1e-7
+        assert (res.cameras.t - ref.cameras.t).abs().max() < 1e-7
+        assert (res.cameras.fx - ref.cameras.fx).abs().max() < 1e-6
