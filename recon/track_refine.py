@@ -257,7 +257,9 @@ def refine_with_tracks(cameras: Cameras, depths: Tensor, tracks: Tracks, *, loss
     row = (uv0[:, 1] - 0.5).round().long().clamp(0, H - 1)
     z_first = depths.double()[i0, row, col]
     observations = Observations(tracks.frame, tracks.track, tracks.uv)
-    options = BAOptions(loss="huber", loss_scale=loss_scale_px, max_iterations=max_iterations)
+    # ftol 1e-6 (Ceres' default): the adjustment's own 1e-10 serves its implicit gradients, which this
+    # refinement does not take; on redkitchen it stops 37 iterations sooner at the same ATE (0.097 m)
+    options = BAOptions(loss="huber", loss_scale=loss_scale_px, max_iterations=max_iterations, ftol=1e-6)
 
     def adjust(cams: Cameras, z0: Tensor, iterations: int):
         """Bundle adjustment from ``cams`` with each track's point at depth ``z0`` along its first ray;
