@@ -71,11 +71,16 @@ def load_frames(count: int, side: int) -> tuple[list[np.ndarray], Cameras, list[
     return frames, resize(scene.cameras[list(range(len(frames)))], (w, h)), names
 
 
-def run_scenegrad(frames: list[np.ndarray], preset: str) -> tuple[Cameras, list[int], float, dict]:
+def run_scenegrad(frames: list[np.ndarray], preset: str) -> tuple[Cameras, list[int], float, dict, dict]:
+    """FlowMap; its cameras, the frames posed, seconds, the config and the track refinement's figures."""
     config = FlowMapConfig.fast() if preset == "fast" else FlowMapConfig.default()
     t = time.perf_counter()
     result = fit(frames, config)
-    return result.cameras, list(range(len(frames))), time.perf_counter() - t, dataclasses.asdict(config)
+    seconds = time.perf_counter() - t
+    ref = result.refinement
+    extra = {} if ref is None else {"reproj_mean_px": ref.mean_error_final, "reproj_rmse_px": ref.rmse_final,
+                                    "observations": ref.observations}
+    return result.cameras, list(range(len(frames))), seconds, dataclasses.asdict(config), extra
 
 
 def run_colmap(frames: list[np.ndarray], names: list[str]) -> tuple[Cameras | None, list[int], float, dict]:
@@ -117,7 +122,9 @@ def run_colmap(frames: list[np.ndarray], names: list[str]) -> tuple[Cameras | No
         cams = Cameras(fx=torch.tensor(np.array(fs)[order]), fy=torch.tensor(np.array(fs)[order]), cx=w / 2,
                        cy=h / 2, R=torch.tensor(np.array(Rs)[order]), t=torch.tensor(np.array(ts)[order]),
                        width=w, height=h)
-        return cams, [idx[k] for k in order], seconds, {"models": len(models)}
+        extra = {"models": len(models), "reproj_mean_px": float(model.compute_mean_reprojection_error()),
+                 "observations": int(model.compute_num_observations())}
+        return cams, [idx[k] for k in order], seconds, extra
 
 
 def evaluate(name: str, cams: Cameras | None, posed: list[int], seconds: float, gt: Cameras, extra: dict) -> dict:
@@ -140,8 +147,8 @@ def main() -> None:
     h, w = frames[0].shape[:2]
     print(f"redkitchen: {len(frames)} frames {w}x{h}", file=sys.stderr)
     rows = []
-    cams, posed, seconds, config = run_scenegrad(frames, preset)
-    rows.append(evaluate(f"scenegrad flowmap ({preset})", cams, posed, seconds, gt, {}))
+    cams, posed, seconds, config, extra = run_scenegrad(frames, preset)
+    rows.append(evaluate(f"scenegrad flowmap ({preset})", cams, posed, seconds, gt, extra))
     if args.peers:
         try:
             cams, posed, seconds, extra = run_colmap(frames, names)
@@ -165,12 +172,14 @@ def _print_table(rows: list[dict], w: int, h: int) -> None:
         return "–" if x is None else format(x, spec)
 
     table = Table(title=f"bench_poses: redkitchen {w}x{h}, CPU ({torch.get_num_threads()} threads)")
-    for column in ("method", "posed", "ATE m", "rel. rot. median °", "focal err", "seconds", "note"):
+    for column in ("method", "posed", "ATE m", "rel. rot. median °", "focal err", "mean reproj. px", "obs.", "seconds",
+                   "note"):
         table.add_column(column, justify="left" if column in ("method", "note") else "right")
     for r in rows:
         table.add_row(r["method"], f"{r.get('posed', '–')}/{r.get('frames', '–')}", fmt(r.get("ate_m"), ".3f"),
                       fmt(r.get("rel_rot_median_deg"), ".2f"),
                       "–" if r.get("focal_rel") is None else f"{100 * r['focal_rel']:.1f} %",
+                      fmt(r.get("reproj_mean_px"), ".2f"), fmt(r.get("observations"), "d"),
                       fmt(r.get("seconds"), ".1f"), r.get("error", ""))
     Console(width=120).print(table)
 

@@ -66,6 +66,7 @@ def test_refinement_recovers_perturbed_cameras(walk, tracks):
     after = pose_errors(cams, truth)
     print(before, after, info)
     assert info.accepted and info.rmse_final < 0.5 * info.rmse_initial
+    assert 0 < info.mean_error_final <= info.rmse_final  # a mean of the error norms is at most their RMSE
     assert after.rot_mean_deg < 0.3 and before.rot_mean_deg > 0.6 and after.focal_rel < 0.01
     assert new_depths.shape == depths.shape and 0.5 < info.depth_scale < 2.0
 
@@ -196,3 +197,28 @@ def test_too_few_tracks_leave_the_cameras_alone(walk):
 def test_bad_frames_are_refused():
     with pytest.raises(ValueError, match="N, H, W, 3"):
         klt_tracks(np.zeros((3, 8, 8), np.uint8))
+
+
+def test_observations_off_by_pixels_are_dropped_before_a_last_adjustment(walk, tracks):
+    """Tracks that slid off their corner pull the adjustment; with ``max_error_px`` the observations
+    that end up farther than that are dropped and the adjustment runs once more without them."""
+    from scenegrad.recon.track_refine import Tracks
+
+    scene, _, depths = walk
+    truth = scene.cameras.to(dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    uv = tracks.uv.clone()
+    later = torch.ones(len(uv), dtype=torch.bool)
+    later[1:] = tracks.track[1:] == tracks.track[:-1]  # not a track's first observation
+    slid = later & (torch.rand(len(uv), generator=g) < 0.05)
+    uv[slid] += torch.randn(int(slid.sum()), 2, generator=g, dtype=torch.float64).sign() * 6.0
+    bad = Tracks(tracks.frame, tracks.track, uv, tracks.count)
+    start = type(truth)(fx=truth.fx * 1.05, fy=truth.fy * 1.05, cx=truth.cx, cy=truth.cy, R=truth.R, t=truth.t,
+                        width=truth.width, height=truth.height)
+    kept, _, info = refine_with_tracks(start, depths, bad, max_error_px=3.0)
+    plain, _, info_plain = refine_with_tracks(start, depths, bad, max_error_px=None)
+    assert info_plain.observations == len(uv) and info.observations < len(uv) - 0.8 * int(slid.sum())
+    assert info.mean_error_final < 0.5 * info_plain.mean_error_final
+    err, err_plain = pose_errors(kept, truth), pose_errors(plain, truth)
+    print(err, err_plain)
+    assert err.ate < err_plain.ate and err.focal_rel < err_plain.focal_rel
