@@ -212,7 +212,7 @@ class _Structure:
     pair_a: Tensor  # [P] pairs of observations of the same point, as positions in pair_obs (sorted by point)
     pair_b: Tensor  # [P]
     _pair_chunks: list | None = None
-    _scatter_index: dict = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict)  # per-solve index tensors (scatter_rows, per_camera_gram)
 
     @property
     def n_cam_params(self) -> int:
@@ -248,21 +248,21 @@ class _Structure:
         CPU), its index built once per solve."""
         idx, n = (self.cam, self.n_cams) if by == "cam" else (self.pt, self.n_points)
         width = x[0].numel()
-        flat = self._scatter_index.get((by, width))
+        flat = self._cache.get((by, width))
         if flat is None:
             flat = (idx[:, None] * width + torch.arange(width, device=idx.device)).reshape(-1)
-            self._scatter_index[(by, width)] = flat
+            self._cache[(by, width)] = flat
         return x.new_zeros(n * width).index_add_(0, flat, x.reshape(-1)).view(n, *x.shape[1:])
 
     def per_camera_gram(self, a: Tensor, b: Tensor) -> Tensor:
         """``[N, C, C]``: ``sum a_i^T b_i`` over each camera's observations ``i``, for ``a, b [O, q, C]``:
         one matrix product per camera (a batched product per observation, then a scatter, is several
         times slower on the CPU)."""
-        key = ("by_cam", 0)
-        if key not in self._scatter_index:
+        key = "cameras in order"
+        if key not in self._cache:
             order = torch.argsort(self.cam, stable=True)
-            self._scatter_index[key] = (order, torch.bincount(self.cam, minlength=self.n_cams).tolist())
-        order, counts = self._scatter_index[key]
+            self._cache[key] = (order, torch.bincount(self.cam, minlength=self.n_cams).tolist())
+        order, counts = self._cache[key]
         C = a.shape[2]
         out = a.new_zeros(self.n_cams, C, C)
         for i, (x, y) in enumerate(zip(a[order].split(counts), b[order].split(counts), strict=True)):
