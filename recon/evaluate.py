@@ -54,10 +54,15 @@ def ate(est: Tensor, gt: Tensor) -> float:
 
 
 def rotation_angles(Ra: Tensor, Rb: Tensor) -> Tensor:
-    """``[...]`` angles in degrees between rotations ``Ra`` and ``Rb`` (``[..., 3, 3]``)."""
+    """``[...]`` angles in degrees between rotations ``Ra`` and ``Rb`` (``[..., 3, 3]``): ``atan2(sin, cos)``
+    of the relative rotation, its sine from the antisymmetric part and its cosine from the trace. (The
+    arccos of the trace alone cannot tell angles below ~0.02 degrees apart for float32 rotations: ``cos``
+    is then 1 to the rotations' precision.)"""
     rel = Ra.detach().double() @ Rb.detach().double().transpose(-1, -2)
-    cos = ((rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
-    return torch.rad2deg(torch.arccos(cos))
+    cos = (rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    skew = torch.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0],
+                        rel[..., 1, 0] - rel[..., 0, 1]], -1)
+    return torch.rad2deg(torch.atan2(skew.norm(dim=-1) / 2, cos))
 
 
 @dataclass
