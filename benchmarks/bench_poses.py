@@ -13,7 +13,14 @@ Methods: ``scenegrad`` (:func:`scenegrad.recon.flowmap.fit`, ``--preset``); with
 pycolmap (SIFT, sequential matching, incremental mapping, one shared SIMPLE_RADIAL camera) in the same run.
 A table on stdout and JSON (``--json`` or ``benchmarks/results/bench_poses.json``).
 
+Any other video or frames folder (``--input``, e.g. the apple phone video in ``../shared/data/video``): its
+frames (a video's chosen by :func:`scenegrad.datasets.video.select_frames`, a folder's evenly spaced in name
+order) have no ground truth; the figures are frames posed, the mean reprojection error and runtime, and
+with ``--peers`` how far scenegrad's cameras are from COLMAP's (ATE after a Sim(3) alignment, relative to
+the length of COLMAP's trajectory, and the median error of relative rotations).
+
     python benchmarks/bench_poses.py [--frames 100] [--side 320] [--preset default|fast] [--peers] [--json PATH]
+    python benchmarks/bench_poses.py --input ../shared/data/video/apple/apple.mp4 --frames 50 --side 640 --peers
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="output path (default benchmarks/results/bench_poses.json)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: much faster on a busy machine)")
     parser.add_argument("--quick", action="store_true", help="20 frames, fast preset (a smoke run)")
+    parser.add_argument("--input", default=None,
+                        help="a video or frames folder instead of redkitchen (no ground truth)")
     return parser.parse_args(argv)
 
 
@@ -69,6 +78,31 @@ def load_frames(count: int, side: int) -> tuple[list[np.ndarray], Cameras, list[
 
     h, w = frames[0].shape[:2]
     return frames, resize(scene.cameras[list(range(len(frames)))], (w, h)), names
+
+
+def load_input(path: Path, count: int, side: int) -> tuple[list[np.ndarray], list[str]]:
+    """``count`` frames of a video (sharp, spread over the motion) or of a folder of images (evenly spaced in
+    name order), uint8, resized to long side ``side``, and their names."""
+    import cv2
+
+    if path.is_dir():
+        from scenegrad.datasets.images import load_image_folder
+
+        scene = load_image_folder(path, masks=None)
+        keep = np.linspace(0, len(scene.frames) - 1, min(count, len(scene.frames))).round().astype(int)
+        chosen = [scene.frames[k] for k in keep]
+    else:
+        from scenegrad.datasets.video import select_frames
+
+        chosen = select_frames(path, count, max_side=None, progress=False).frames
+    frames, names = [], []
+    for frame in chosen:
+        image = (frame.image()[..., :3].numpy() * 255 + 0.5).astype(np.uint8)
+        H, W = image.shape[:2]
+        s = side / max(H, W)
+        frames.append(cv2.resize(image, (round(W * s), round(H * s)), interpolation=cv2.INTER_AREA))
+        names.append(Path(frame.name).stem)
+    return frames, names
 
 
 def run_scenegrad(frames: list[np.ndarray], preset: str) -> tuple[Cameras, list[int], float, dict, dict]:
@@ -127,9 +161,12 @@ def run_colmap(frames: list[np.ndarray], names: list[str]) -> tuple[Cameras | No
         return cams, [idx[k] for k in order], seconds, extra
 
 
-def evaluate(name: str, cams: Cameras | None, posed: list[int], seconds: float, gt: Cameras, extra: dict) -> dict:
-    row = {"method": name, "frames": len(gt), "posed": len(posed), "seconds": seconds, **extra}
-    if cams is None or len(posed) < 3:
+def evaluate(name: str, cams: Cameras | None, posed: list[int], seconds: float, gt: Cameras | int,
+             extra: dict) -> dict:
+    """A table row: ``gt`` the ground-truth cameras of every frame, or the number of frames (no ground truth)."""
+    row = {"method": name, "frames": gt if isinstance(gt, int) else len(gt), "posed": len(posed), "seconds": seconds,
+           **extra}
+    if cams is None or len(posed) < 3 or isinstance(gt, int):
         return row | {"ate_m": None, "rel_rot_median_deg": None, "focal_rel": None}
     e = pose_errors(cams, gt[posed])
     return row | {"ate_m": e.ate, "ate_rel": e.ate_rel, "rot_mean_deg": e.rot_mean_deg,
@@ -143,20 +180,33 @@ def main() -> None:
     if not KITCHEN.is_dir():
         raise SystemExit(f"bench_poses: the redkitchen frames are missing ({KITCHEN})")
     count, preset = (20, "fast") if args.quick else (args.frames, args.preset)
-    frames, gt, names = load_frames(count, args.side)
+    if args.input:
+        source = Path(args.input)
+        if not source.exists():
+            raise SystemExit(f"bench_poses: {source} does not exist")
+        frames, names = load_input(source, count, args.side)
+        gt, label = len(frames), source.name
+    else:
+        frames, gt, names = load_frames(count, args.side)
+        label = "redkitchen"
     h, w = frames[0].shape[:2]
-    print(f"redkitchen: {len(frames)} frames {w}x{h}", file=sys.stderr)
+    print(f"{label}: {len(frames)} frames {w}x{h}", file=sys.stderr)
     rows = []
-    cams, posed, seconds, config, extra = run_scenegrad(frames, preset)
-    rows.append(evaluate(f"scenegrad flowmap ({preset})", cams, posed, seconds, gt, extra))
+    ours, ours_posed, seconds, config, extra = run_scenegrad(frames, preset)
+    rows.append(evaluate(f"scenegrad flowmap ({preset})", ours, ours_posed, seconds, gt, extra))
     if args.peers:
         try:
             cams, posed, seconds, extra = run_colmap(frames, names)
             rows.append(evaluate("colmap (pycolmap)", cams, posed, seconds, gt, extra))
+            if isinstance(gt, int) and cams is not None and len(posed) >= 3:  # no ground truth: agreement
+                e = pose_errors(ours[posed], cams)
+                rows[0] |= {"vs_colmap_ate_rel": e.ate_rel, "vs_colmap_rel_rot_median_deg": e.rel_rot_median_deg,
+                            "vs_colmap_focal_rel": e.focal_rel}
         except Exception as error:  # a peer failing must not hide our figures
             rows.append({"method": "colmap (pycolmap)", "error": f"{type(error).__name__}: {error}"})
-    _print_table(rows, w, h)
-    payload = {"benchmark": "bench_poses", "machine": machine(), "scene": "7-Scenes redkitchen (every 10th frame)",
+    _print_table(rows, w, h, label)
+    scene = "7-Scenes redkitchen (every 10th frame)" if not args.input else str(args.input)
+    payload = {"benchmark": "bench_poses", "machine": machine(), "scene": scene,
                "resolution": [w, h], "rows": rows, "flowmap_config": config}
     path = Path(args.json) if args.json else RESULTS_DIR / "bench_poses.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,14 +214,14 @@ def main() -> None:
     print(f"wrote {path}")
 
 
-def _print_table(rows: list[dict], w: int, h: int) -> None:
+def _print_table(rows: list[dict], w: int, h: int, label: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     def fmt(x, spec):
         return "–" if x is None else format(x, spec)
 
-    table = Table(title=f"bench_poses: redkitchen {w}x{h}, CPU ({torch.get_num_threads()} threads)")
+    table = Table(title=f"bench_poses: {label} {w}x{h}, CPU ({torch.get_num_threads()} threads)")
     for column in ("method", "posed", "ATE m", "rel. rot. median °", "focal err", "mean reproj. px", "obs.", "seconds",
                    "note"):
         table.add_column(column, justify="left" if column in ("method", "note") else "right")
@@ -180,8 +230,15 @@ def _print_table(rows: list[dict], w: int, h: int) -> None:
                       fmt(r.get("rel_rot_median_deg"), ".2f"),
                       "–" if r.get("focal_rel") is None else f"{100 * r['focal_rel']:.1f} %",
                       fmt(r.get("reproj_mean_px"), ".2f"), fmt(r.get("observations"), "d"),
-                      fmt(r.get("seconds"), ".1f"), r.get("error", ""))
-    Console(width=120).print(table)
+                      fmt(r.get("seconds"), ".1f"), r.get("error", "") or _agreement(r))
+    Console(width=140).print(table)
+
+
+def _agreement(row: dict) -> str:
+    if "vs_colmap_ate_rel" not in row:
+        return ""
+    return (f"vs COLMAP: ATE {100 * row['vs_colmap_ate_rel']:.1f} % of its length, "
+            f"rel. rot. {row['vs_colmap_rel_rot_median_deg']:.2f}°, focal {100 * row['vs_colmap_focal_rel']:.1f} %")
 
 
 if __name__ == "__main__":
