@@ -316,13 +316,14 @@ def refine_with_tracks(cameras: Cameras, depths: Tensor, tracks: Tracks, *, loss
         keep = errors.isfinite() & (errors <= max_error_px)
         keep &= torch.bincount(tracks.track[keep], minlength=tracks.count)[tracks.track] >= 2
         ids, pt = torch.unique(tracks.track[keep], return_inverse=True)
-        observations = Observations(tracks.frame[keep], pt, tracks.uv[keep])
-        final = bundle_adjust(latest.cameras, latest.points[ids], observations, refine_intrinsics=("focal",),
-                              intrinsic_groups=torch.zeros(N, dtype=torch.long), options=options)
-        if torch.isfinite(final.points).all():
-            refined, latest = final.cameras, final
-            info.rmse_final, info.reason = final.rmse_final, final.reason
-            info.tracks, info.observations = len(ids), len(pt)
+        if len(ids) >= min_tracks and int(keep.sum()) < len(keep):
+            inliers = Observations(tracks.frame[keep], pt, tracks.uv[keep])
+            final = bundle_adjust(latest.cameras, latest.points[ids], inliers, refine_intrinsics=("focal",),
+                                  intrinsic_groups=torch.zeros(N, dtype=torch.long), options=options)
+            if torch.isfinite(final.points).all():
+                refined, latest, observations = final.cameras, final, inliers
+                info.rmse_final, info.reason = final.rmse_final, final.reason
+                info.tracks, info.observations = len(ids), len(pt)
     info.depth_scale, info.accepted = scale, True
     errors = reprojection_residuals(latest.cameras, latest.points, observations).norm(dim=1)
     info.mean_error_final = float(errors[errors.isfinite()].mean())
