@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from scenegrad.render.cameras import Cameras
+from scenegrad.render.rotations import so3_log
 
 __all__ = ["align_sim3", "ate", "rotation_angles", "PoseErrors", "pose_errors"]
 
@@ -54,15 +55,12 @@ def ate(est: Tensor, gt: Tensor) -> float:
 
 
 def rotation_angles(Ra: Tensor, Rb: Tensor) -> Tensor:
-    """``[...]`` angles in degrees between rotations ``Ra`` and ``Rb`` (``[..., 3, 3]``): ``atan2(sin, cos)``
-    of the relative rotation, its sine from the antisymmetric part and its cosine from the trace. (The
-    arccos of the trace alone cannot tell angles below ~0.02 degrees apart for float32 rotations: ``cos``
-    is then 1 to the rotations' precision.)"""
+    """``[...]`` angles in degrees between rotations ``Ra`` and ``Rb`` (``[..., 3, 3]``): the norm of the
+    relative rotation's :func:`~scenegrad.render.rotations.so3_log`, exact down to the smallest angles (the
+    arccos of the trace cannot tell angles below ~0.02 degrees apart for float32 rotations: ``cos`` is
+    then 1 to the rotations' precision)."""
     rel = Ra.detach().double() @ Rb.detach().double().transpose(-1, -2)
-    cos = (rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
-    skew = torch.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0],
-                        rel[..., 1, 0] - rel[..., 0, 1]], -1)
-    return torch.rad2deg(torch.atan2(skew.norm(dim=-1) / 2, cos))
+    return torch.rad2deg(so3_log(rel).norm(dim=-1))
 
 
 @dataclass
@@ -92,7 +90,7 @@ def pose_errors(est: Cameras, gt: Cameras) -> PoseErrors:
     for name, cams in (("estimated", est), ("ground-truth", gt)):
         R = cams.R.detach().double()
         skew = float((R.transpose(-1, -2) @ R - torch.eye(3, dtype=R.dtype, device=R.device)).abs().max())
-        if not skew <= 1e-4:  # arccos of a clamped trace would read a skewed matrix's error as small
+        if not skew <= 1e-4:  # the rotation errors assume rotations: a skewed matrix could read as error 0
             raise ValueError(f"pose_errors: the {name} cameras' R are not rotations (|R^T R - I| up to {skew:.2g})")
     ce, cg = est.centers.detach().double(), gt.centers.detach().double()
     s, R, t = align_sim3(ce, cg)
