@@ -272,15 +272,19 @@ def refine_with_tracks(cameras: Cameras, depths: Tensor, tracks: Tracks, *, loss
     # refinement does not take; on redkitchen it stops 37 iterations sooner at the same ATE (0.097 m)
     options = BAOptions(loss="huber", loss_scale=loss_scale_px, max_iterations=max_iterations, ftol=1e-6)
 
+    def solve(cams: Cameras, points: Tensor, obs: Observations, iterations: int):
+        """The adjustment every stage runs: poses, points and the one shared focal length."""
+        return bundle_adjust(cams, points, obs, refine_intrinsics=("focal",),
+                             intrinsic_groups=torch.zeros(N, dtype=torch.long),
+                             options=dataclasses.replace(options, max_iterations=iterations))
+
     def adjust(cams: Cameras, z0: Tensor, iterations: int):
         """Bundle adjustment from ``cams`` with each track's point at depth ``z0`` along its first ray;
         the result and the scale of the refined points' depths relative to ``z0`` (None: rejected)."""
         xc = torch.stack([(uv0[:, 0] - cams.cx[i0]) / cams.fx[i0] * z0,
                           (uv0[:, 1] - cams.cy[i0]) / cams.fy[i0] * z0, z0], -1)
         points = torch.einsum("nji,nj->ni", cams.R[i0], xc - cams.t[i0])  # R^T (x - t)
-        result = bundle_adjust(cams, points, observations, refine_intrinsics=("focal",),
-                               intrinsic_groups=torch.zeros(N, dtype=torch.long),
-                               options=dataclasses.replace(options, max_iterations=iterations))
+        result = solve(cams, points, observations, iterations)
         if not result.rmse_final < result.rmse_initial or not torch.isfinite(result.points).all():
             return result, None
         z1 = (torch.einsum("nij,nj->ni", result.cameras.R[i0], result.points) + result.cameras.t[i0])[:, 2]
@@ -311,20 +315,19 @@ def refine_with_tracks(cameras: Cameras, depths: Tensor, tracks: Tracks, *, loss
             info.rmse_final, info.reason = again.rmse_final, again.reason
         if final:
             break
+    errors = reprojection_residuals(latest.cameras, latest.points, observations).norm(dim=1)
     if max_error_px is not None:
-        errors = reprojection_residuals(latest.cameras, latest.points, observations).norm(dim=1)
         keep = errors.isfinite() & (errors <= max_error_px)
         keep &= torch.bincount(tracks.track[keep], minlength=tracks.count)[tracks.track] >= 2
         ids, pt = torch.unique(tracks.track[keep], return_inverse=True)
         if len(ids) >= min_tracks and int(keep.sum()) < len(keep):
             inliers = Observations(tracks.frame[keep], pt, tracks.uv[keep])
-            final = bundle_adjust(latest.cameras, latest.points[ids], inliers, refine_intrinsics=("focal",),
-                                  intrinsic_groups=torch.zeros(N, dtype=torch.long), options=options)
+            final = solve(latest.cameras, latest.points[ids], inliers, max_iterations)
             if torch.isfinite(final.points).all():
-                refined, latest, observations = final.cameras, final, inliers
+                refined, latest = final.cameras, final
                 info.rmse_final, info.reason = final.rmse_final, final.reason
                 info.tracks, info.observations = len(ids), len(pt)
+                errors = reprojection_residuals(latest.cameras, latest.points, inliers).norm(dim=1)
     info.depth_scale, info.accepted = scale, True
-    errors = reprojection_residuals(latest.cameras, latest.points, observations).norm(dim=1)
     info.mean_error_final = float(errors[errors.isfinite()].mean())
     return refined.to(dtype=cameras.dtype), depths * scale, info
