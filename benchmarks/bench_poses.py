@@ -64,16 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_frames(count: int, side: int) -> tuple[list[np.ndarray], Cameras, list[str]]:
     """The first ``count`` colour frames resized to long side ``side`` (uint8), ground-truth cameras resized
     to match, and the frame names."""
-    import cv2
 
     scene = load_7scenes(KITCHEN)
-    frames, names = [], []
-    for frame in scene.frames[:count]:
-        image = (frame.image()[..., :3].numpy() * 255 + 0.5).astype(np.uint8)
-        H, W = image.shape[:2]
-        s = side / max(H, W)
-        frames.append(cv2.resize(image, (round(W * s), round(H * s)), interpolation=cv2.INTER_AREA))
-        names.append(frame.name)
+    frames = [_resized(frame, side) for frame in scene.frames[:count]]
+    names = [frame.name for frame in scene.frames[:count]]
     from scenegrad.render.cameras import resize
 
     h, w = frames[0].shape[:2]
@@ -83,8 +77,6 @@ def load_frames(count: int, side: int) -> tuple[list[np.ndarray], Cameras, list[
 def load_input(path: Path, count: int, side: int) -> tuple[list[np.ndarray], list[str]]:
     """``count`` frames of a video (sharp, spread over the motion) or of a folder of images (evenly spaced in
     name order), uint8, resized to long side ``side``, and their names."""
-    import cv2
-
     if path.is_dir():
         from scenegrad.datasets.images import load_image_folder
 
@@ -95,14 +87,17 @@ def load_input(path: Path, count: int, side: int) -> tuple[list[np.ndarray], lis
         from scenegrad.datasets.video import select_frames
 
         chosen = select_frames(path, count, max_side=None, progress=False).frames
-    frames, names = [], []
-    for frame in chosen:
-        image = (frame.image()[..., :3].numpy() * 255 + 0.5).astype(np.uint8)
-        H, W = image.shape[:2]
-        s = side / max(H, W)
-        frames.append(cv2.resize(image, (round(W * s), round(H * s)), interpolation=cv2.INTER_AREA))
-        names.append(Path(frame.name).stem)
-    return frames, names
+    return [_resized(frame, side) for frame in chosen], [Path(frame.name).stem for frame in chosen]
+
+
+def _resized(frame, side: int) -> np.ndarray:
+    """A scene frame's colour image as uint8, resized to long side ``side``."""
+    import cv2
+
+    image = (frame.image()[..., :3].numpy() * 255 + 0.5).astype(np.uint8)
+    H, W = image.shape[:2]
+    s = side / max(H, W)
+    return cv2.resize(image, (round(W * s), round(H * s)), interpolation=cv2.INTER_AREA)
 
 
 def run_scenegrad(frames: list[np.ndarray], preset: str) -> tuple[Cameras, list[int], float, dict, dict]:
@@ -177,8 +172,6 @@ def evaluate(name: str, cams: Cameras | None, posed: list[int], seconds: float, 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    if not KITCHEN.is_dir():
-        raise SystemExit(f"bench_poses: the redkitchen frames are missing ({KITCHEN})")
     count, preset = (20, "fast") if args.quick else (args.frames, args.preset)
     if args.input:
         source = Path(args.input)
@@ -187,6 +180,8 @@ def main() -> None:
         frames, names = load_input(source, count, args.side)
         gt, label = len(frames), source.name
     else:
+        if not KITCHEN.is_dir():
+            raise SystemExit(f"bench_poses: the redkitchen frames are missing ({KITCHEN})")
         frames, gt, names = load_frames(count, args.side)
         label = "redkitchen"
     h, w = frames[0].shape[:2]
