@@ -64,11 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_frames(count: int, side: int) -> tuple[list[np.ndarray], Cameras, list[str]]:
     """The first ``count`` colour frames resized to long side ``side`` (uint8), ground-truth cameras resized
     to match, and the frame names."""
+    from scenegrad.render.cameras import resize
 
     scene = load_7scenes(KITCHEN)
     frames = [_resized(frame, side) for frame in scene.frames[:count]]
     names = [frame.name for frame in scene.frames[:count]]
-    from scenegrad.render.cameras import resize
 
     h, w = frames[0].shape[:2]
     return frames, resize(scene.cameras[list(range(len(frames)))], (w, h)), names

@@ -198,7 +198,6 @@ def test_repo_layout():
         assert (REPO / name).is_file(), name
 
 
-
 def test_kernel_sources_stay_off_the_python_headers():
     """Only the bindings include the Python side of torch (torch/python.h, via common/dispatch.h);
     kernels and launchers include common/aten.h. torch/extension.h or torch/python.h in a kernel source
