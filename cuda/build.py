@@ -135,7 +135,9 @@ def openmp_flags() -> list[str]:
 
 
 def _cflags(openmp: list[str]) -> list[str]:
-    flags = ["-O3"]  # torch adds its own -std (C++20 for torch 2.13)
+    # torch adds its own -std (C++20 for torch 2.13). -fno-math-errno -fno-trapping-math: loops with sqrt,
+    # comparisons and selects can become SIMD code (nothing reads errno or traps floating-point exceptions).
+    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
     if openmp:
         flags += [f for f in openmp if f != "-lomp"]
         flags.append("-DSCENEGRAD_OPENMP")

@@ -8,13 +8,13 @@
 // gradients locally and scatters them once per (tile, Gaussian) through ScatterAdd. Kernels are
 // instantiated for D = 1, 3, 4 (accumulators in registers) and any D. The math is in rasterize.h.
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
 
 #include "common/checks.h"
+#include "common/lanes_cpu.h"
 #include "common/scatter_cpu.h"
 #include "common/tiles.h"
 #include "gaussians/rasterize.h"
@@ -26,30 +26,6 @@ namespace {
 
 constexpr int kChunk = 16;  // Gaussians whose alphas are evaluated together (vectorised) per pixel
 constexpr int kSub = 4;     // tiles are composited in kSub x kSub blocks, each with its own short list
-
-// exp(x): float uses Cephes' expf polynomial (range reduction by ln 2, degree 6; within 1.5 ulp
-// of exp for -87 < x <= 0, finite garbage outside, where callers mask the lane), written without
-// branches or min/max so that the alpha loop below vectorises; double uses std::exp.
-template <typename T>
-inline T exp_nonpos(T x) {
-    return std::exp(x);
-}
-
-template <>
-inline float exp_nonpos<float>(float x) {
-    const float t = x * 1.44269504088896341f + 12582912.0f;  // round(x / ln 2) + 1.5 * 2^23
-    const float fn = t - 12582912.0f;
-    const uint32_t scale_bits = (std::bit_cast<uint32_t>(t) - 0x4B400000u + 127u) << 23;  // 2^n
-    const float r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
-    float y = 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * r * r + r + 1.0f;
-    return y * std::bit_cast<float>(scale_bits);
-}
 
 // Tile-local copies of a tile's Gaussians: splats (for gradients), the same fields as arrays (for
 // the vectorised alphas), and a dense colour block.
@@ -138,7 +114,7 @@ struct TileSplats {
         for (int q = 0; q < m; ++q) {
             const T dx = MX[q] - px, dy = MY[q] - py;
             const T sigma = T(0.5) * (A[q] * dx * dx + C[q] * dy * dy) + B[q] * dx * dy;
-            const T v = exp_nonpos(-sigma);
+            const T v = lane_exp(-sigma);
             const T r = OP[q] * v;
             const bool keep = (sigma >= T(0)) & (sigma <= CUT[q]) & (r >= alpha_min<T>());
             raw[q] = keep ? r : T(0);

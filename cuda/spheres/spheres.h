@@ -102,12 +102,24 @@ SG_HD T sphere_h(T X, T Y, T Z, T inv_r2, T a, T b, T inv_dd, T& k) {
     return T(1) - dist2 * inv_r2;
 }
 
+// The front intersection's depth given h > 0 and k (NaN for h < 0), and the blending exponent of a
+// depth; branch-free, so that the CPU launcher can evaluate them for many pixels in one vectorised loop.
+template <typename T>
+SG_HD T sphere_z(T r2, T h, T k, T inv_dd) { return k - sg_sqrt(r2 * h * inv_dd); }
+
+template <typename T>
+SG_HD T depth_exponent(T z, const Blend<T>& p) { return (T(1) - (z - p.near) * p.inv_range) * p.inv_gamma; }
+
+// Whether h and z make a hit: h > 0 and near <= z <= far (false for NaN).
+template <typename T>
+SG_HD bool is_hit(T h, T z, const Blend<T>& p) { return (h > T(0)) & (z >= p.near) & (z <= p.far); }  // no branch
+
 // The rest of the hit test given h > 0 and k: the depth z and exponent e; false outside [near, far].
 template <typename T>
 SG_HD bool sphere_depth(T r2, T h, T k, T inv_dd, const Blend<T>& p, T& z, T& e) {
-    z = k - sg_sqrt(r2 * h * inv_dd);
-    if (!(z >= p.near && z <= p.far)) return false;
-    e = (T(1) - (z - p.near) * p.inv_range) * p.inv_gamma;
+    z = sphere_z(r2, h, k, inv_dd);
+    if (!is_hit(h, z, p)) return false;
+    e = depth_exponent(z, p);
     return true;
 }
 
@@ -132,14 +144,16 @@ SG_HD HitGrad<T> sphere_hit_backward(const Sphere<T>& s, const Ray<T>& ray, T h,
     const T px = s.X - k * a, py = s.Y - k * b, pz = s.Z - k;  // c - k d
     const T q = s.r2 * h * inv_dd;                              // (r^2 - dist2) / dd > 0 on a hit
     const T sq = sg_sqrt(q);
-    HitGrad<T> g{T(0), T(0), T(0), T(0), T(0), T(0)};
-    if (!(sq > T(0))) return g;  // h so small that q underflows: a measure-zero grazing ray
-    const T inv_sq = T(1) / sq, inv_r2 = s.inv_r2;  // one division per hit
+    // h so small that q underflows (a measure-zero grazing ray): no gradient. Branch-free (a select at
+    // the end), so that the CPU launcher can evaluate it for many pixels in one vectorised loop.
+    const bool ok = sq > T(0);
+    const T inv_sq = T(1) / (ok ? sq : T(1)), inv_r2 = s.inv_r2;  // one division per hit
     const T inv2sqdd = T(0.5) * inv_sq * inv_dd;  // 1 / (2 sqrt(q) dd)
     // d dist2 / d(X, Y, Z) = 2 (c - k d);  d dist2 / d(a, b) = -2 k (c - k d)_(x, y)
     const T d2X = T(2) * px, d2Y = T(2) * py, d2Z = T(2) * pz;
     const T d2a = -T(2) * k * px, d2b = -T(2) * k * py;
     const T ghr = gh * inv_r2;
+    HitGrad<T> g;
     // h = 1 - dist2 / r^2;  z = k - sqrt((r^2 - dist2) / dd) with k = (a X + b Y + Z) / dd
     g.X = -ghr * d2X + gz * (a * inv_dd + d2X * inv2sqdd);
     g.Y = -ghr * d2Y + gz * (b * inv_dd + d2Y * inv2sqdd);
@@ -147,6 +161,7 @@ SG_HD HitGrad<T> sphere_hit_backward(const Sphere<T>& s, const Ray<T>& ray, T h,
     g.r = T(2) * ghr * (T(1) - h) * s.r - gz * s.r * inv_sq * inv_dd;
     g.a = -ghr * d2a + gz * ((s.X - T(2) * a * k) * inv_dd + (d2a + T(2) * a * q) * inv2sqdd);
     g.b = -ghr * d2b + gz * ((s.Y - T(2) * b * k) * inv_dd + (d2b + T(2) * b * q) * inv2sqdd);
+    if (!ok) g = HitGrad<T>{T(0), T(0), T(0), T(0), T(0), T(0)};
     return g;
 }
 
@@ -224,24 +239,37 @@ SG_HD void write_pixel(const PixelBlend<T>& pb, const T* acc, const T* backgroun
 
 // The gradient of the loss to one hit's weight w, given the pixel's outputs and upstream gradients:
 //   dL/dw = (sum_k gF_k (f_k - F_k) + gA (1 - A)) / W + gZ (z - Z) / sw
+// F and gF: the pixel's D features and their gradients, `stride` apart.
 template <typename T>
-SG_HD T weight_grad(const T* f, const T* F, const T* gF, int D, T gA, T A, T gZ, T Z, T z, T inv_W, T inv_sw) {
+SG_HD T weight_grad(const T* f, const T* F, const T* gF, int stride, int D, T gA, T A, T gZ, T Z, T z, T inv_W,
+                    T inv_sw) {
     T g = gA * (T(1) - A);
-    for (int k = 0; k < D; ++k) g += gF[k] * (f[k] - F[k]);
+    for (int k = 0; k < D; ++k) g += gF[k * stride] * (f[k] - F[k * stride]);
     return g * inv_W + gZ * (z - Z) * inv_sw;
 }
+
+// One hit's gradients to its sphere's row and the ray: X, Y, Z, r and the ray's a, b (g), the opacity,
+// and w / W, whose product with the pixel's feature gradient gF_c is the gradient to feature c.
+template <typename T>
+struct HitRowGrad {
+    HitGrad<T> g;
+    T opacity, wW;
+};
 
 // One pixel's backward pass: its forward outputs and state and the upstream gradients, and per hit
 // the gradients to the sphere's row (X, Y, Z, r, opacity, features[D]) and to the ray (a, b).
 template <typename T>
 struct PixelGrad {
     T M, inv_W, A, Z, inv_sw, gA, gZ, dz_de;
-    const T *F, *gF;  // [D] the pixel's features and their upstream gradient
-    int D;
+    const T *F, *gF;  // [D] the pixel's features and their upstream gradient, `stride` apart
+    int D, stride;
+
+    PixelGrad() = default;
 
     SG_HD PixelGrad(int64_t pix, int D_, const T* out_f, const T* out_a, const T* out_z, const T* state,
                     const T* v_f, const T* v_a, const T* v_z, const Blend<T>& p) {
         D = D_;
+        stride = 1;
         M = state[2 * pix];
         const T W = state[2 * pix + 1];
         inv_W = T(1) / W;
@@ -256,22 +284,30 @@ struct PixelGrad {
         dz_de = -p.inv_range * p.inv_gamma;  // de / dz
     }
 
-    // A hit (h, k, z, e as the forward found them) of sphere s with features f [D]: hands the gradient
-    // of row entry i to add(i, value) and returns the hit's gradients (for the ray's a, b).
+    // A hit (h, k, z as the forward found them, E = exp(e - M) of its exponent e) of sphere s with
+    // features f [D].
+    SG_HD HitRowGrad<T> hit_grads(const Sphere<T>& s, const Ray<T>& ray, T h, T k, T z, T E, const T* f) const {
+        const T w = s.opacity * h * E;
+        const T gw = weight_grad(f, F, gF, stride, D, gA, A, gZ, Z, z, inv_W, inv_sw);
+        const T gz = gw * w * dz_de + gZ * w * inv_sw;
+        HitRowGrad<T> r;
+        r.g = sphere_hit_backward(s, ray, h, k, gw * s.opacity * E, gz);
+        r.opacity = gw * h * E;
+        r.wW = w * inv_W;
+        return r;
+    }
+
+    // The same, handing the gradient of row entry i to add(i, value); returns the ray's part.
     template <typename Add>
     SG_HD HitGrad<T> hit(const Sphere<T>& s, const Ray<T>& ray, T h, T k, T z, T e, const T* f, Add add) const {
-        const T E = sg_exp(e - M), w = s.opacity * h * E;
-        const T gw = weight_grad(f, F, gF, D, gA, A, gZ, Z, z, inv_W, inv_sw);
-        const T gz = gw * w * dz_de + gZ * w * inv_sw;
-        const HitGrad<T> hg = sphere_hit_backward(s, ray, h, k, gw * s.opacity * E, gz);
-        add(0, hg.X);
-        add(1, hg.Y);
-        add(2, hg.Z);
-        add(3, hg.r);
-        add(4, gw * h * E);
-        const T wW = w * inv_W;
-        for (int c = 0; c < D; ++c) add(5 + c, gF[c] * wW);
-        return hg;
+        const HitRowGrad<T> r = hit_grads(s, ray, h, k, z, sg_exp(e - M), f);
+        add(0, r.g.X);
+        add(1, r.g.Y);
+        add(2, r.g.Z);
+        add(3, r.g.r);
+        add(4, r.opacity);
+        for (int c = 0; c < D; ++c) add(5 + c, gF[c] * r.wW);
+        return r.g;
     }
 };
 

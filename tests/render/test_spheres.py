@@ -190,8 +190,17 @@ def two_cameras(dtype=torch.float64, width=37, height=29):
     return camera(width=width, height=height, dtype=dtype, n=2, R=R, t=t)
 
 
+@pytest.fixture(params=["default", "portable"])
+def lanes(request, monkeypatch):
+    """The CPU kernel's per-pixel loops: the AVX2 ones where the CPU has them (default), and the
+    portable ones that other CPUs run (SCENEGRAD_CPU_LANES=portable, read at every call)."""
+    if request.param == "portable":
+        monkeypatch.setenv("SCENEGRAD_CPU_LANES", "portable")
+    return request.param
+
+
 @pytest.mark.parametrize("d, gamma, tile", [(1, 0.1, 16), (3, 0.02, 8), (8, 0.7, 5), (3, 1e-3, 16)])
-def test_native_matches_reference(native, d, gamma, tile):
+def test_native_matches_reference(native, lanes, d, gamma, tile):
     pos, radii, feats, opac = hard_scene(40, d, seed=d)
     bg = torch.rand(d, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     cams = two_cameras()
@@ -206,7 +215,7 @@ def test_native_matches_reference(native, d, gamma, tile):
         torch.testing.assert_close(gn, gr, atol=1e-8, rtol=1e-7, msg=name)
 
 
-def test_native_float32_close_to_float64(native):
+def test_native_float32_close_to_float64(native, lanes):
     # no sphere straddling the near plane: its clipped pixels make ill-conditioned gradients
     pos, radii, feats, opac = random_scene(60, 3, seed=7)
     bg = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
@@ -245,6 +254,22 @@ def test_native_many_spheres_and_large_features(native):
     out = render_spheres(pos, radii, feats, cams, opacities=opac, backend="native", tolerance=1e-8, **kw)
     torch.testing.assert_close(out.features, ref.features.float(), atol=2e-4, rtol=1e-3)
     torch.testing.assert_close(out.depth, ref.depth.float(), atol=2e-4, rtol=1e-4)
+
+
+def test_native_outputs_survive_later_calls(native):
+    # the CPU kernels' large outputs come from a cache of freed blocks (common/outputs_cpu.h): a later
+    # call must never write into the outputs of an earlier one that are still alive
+    cams = camera(width=256, height=256, f=200.0, dtype=torch.float32)
+    scenes = [[x.float() for x in random_scene(300, 3, seed=s)] for s in (20, 21, 22)]
+    kw = dict(near=0.5, far=8.0, gamma=0.05, backend="native")
+    first = render_spheres(*scenes[0][:3], cams, opacities=scenes[0][3], **kw)
+    kept = {name: getattr(first, name).clone() for name in ("features", "alpha", "depth", "ids", "weights")}
+    for pos, radii, feats, opac in scenes[1:] * 3:  # freed outputs go back to the cache and are reused
+        render_spheres(pos, radii, feats, cams, opacities=opac, **kw)
+    for name, value in kept.items():
+        assert torch.equal(getattr(first, name), value), name
+    again = render_spheres(*scenes[0][:3], cams, opacities=scenes[0][3], **kw)
+    assert torch.equal(again.features, first.features) and torch.equal(again.ids, first.ids)
 
 
 @pytest.mark.parametrize("tolerance", [1e-3, 1e-2, 5e-2])
