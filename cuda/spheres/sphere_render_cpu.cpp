@@ -199,9 +199,14 @@ template <typename T, int FD>
 void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t, TileScratch<T>& scratch, bool avx) {
     const SphereDims& d = g.d;
     const int D = FD > 0 ? FD : d.D;
-    const int64_t start = g.offsets[t], n = g.offsets[t + 1] - start;
-    if (n == 0) return;
+    const int64_t start = g.offsets[t];
     const TileCoords tc = tile_coords(d, t);
+    // Only the list's prefix that some pixel blended from (the early stops end most pixels well
+    // before the end of long lists): loading, zeroing and scattering the rest would only move zeros.
+    int64_t n = 0;
+    for (int y = tc.y0; y < tc.y1; ++y)
+        for (int x = tc.x0; x < tc.x1; ++x) n = std::max<int64_t>(n, b.last[((int64_t)tc.cam * d.H + y) * d.W + x]);
+    if (n == 0) return;
     const int64_t cam_base = (int64_t)tc.cam * d.N;
     TileSpheres<T>& local = scratch.local;
     local.load(g.spheres + cam_base, g.boxes + 4 * cam_base, g.features, b.ids + start, n, D);
@@ -219,8 +224,11 @@ void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t, TileScrat
     const auto adder = b.scatter->local();
     T* target = adder.data();
     for (int64_t j = 0; j < n; ++j) {
-        T* dst = target + (cam_base + b.ids[start + j]) * b.row;
         const T* src = grads.data() + j * b.row;
+        bool hit = false;  // a sphere no blended pixel hit: nothing to add (and a random access saved)
+        for (int k = 0; k < b.row; ++k) hit |= src[k] != T(0);
+        if (!hit) continue;
+        T* dst = target + (cam_base + b.ids[start + j]) * b.row;
         for (int k = 0; k < b.row; ++k) adder.add(dst + k, src[k]);
     }
     T* vi = b.v_intrinsics + 4 * tc.cam;
