@@ -71,23 +71,27 @@ torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coa
 
 // Adds to `row`, row y of mip level l - 1 (C channels), its share of the gradient of level l
 // (`next`, the whole level); skips a row whose parent row got no gradient (texture regions nothing
-// looked at).
-template <typename T>
-static void fold_row(T* row, const T* next, const MipLayout& m, int l, int64_t C, int y) {
+// looked at). kC > 0 fixes the channel count at compile time.
+template <typename T, int kC>
+static void fold_row(T* row, const T* next, const MipLayout& m, int l, int64_t C_, int y) {
+    const int64_t C = kC > 0 ? kC : C_;
     const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1], h2 = m.sizes[2 * l], w2 = m.sizes[2 * l + 1];
     const int py = h > 1 ? y >> 1 : y;
     if (py >= h2) return;  // a dropped odd last row
     const T* parent = next + (int64_t)py * w2 * C;
-    bool any = false;
-    for (int64_t k = 0; k < (int64_t)w2 * C && !any; ++k) any = parent[k] != T(0);
+    int any = 0;  // no early exit: the test vectorises
+    for (int64_t k = 0; k < (int64_t)w2 * C; ++k) any |= parent[k] != T(0);
     if (!any) return;
     if (h > 1 && w > 1) {
-        for (int x2 = 0; x2 < w2; ++x2)
+        for (int x2 = 0; x2 < w2; ++x2) {
+            T* out = row + 2 * x2 * C;
+            const T* in = parent + x2 * C;
             for (int64_t c = 0; c < C; ++c) {
-                const T share = T(0.25) * parent[x2 * C + c];
-                row[(2 * x2) * C + c] += share;
-                row[(2 * x2 + 1) * C + c] += share;
+                const T share = T(0.25) * in[c];
+                out[c] += share;
+                out[C + c] += share;
             }
+        }
     } else {  // the 2x1 / 1x2 / 1x1 blocks
         for (int x = 0; x < w; ++x)
             for (int c = 0; c < C; ++c) row[x * C + c] += mip_fold_texel(next, h, w, (int)C, x, y, c);
@@ -96,13 +100,13 @@ static void fold_row(T* row, const T* next, const MipLayout& m, int l, int64_t C
 
 // Adds the gradient of every mip level of g (one pyramid, C channels) into the level below, from
 // the coarsest down to level `last`, in place.
-template <typename T>
+template <typename T, int kC>
 static void fold_levels(T* g, const MipLayout& m, int64_t C, int last) {
     for (int l = m.levels - 1; l > last; --l) {
         const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1];
         SG_OMP(parallel for schedule(static))
         for (int y = 0; y < h; ++y)
-            fold_row(g + (m.offsets[l - 1] + (int64_t)y * w) * C, g + m.offsets[l] * C, m, l, C, y);
+            fold_row<T, kC>(g + (m.offsets[l - 1] + (int64_t)y * w) * C, g + m.offsets[l] * C, m, l, C, y);
     }
 }
 
@@ -217,19 +221,35 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
             const int64_t hi = std::min(lo + kRange, (r / ranges + 1) * pyramid);
             scatter.take(gbp + lo, lo, hi);
         }
-        for (int64_t b = 0; b < Bt; ++b) fold_levels(gbp + b * pyramid, m, C, 1);
-        // Level 0, row by row: its own sums plus its share of level 1's gradient.
-        const int h = m.sizes[0], w = m.sizes[1];
-        SG_OMP(parallel for schedule(static))
-        for (int64_t r = 0; r < Bt * h; ++r) {
-            const int64_t b = r / h, lo = b * pyramid + (r % h) * w * C;
-            scatter.take(gbp + lo, lo, lo + w * C);
-            if (m.levels > 1) fold_row(gbp + lo, gbp + b * pyramid + m.offsets[1] * C, m, 1, C, (int)(r % h));
-        }
+        with_channels(d.C, [&](auto channels) {
+            constexpr int kC = decltype(channels)::value;
+            for (int64_t b = 0; b < Bt; ++b) fold_levels<scalar_t, kC>(gbp + b * pyramid, m, C, 1);
+            // Level 0, row by row: its own sums plus its share of level 1's gradient.
+            const int h = m.sizes[0], w = m.sizes[1];
+            SG_OMP(parallel for schedule(static))
+            for (int64_t r = 0; r < Bt * h; ++r) {
+                const int64_t b = r / h, lo = b * pyramid + (r % h) * w * C;
+                scatter.take(gbp + lo, lo, lo + w * C);
+                if (m.levels > 1)
+                    fold_row<scalar_t, kC>(gbp + lo, gbp + b * pyramid + m.offsets[1] * C, m, 1, C, (int)(r % h));
+            }
+        });
         scatter.finish();
     });
     auto grad_tex = grad_pyramid.narrow(1, 0, d.texels0).view({Bt, m.sizes[0], m.sizes[1], C});
     return {grad_tex, grad_uv, grad_uv_da, grad_lod};
+}
+
+// Row y of a mip level (w2 texels) from the 2x2 blocks of the level below (rows r0 and r1), summed
+// in mip_texel's order; kC > 0 fixes the channel count so the compiler vectorises the loop.
+template <typename T, int kC>
+static void mip_row_2x2(const T* r0, const T* r1, int w2, int64_t C_, T* out) {
+    const int64_t C = kC > 0 ? kC : C_;
+    for (int x = 0; x < w2; ++x)
+        for (int64_t c = 0; c < C; ++c) {
+            const int64_t i = 2 * x * C + c;
+            out[x * C + c] = (((r0[i] + r0[i + C]) + r1[i]) + r1[i + C]) * T(0.25);
+        }
 }
 
 torch::Tensor texture_mip_cpu(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes) {
@@ -240,18 +260,27 @@ torch::Tensor texture_mip_cpu(const torch::Tensor& tex, const torch::Tensor& off
     AT_DISPATCH_FLOATING_TYPES(tex.scalar_type(), "texture_mip_cpu", [&] {
         const scalar_t* tp = tex.data_ptr<scalar_t>();
         scalar_t* cp = coarse.data_ptr<scalar_t>();
-        for (int l = 1; l < m.levels; ++l) {
-            const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1], h2 = m.sizes[2 * l], w2 = m.sizes[2 * l + 1];
-            SG_OMP(parallel for schedule(static))
-            for (int64_t row = 0; row < B * h2; ++row) {
-                const int64_t b = row / h2;
-                const int y = (int)(row % h2);
-                const scalar_t* prev = l == 1 ? tp + b * texels0 * C : cp + (b * rest + m.offsets[l - 1] - texels0) * C;
-                scalar_t* out = cp + (b * rest + m.offsets[l] - texels0 + (int64_t)y * w2) * C;
-                for (int x = 0; x < w2; ++x)
-                    for (int c = 0; c < C; ++c) out[x * C + c] = mip_texel(prev, h, w, (int)C, x, y, c);
+        with_channels((int)C, [&](auto channels) {
+            constexpr int kC = decltype(channels)::value;
+            for (int l = 1; l < m.levels; ++l) {
+                const int h = m.sizes[2 * l - 2], w = m.sizes[2 * l - 1], h2 = m.sizes[2 * l], w2 = m.sizes[2 * l + 1];
+                SG_OMP(parallel for schedule(static))
+                for (int64_t row = 0; row < B * h2; ++row) {
+                    const int64_t b = row / h2;
+                    const int y = (int)(row % h2);
+                    const scalar_t* prev =
+                        l == 1 ? tp + b * texels0 * C : cp + (b * rest + m.offsets[l - 1] - texels0) * C;
+                    scalar_t* out = cp + (b * rest + m.offsets[l] - texels0 + (int64_t)y * w2) * C;
+                    if (h > 1 && w > 1) {
+                        const scalar_t* r0 = prev + (int64_t)(2 * y) * w * C;
+                        mip_row_2x2<scalar_t, kC>(r0, r0 + (int64_t)w * C, w2, C, out);
+                    } else {
+                        for (int x = 0; x < w2; ++x)
+                            for (int c = 0; c < C; ++c) out[x * C + c] = mip_texel(prev, h, w, (int)C, x, y, c);
+                    }
+                }
             }
-        }
+        });
     });
     return coarse;
 }
