@@ -11,6 +11,7 @@
 #endif
 
 #include "common/checks.h"
+#include "common/outputs_cpu.h"
 #include "common/scatter_cpu.h"
 #include "mesh/ops.h"
 #include "mesh/texture.h"
@@ -140,7 +141,9 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
     auto go = grad_out.contiguous();
     // Texel gradients of every level, in the whole pyramid's layout; level 0 is returned as is. Every
     // element is written once from the scatter's buffers (no zero fill, no second pass over level 0).
-    auto grad_pyramid = torch::empty({Bt, d.total, C}, tex.options());
+    // Pooled: a training loop frees last step's texture gradient (16 MiB for a 1024^2 RGB texture)
+    // and would otherwise page-fault this one in again.
+    auto grad_pyramid = pooled_empty({Bt, d.total, C}, tex.options());
     auto grad_uv = torch::empty_like(uv);
     auto grad_uv_da = mip ? torch::empty_like(uv_da) : torch::Tensor();
     auto grad_lod = mip ? torch::empty(uv.sizes().slice(0, 3), uv.options()) : torch::Tensor();
