@@ -24,25 +24,31 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
     alignas(64) T acc[FD > 0 ? FD : kMaxFeatures][L], top_w[kMaxIds][L];
     alignas(64) int32_t top_id[kMaxIds][L], lasthit[L];
     alignas(64) T hm[L], hs[L], zs[L], es[L], ws[L], scale[L];
-    T seg_stop = std::numeric_limits<T>::infinity();
+    SG_OMP(simd)
     for (int l = 0; l < L; ++l) {
         const Ray<T> r = pixel_ray<T>(x0 + l, y, in[0], in[1], in[2], in[3]);
         a[l] = r.a;
         b[l] = r.b;
         inv_dd[l] = r.inv_dd;
-        M[l] = p.bg_exp;  // PixelBlend::init
+    }
+    const T M0 = p.bg_exp, stop0 = M0 - p.cut, never = std::numeric_limits<T>::infinity();
+    for (int l = 0; l < L; ++l) {
+        M[l] = M0;  // PixelBlend::init
         sw[l] = swz[l] = T(0);
         wbg[l] = T(1);
         relog[l] = T(2);
-        stop[l] = l < nx ? M[l] - p.cut : std::numeric_limits<T>::infinity();  // lanes past the row never blend
-        seg_stop = sg_min(seg_stop, stop[l]);
+        stop[l] = l < nx ? stop0 : never;  // lanes past the row never blend
         lasthit[l] = -1;
-        for (int c = 0; c < D; ++c) acc[c][l] = T(0);
-        for (int k = 0; k < K; ++k) {
+    }
+    for (int c = 0; c < D; ++c)
+        for (int l = 0; l < L; ++l) acc[c][l] = T(0);
+    for (int k = 0; k < K; ++k)
+        for (int l = 0; l < L; ++l) {
             top_w[k][l] = T(0);
             top_id[k][l] = -1;
         }
-    }
+    T seg_stop = stop[0];
+    for (int l = 1; l < L; ++l) seg_stop = sg_min(seg_stop, stop[l]);
     const int x1 = x0 + nx - 1;
     for (int64_t j = 0; j < n; ++j) {
         if (local.bound[j] < seg_stop) break;  // bounds decrease along the list: every lane has stopped
@@ -129,21 +135,36 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
             for (int l = 1; l < L; ++l) seg_stop = sg_min(seg_stop, stop[l]);
         }
     }
-    const T* bg = g.background;
-    for (int l = 0; l < nx; ++l) {
-        const int64_t pix = ((int64_t)cam * d.H + y) * d.W + x0 + l;
-        const T W = sw[l] + wbg[l], inv_W = T(1) / W;
-        for (int c = 0; c < D; ++c) o.f[pix * D + c] = (acc[c][l] + (bg ? wbg[l] * bg[c] : T(0))) * inv_W;
-        o.a[pix] = sw[l] * inv_W;
-        o.z[pix] = sw[l] > T(0) ? swz[l] / sw[l] : T(0);
-        for (int k = 0; k < K; ++k) {
-            o.ids[pix * K + k] = top_id[k][l];
-            o.w[pix * K + k] = top_w[k][l] * inv_W;
-        }
-        o.state[2 * pix] = M[l];
-        o.state[2 * pix + 1] = W;
-        o.last[pix] = lasthit[l] + 1;  // the backward replays the hits before it
+    // The outputs (write_pixel's formulas): the divisions in one loop over the lanes, then the stores,
+    // each output in its own loop so that the compiler vectorises them.
+    alignas(64) T W[L], inv_W[L], alpha[L], depth[L];
+    SG_OMP(simd)
+    for (int l = 0; l < L; ++l) {
+        W[l] = sw[l] + wbg[l];
+        inv_W[l] = T(1) / W[l];
+        alpha[l] = sw[l] * inv_W[l];
+        depth[l] = sw[l] > T(0) ? swz[l] / sw[l] : T(0);
     }
+    const T* bg = g.background;
+    if (bg)
+        for (int c = 0; c < D; ++c)
+            for (int l = 0; l < L; ++l) acc[c][l] += wbg[l] * bg[c];
+    const int64_t pix0 = ((int64_t)cam * d.H + y) * d.W + x0;
+    T* f = o.f + pix0 * D;
+    for (int l = 0; l < nx; ++l)
+        for (int c = 0; c < D; ++c) f[l * D + c] = acc[c][l] * inv_W[l];
+    for (int l = 0; l < nx; ++l) {
+        o.a[pix0 + l] = alpha[l];
+        o.z[pix0 + l] = depth[l];
+        o.last[pix0 + l] = lasthit[l] + 1;  // the backward replays the hits before it
+        o.state[2 * (pix0 + l)] = M[l];
+        o.state[2 * (pix0 + l) + 1] = W[l];
+    }
+    for (int l = 0; l < nx; ++l)
+        for (int k = 0; k < K; ++k) {
+            o.ids[(pix0 + l) * K + k] = top_id[k][l];
+            o.w[(pix0 + l) * K + k] = top_w[k][l] * inv_W[l];
+        }
 }
 
 // The backward pass of kBwdLanes pixels (x0 + l, y), l < nx: every hit the forward blended (those before
@@ -160,14 +181,15 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
     alignas(64) T a[L], bb[L], inv_dd[L], M[L], inv_W[L], A[L], Z[L], inv_sw[L], gA[L], gZ[L], ga[L], gb[L];
     alignas(64) T F[FD > 0 ? FD : kMaxFeatures][L], gF[FD > 0 ? FD : kMaxFeatures][L], wW[L];
     alignas(64) int32_t last[L];
-    int32_t max_last = 0;
+    const int64_t pix0 = ((int64_t)cam * d.H + y) * d.W + x0;
+    SG_OMP(simd)
     for (int l = 0; l < L; ++l) {
         const Ray<T> r = pixel_ray<T>(x0 + l, y, in[0], in[1], in[2], in[3]);
         a[l] = r.a;
         bb[l] = r.b;
         inv_dd[l] = r.inv_dd;
         ga[l] = gb[l] = T(0);
-        const int64_t pix = ((int64_t)cam * d.H + y) * d.W + x0 + sg_min(l, nx - 1);
+        const int64_t pix = pix0 + sg_min(l, nx - 1);
         const PixelGrad<T> pg(pix, D, b.out_f, b.out_a, b.out_z, b.state, b.v_f, b.v_a, b.v_z, p);
         M[l] = pg.M;
         inv_W[l] = pg.inv_W;
@@ -176,13 +198,17 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
         inv_sw[l] = pg.inv_sw;
         gA[l] = pg.gA;
         gZ[l] = pg.gZ;
-        for (int c = 0; c < D; ++c) {
-            F[c][l] = pg.F[c];
-            gF[c][l] = pg.gF[c];
-        }
-        last[l] = l < nx ? b.last[pix] : 0;
-        max_last = sg_max(max_last, last[l]);
+        const int32_t lp = b.last[pix];  // loaded unconditionally (pix is clamped to the row): no branch
+        last[l] = l < nx ? lp : 0;
     }
+    for (int c = 0; c < D; ++c)
+        for (int l = 0; l < L; ++l) {
+            const int64_t pix = pix0 + sg_min(l, nx - 1);
+            F[c][l] = b.out_f[pix * D + c];
+            gF[c][l] = b.v_f[pix * D + c];
+        }
+    int32_t max_last = 0;
+    for (int l = 0; l < L; ++l) max_last = sg_max(max_last, last[l]);
     if (max_last == 0) return;
     const T dz_de = -p.inv_range * p.inv_gamma;
     const int x1 = x0 + nx - 1;
@@ -241,11 +267,18 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
         }
     }
     // a = (u - cx) / fx, b = (v - cy) / fy
+    // (lanes past the row hit nothing: their ga, gb are 0)
     const T fx = in[0], fy = in[1];
-    for (int l = 0; l < nx; ++l) {
-        gi[0] -= ga[l] * a[l] / fx;
-        gi[1] -= gb[l] * bb[l] / fy;
-        gi[2] -= ga[l] / fx;
-        gi[3] -= gb[l] / fy;
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    SG_OMP(simd reduction(+ : s0, s1, s2, s3))
+    for (int l = 0; l < L; ++l) {
+        s0 += ga[l] * a[l] / fx;
+        s1 += gb[l] * bb[l] / fy;
+        s2 += ga[l] / fx;
+        s3 += gb[l] / fy;
     }
+    gi[0] -= s0;
+    gi[1] -= s1;
+    gi[2] -= s2;
+    gi[3] -= s3;
 }
