@@ -3,7 +3,8 @@
 // -ffast-math), so lane_exp is exp written in arithmetic and bit operations only: a Cody-Waite range
 // reduction x = n ln2 + r, |r| <= ln2 / 2, a polynomial for exp(r) and 2^n from the exponent bits. It
 // is within 2 ulp of the correctly rounded exp for float (Cephes' expf polynomial) and double (Taylor
-// to degree 13).
+// to degree 13). lane_log likewise: the exponent from the bits, a polynomial for the log of the
+// mantissa in [sqrt(1/2), sqrt(2)) (Cephes' logf; fdlibm's log for double).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -70,6 +71,56 @@ SG_HD double lane_exp<double>(double x) {
     p = p * r * r + r + 1.0;
     const double scale = lane_bits<double>((ni + 1023) << 52);  // 2^n, n >= -1022
     return x > lo ? p * scale : 0.0;
+}
+
+// log(x) for normal x > 0 (running totals of blending weights); meaningless for x <= 0, subnormals,
+// inf and NaN (callers mask those lanes).
+template <typename T>
+SG_HD T lane_log(T x);
+
+template <>
+SG_HD float lane_log<float>(float x) {
+    const int32_t bits = lane_bits<int32_t>(x);
+    const int32_t e = ((bits >> 23) & 0xff) - 126;
+    const float m = lane_bits<float>((bits & 0x007fffff) | 0x3f000000);  // x = m 2^e, m in [0.5, 1)
+    const bool low = m < 0.707106781186547524f;
+    const float f = low ? m + m - 1.0f : m - 1.0f;  // log(x) = log(1 + f) + k ln2
+    const float k = (float)(low ? e - 1 : e);
+    const float z = f * f;
+    float y = 7.0376836292e-2f;
+    y = y * f - 1.1514610310e-1f;
+    y = y * f + 1.1676998740e-1f;
+    y = y * f - 1.2420140846e-1f;
+    y = y * f + 1.4249322787e-1f;
+    y = y * f - 1.6668057665e-1f;
+    y = y * f + 2.0000714765e-1f;
+    y = y * f - 2.4999993993e-1f;
+    y = y * f + 3.3333331174e-1f;
+    y = y * f * z;
+    y += k * -2.12194440e-4f;  // ln2 split in two, as in lane_exp
+    y -= 0.5f * z;
+    return (f + y) + k * 0.693359375f;
+}
+
+template <>
+SG_HD double lane_log<double>(double x) {
+    const int64_t bits = lane_bits<int64_t>(x);
+    const int64_t e = ((bits >> 52) & 0x7ff) - 1022;
+    const double m = lane_bits<double>((bits & 0x000fffffffffffffLL) | 0x3fe0000000000000LL);  // [0.5, 1)
+    const bool low = m < 0.7071067811865476;
+    const double f = low ? m + m - 1.0 : m - 1.0;
+    const double k = (double)(low ? e - 1 : e);
+    // fdlibm: log(1 + f) = f - f^2 / 2 + s (f^2 / 2 + R(s^2)), s = f / (2 + f)
+    const double s = f / (2.0 + f), z = s * s, hfsq = 0.5 * f * f;
+    double r = 1.479819860511658591e-01;
+    r = r * z + 1.531383769920937332e-01;
+    r = r * z + 1.818357216161805012e-01;
+    r = r * z + 2.222219843214978396e-01;
+    r = r * z + 2.857142874366239149e-01;
+    r = r * z + 3.999999999940941908e-01;
+    r = r * z + 6.666666666666735130e-01;
+    r *= z;
+    return k * 6.93147180369123816490e-01 - ((hfsq - (s * (hfsq + r) + k * 1.90821492927058770002e-10)) - f);
 }
 
 }  // namespace scenegrad

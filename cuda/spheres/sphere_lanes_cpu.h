@@ -12,6 +12,19 @@
 // each step is one vectorised loop. Spheres are visited in the tile's order; a lane takes part in a
 // sphere while the sphere's bound is at least its stop, and the segment ends when no lane does.
 // FD > 0 fixes the feature count at compile time; 0 reads d.D.
+// Stores the segment's K strongest ids and weights (slot-major, top_id[k][l]) pixel-major, as the
+// outputs hold them: ids[l * K + k], w[l * K + k] (weights over the pixel's total, inv_W[l]).
+template <typename T, int FK>
+SG_LANES_TARGET inline void store_top(const int32_t (*top_id)[kFwdLanes], const T (*top_w)[kFwdLanes], const T* inv_W,
+                                      int nx, int32_t* ids, T* w, int K_ = FK) {
+    const int K = FK > 0 ? FK : K_;
+    for (int l = 0; l < nx; ++l)
+        for (int k = 0; k < K; ++k) {
+            ids[l * K + k] = top_id[k][l];
+            w[l * K + k] = top_w[k][l] * inv_W[l];
+        }
+}
+
 template <typename T, int FD>
 SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& local, const int32_t* ids, int64_t n,
                                    int cam, int y, int x0, int nx, const FwdOut<T>& o) {
@@ -124,12 +137,13 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
             }
         }
         if (relogged) {  // stop = M + log(total) - cut, recomputed once per doubling of the total
+            SG_OMP(simd)
             for (int l = 0; l < L; ++l) {
                 const T total = sw[l] + wbg[l];
-                if (hm[l] != T(0) && total >= relog[l]) {
-                    stop[l] = M[l] + sg_log(total) - p.cut;
-                    relog[l] = T(2) * total;
-                }
+                const bool redo = (hm[l] != T(0)) & (total >= relog[l]);  // then total > 0
+                const T restop = M[l] + lane_log(total) - p.cut;
+                stop[l] = redo ? restop : stop[l];
+                relog[l] = redo ? T(2) * total : relog[l];
             }
             seg_stop = stop[0];
             for (int l = 1; l < L; ++l) seg_stop = sg_min(seg_stop, stop[l]);
@@ -160,11 +174,10 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
         o.state[2 * (pix0 + l)] = M[l];
         o.state[2 * (pix0 + l) + 1] = W[l];
     }
-    for (int l = 0; l < nx; ++l)
-        for (int k = 0; k < K; ++k) {
-            o.ids[(pix0 + l) * K + k] = top_id[k][l];
-            o.w[(pix0 + l) * K + k] = top_w[k][l] * inv_W[l];
-        }
+    if (K == 4)  // the default: a fixed count lets the compiler vectorise the interleaving
+        store_top<T, 4>(top_id, top_w, inv_W, nx, o.ids + pix0 * 4, o.w + pix0 * 4);
+    else
+        store_top<T, 0>(top_id, top_w, inv_W, nx, o.ids + pix0 * K, o.w + pix0 * K, K);
 }
 
 // The backward pass of kBwdLanes pixels (x0 + l, y), l < nx: every hit the forward blended (those before
