@@ -202,7 +202,10 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
         bb[l] = r.b;
         inv_dd[l] = r.inv_dd;
         ga[l] = gb[l] = T(0);
-        const int64_t pix = pix0 + sg_min(l, nx - 1);
+    }
+    // Lane l reads pixel pix0 + l (lanes past the row read its last pixel and replay nothing); a whole
+    // segment reads consecutive pixels, which the compiler loads as vectors rather than gathers.
+    auto load = [&](int l, int64_t pix) {
         const PixelGrad<T> pg(pix, D, b.out_f, b.out_a, b.out_z, b.state, b.v_f, b.v_a, b.v_z, p);
         M[l] = pg.M;
         inv_W[l] = pg.inv_W;
@@ -211,15 +214,26 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
         inv_sw[l] = pg.inv_sw;
         gA[l] = pg.gA;
         gZ[l] = pg.gZ;
-        const int32_t lp = b.last[pix];  // loaded unconditionally (pix is clamped to the row): no branch
+        const int32_t lp = b.last[pix];  // loaded unconditionally (pix is in the row): no branch
         last[l] = l < nx ? lp : 0;
+    };
+    if (nx == L) {
+        SG_OMP(simd)
+        for (int l = 0; l < L; ++l) load(l, pix0 + l);
+        for (int c = 0; c < D; ++c)
+            for (int l = 0; l < L; ++l) {
+                F[c][l] = b.out_f[(pix0 + l) * D + c];
+                gF[c][l] = b.v_f[(pix0 + l) * D + c];
+            }
+    } else {
+        for (int l = 0; l < L; ++l) load(l, pix0 + sg_min(l, nx - 1));
+        for (int c = 0; c < D; ++c)
+            for (int l = 0; l < L; ++l) {
+                const int64_t pix = pix0 + sg_min(l, nx - 1);
+                F[c][l] = b.out_f[pix * D + c];
+                gF[c][l] = b.v_f[pix * D + c];
+            }
     }
-    for (int c = 0; c < D; ++c)
-        for (int l = 0; l < L; ++l) {
-            const int64_t pix = pix0 + sg_min(l, nx - 1);
-            F[c][l] = b.out_f[pix * D + c];
-            gF[c][l] = b.v_f[pix * D + c];
-        }
     int32_t max_last = 0;
     for (int l = 0; l < L; ++l) max_last = sg_max(max_last, last[l]);
     if (max_last == 0) return;
