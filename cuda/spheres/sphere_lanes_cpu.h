@@ -25,6 +25,18 @@ SG_LANES_TARGET inline void store_top(const int32_t (*top_id)[kFwdLanes], const 
         }
 }
 
+// The rays of pixels (x0 + l, y), l < L, of the camera with intrinsics in = (fx, fy, cx, cy).
+template <typename T, int L>
+SG_LANES_TARGET inline void lane_rays(int x0, int y, const T* in, T* a, T* b, T* inv_dd) {
+    SG_OMP(simd)
+    for (int l = 0; l < L; ++l) {
+        const Ray<T> r = pixel_ray<T>(x0 + l, y, in[0], in[1], in[2], in[3]);
+        a[l] = r.a;
+        b[l] = r.b;
+        inv_dd[l] = r.inv_dd;
+    }
+}
+
 template <typename T, int FD>
 SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& local, const int32_t* ids, int64_t n,
                                    int cam, int y, int x0, int nx, const FwdOut<T>& o) {
@@ -37,13 +49,7 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
     alignas(64) T acc[FD > 0 ? FD : kMaxFeatures][L], top_w[kMaxIds][L];
     alignas(64) int32_t top_id[kMaxIds][L], lasthit[L];
     alignas(64) T hm[L], hs[L], zs[L], es[L], ws[L], scale[L];
-    SG_OMP(simd)
-    for (int l = 0; l < L; ++l) {
-        const Ray<T> r = pixel_ray<T>(x0 + l, y, in[0], in[1], in[2], in[3]);
-        a[l] = r.a;
-        b[l] = r.b;
-        inv_dd[l] = r.inv_dd;
-    }
+    lane_rays<T, L>(x0, y, in, a, b, inv_dd);
     const T M0 = p.bg_exp, stop0 = M0 - p.cut, never = std::numeric_limits<T>::infinity();
     for (int l = 0; l < L; ++l) {
         M[l] = M0;  // PixelBlend::init
@@ -60,8 +66,12 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
             top_w[k][l] = T(0);
             top_id[k][l] = -1;
         }
-    T seg_stop = stop[0];
-    for (int l = 1; l < L; ++l) seg_stop = sg_min(seg_stop, stop[l]);
+    auto lowest_stop = [&] {
+        T m = stop[0];
+        for (int l = 1; l < L; ++l) m = sg_min(m, stop[l]);
+        return m;
+    };
+    T seg_stop = lowest_stop();
     const int x1 = x0 + nx - 1;
     for (int64_t j = 0; j < n; ++j) {
         if (local.bound[j] < seg_stop) break;  // bounds decrease along the list: every lane has stopped
@@ -145,8 +155,7 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
                 stop[l] = redo ? restop : stop[l];
                 relog[l] = redo ? T(2) * total : relog[l];
             }
-            seg_stop = stop[0];
-            for (int l = 1; l < L; ++l) seg_stop = sg_min(seg_stop, stop[l]);
+            seg_stop = lowest_stop();
         }
     }
     // The outputs (write_pixel's formulas): the divisions in one loop over the lanes, then the stores,
@@ -195,45 +204,35 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
     alignas(64) T F[FD > 0 ? FD : kMaxFeatures][L], gF[FD > 0 ? FD : kMaxFeatures][L], wW[L];
     alignas(64) int32_t last[L];
     const int64_t pix0 = ((int64_t)cam * d.H + y) * d.W + x0;
-    SG_OMP(simd)
-    for (int l = 0; l < L; ++l) {
-        const Ray<T> r = pixel_ray<T>(x0 + l, y, in[0], in[1], in[2], in[3]);
-        a[l] = r.a;
-        bb[l] = r.b;
-        inv_dd[l] = r.inv_dd;
-        ga[l] = gb[l] = T(0);
-    }
-    // Lane l reads pixel pix0 + l (lanes past the row read its last pixel and replay nothing); a whole
-    // segment reads consecutive pixels, which the compiler loads as vectors rather than gathers.
-    auto load = [&](int l, int64_t pix) {
-        const PixelGrad<T> pg(pix, D, b.out_f, b.out_a, b.out_z, b.state, b.v_f, b.v_a, b.v_z, p);
-        M[l] = pg.M;
-        inv_W[l] = pg.inv_W;
-        A[l] = pg.A;
-        Z[l] = pg.Z;
-        inv_sw[l] = pg.inv_sw;
-        gA[l] = pg.gA;
-        gZ[l] = pg.gZ;
-        const int32_t lp = b.last[pix];  // loaded unconditionally (pix is in the row): no branch
-        last[l] = l < nx ? lp : 0;
-    };
-    if (nx == L) {
+    lane_rays<T, L>(x0, y, in, a, bb, inv_dd);
+    for (int l = 0; l < L; ++l) ga[l] = gb[l] = T(0);
+    // Lane l reads pixel pix(l): pix0 + l, or for lanes past the row its last pixel (they replay
+    // nothing). The loader is instantiated for whole segments apart, whose consecutive pixels the
+    // compiler loads as vectors (clamping every lane would make them gathers).
+    auto load = [&](auto pix) {
         SG_OMP(simd)
-        for (int l = 0; l < L; ++l) load(l, pix0 + l);
+        for (int l = 0; l < L; ++l) {
+            const PixelGrad<T> pg(pix(l), D, b.out_f, b.out_a, b.out_z, b.state, b.v_f, b.v_a, b.v_z, p);
+            M[l] = pg.M;
+            inv_W[l] = pg.inv_W;
+            A[l] = pg.A;
+            Z[l] = pg.Z;
+            inv_sw[l] = pg.inv_sw;
+            gA[l] = pg.gA;
+            gZ[l] = pg.gZ;
+            const int32_t lp = b.last[pix(l)];  // loaded unconditionally (pix is in the row): no branch
+            last[l] = l < nx ? lp : 0;
+        }
         for (int c = 0; c < D; ++c)
             for (int l = 0; l < L; ++l) {
-                F[c][l] = b.out_f[(pix0 + l) * D + c];
-                gF[c][l] = b.v_f[(pix0 + l) * D + c];
+                F[c][l] = b.out_f[pix(l) * D + c];
+                gF[c][l] = b.v_f[pix(l) * D + c];
             }
-    } else {
-        for (int l = 0; l < L; ++l) load(l, pix0 + sg_min(l, nx - 1));
-        for (int c = 0; c < D; ++c)
-            for (int l = 0; l < L; ++l) {
-                const int64_t pix = pix0 + sg_min(l, nx - 1);
-                F[c][l] = b.out_f[pix * D + c];
-                gF[c][l] = b.v_f[pix * D + c];
-            }
-    }
+    };
+    if (nx == L)
+        load([&](int l) { return pix0 + l; });
+    else
+        load([&](int l) { return pix0 + sg_min(l, nx - 1); });
     int32_t max_last = 0;
     for (int l = 0; l < L; ++l) max_last = sg_max(max_last, last[l]);
     if (max_last == 0) return;
