@@ -158,15 +158,16 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
             seg_stop = lowest_stop();
         }
     }
-    // The outputs (write_pixel's formulas): the divisions in one loop over the lanes, then the stores,
-    // each output in its own loop so that the compiler vectorises them.
+    // The outputs (write_pixel's): the totals in one loop over the lanes, then the stores, each output
+    // in its own loop so that the compiler vectorises them.
     alignas(64) T W[L], inv_W[L], alpha[L], depth[L];
     SG_OMP(simd)
     for (int l = 0; l < L; ++l) {
-        W[l] = sw[l] + wbg[l];
-        inv_W[l] = T(1) / W[l];
-        alpha[l] = sw[l] * inv_W[l];
-        depth[l] = sw[l] > T(0) ? swz[l] / sw[l] : T(0);
+        const PixelTotals<T> t = pixel_totals(sw[l], swz[l], wbg[l]);
+        W[l] = t.W;
+        inv_W[l] = t.inv_W;
+        alpha[l] = t.alpha;
+        depth[l] = t.depth;
     }
     const T* bg = g.background;
     if (bg)

@@ -220,15 +220,33 @@ struct PixelBlend {
     }
 };
 
+// A pixel's totals from its blend sums (PixelBlend's sw, swz, wbg): W = sw + wbg, 1 / W, alpha =
+// sw / W and depth = swz / sw (0 where nothing was hit).
+template <typename T>
+struct PixelTotals {
+    T W, inv_W, alpha, depth;
+};
+
+template <typename T>
+SG_HD PixelTotals<T> pixel_totals(T sw, T swz, T wbg) {
+    PixelTotals<T> t;
+    t.W = sw + wbg;
+    t.inv_W = T(1) / t.W;
+    t.alpha = sw * t.inv_W;
+    t.depth = sw > T(0) ? swz / sw : T(0);
+    return t;
+}
+
 // Writes pixel pix's outputs from its blend pb and the running feature sum acc [D]: features, alpha,
 // depth, the K strongest ids and their weights, and the state (M, W) the backward pass needs.
 template <typename T>
 SG_HD void write_pixel(const PixelBlend<T>& pb, const T* acc, const T* background, int D, int K, int64_t pix,
                        T* out_f, T* out_a, T* out_z, int32_t* out_ids, T* out_w, T* state) {
-    const T W = pb.sw + pb.wbg, inv_W = T(1) / W;
+    const PixelTotals<T> t = pixel_totals(pb.sw, pb.swz, pb.wbg);
+    const T W = t.W, inv_W = t.inv_W;
     for (int k = 0; k < D; ++k) out_f[pix * D + k] = (acc[k] + (background ? pb.wbg * background[k] : T(0))) * inv_W;
-    out_a[pix] = pb.sw * inv_W;
-    out_z[pix] = pb.sw > T(0) ? pb.swz / pb.sw : T(0);
+    out_a[pix] = t.alpha;
+    out_z[pix] = t.depth;
     for (int k = 0; k < K; ++k) {
         out_ids[pix * K + k] = k < pb.n_top ? pb.top_id[k] : -1;
         out_w[pix * K + k] = k < pb.n_top ? pb.top_w[k] * inv_W : T(0);
