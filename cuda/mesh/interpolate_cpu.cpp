@@ -2,6 +2,7 @@
 // scattered through ScatterAdd (per-thread copies or atomic adds). The per-pixel math is in
 // interpolate.h.
 #include "common/checks.h"
+#include "common/outputs_cpu.h"
 #include "common/scatter_cpu.h"
 #include "mesh/interpolate.h"
 #include "mesh/ops.h"
@@ -41,8 +42,9 @@ std::vector<torch::Tensor> interpolate_bwd_cpu(const torch::Tensor& attr, const 
     const bool with_da = d.D > 0 && grad_out_da.defined();
     auto goda = with_da ? grad_out_da.contiguous() : torch::Tensor();
     auto grad_attr = torch::zeros_like(attr);
-    auto grad_rast = torch::zeros_like(rast);
-    auto grad_db = with_da ? torch::zeros_like(rast) : torch::Tensor();
+    // Every pixel's four entries are written below (no zero fill of two [B, H, W, 4] buffers).
+    auto grad_rast = pooled_empty(rast.sizes(), rast.options());
+    auto grad_db = with_da ? pooled_empty(rast.sizes(), rast.options()) : torch::Tensor();
     const int32_t* dp = diff.data_ptr<int32_t>();
     AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_bwd_cpu", [&] {
         const scalar_t* ap = attr.data_ptr<scalar_t>();
@@ -58,7 +60,14 @@ std::vector<torch::Tensor> interpolate_bwd_cpu(const torch::Tensor& attr, const 
         SG_OMP(parallel for schedule(dynamic, 1024))  // foreground pixels cost more: balance threads
         for (int64_t p = 0; p < d.pixels; ++p) {
             const int t = (int)rp[4 * p + 3] - 1;
-            if (t < 0) continue;
+            // interpolate_pixel_backward writes (u, v) of grad_rast and, with da, all of grad_db.
+            grp[4 * p + 2] = grp[4 * p + 3] = scalar_t(0);
+            if (t < 0) {
+                grp[4 * p] = grp[4 * p + 1] = scalar_t(0);
+                if (gdbp)
+                    for (int c = 0; c < 4; ++c) gdbp[4 * p + c] = scalar_t(0);
+                continue;
+            }
             const int64_t b = p / d.hw;
             scalar_t* rows[3];
             const auto local = scatter.local();
