@@ -119,6 +119,28 @@ class ScatterAdd {
             if (flags_) flags_[(uint64_t)(where - base_) >> kBlockShift] = 1;
         }
 
+        // add() in two halves, for callers that add to a short run of elements in a row:
+        // add_unflagged() for each, then flag(first, n) once for the run [first, first + n).
+        void add_unflagged(T* where, T value) const {
+            if (atomic_) {
+                SG_OMP(atomic)
+                *where += value;
+            } else {
+                *where += value;
+            }
+        }
+        void flag(const T* first, int64_t n) const {
+            if (!flags_) return;
+            const uint64_t b0 = (uint64_t)(first - base_) >> kBlockShift, b1 = (uint64_t)(first + n - 1 - base_) >> kBlockShift;
+            for (uint64_t b = b0; b <= b1; ++b) {
+                if (atomic_) {
+                    __atomic_store_n(&flags_[b], 1, __ATOMIC_RELAXED);
+                } else {
+                    flags_[b] = 1;
+                }
+            }
+        }
+
        private:
         friend class ScatterAdd;
         T* base_;

@@ -47,8 +47,8 @@ torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coa
                               const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& uv_da,
                               const torch::Tensor& bias, int64_t boundary, int64_t filter);
 // -> {grad_tex [Bt, h0, w0, C] (the gradients of every mip level folded down into the texture), grad_uv,
-// grad_uv_da, grad_lod (d loss / d lod per pixel: the bias gradient)}; the last two are undefined without
-// uv_da.
+// grad_uv_da, grad_lod (d loss / d lod per pixel: the bias gradient)}; grad_uv_da is undefined without
+// uv_da, grad_lod without uv_da or bias.
 std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch::Tensor& coarse,
                                            const torch::Tensor& offsets, const torch::Tensor& sizes,
                                            const torch::Tensor& uv, const torch::Tensor& uv_da,

@@ -31,7 +31,9 @@ template <typename T>
 struct AtomicTexels {
     T* base;
     int C;
-    __device__ void operator()(int64_t texel, int c, T value) const { atomicAdd(base + texel * C + c, value); }
+    __device__ void operator()(int64_t texel, T scale, const T* g) const {
+        for (int c = 0; c < C; ++c) atomicAdd(base + texel * C + c, scale * g[c]);
+    }
 };
 
 template <typename T, int kC>
@@ -52,7 +54,7 @@ __global__ void backward_kernel(const T* tex, const T* coarse, const T* uv, cons
     grad_uv[2 * p] = gu;
     grad_uv[2 * p + 1] = gv;
     if (uv_da) {
-        grad_lod[p] = gl;
+        if (grad_lod) grad_lod[p] = gl;
         for (int k = 0; k < 4; ++k) grad_uv_da[4 * p + k] = gl * dlod[k];
     }
 }
@@ -138,7 +140,7 @@ std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& tex, const torc
     auto grad_pyramid = torch::zeros({tex.size(0), d.total, (int64_t)d.C}, tex.options());
     auto grad_uv = torch::zeros_like(uv);
     auto grad_uv_da = mip ? torch::zeros_like(uv_da) : torch::Tensor();
-    auto grad_lod = mip ? torch::zeros(uv.sizes().slice(0, 3), uv.options()) : torch::Tensor();
+    auto grad_lod = mip && bias.defined() ? torch::zeros(uv.sizes().slice(0, 3), uv.options()) : torch::Tensor();
     if (d.pixels == 0) return {fold_mip_gradients(grad_pyramid, offsets, sizes), grad_uv, grad_uv_da, grad_lod};
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "texture_bwd_cuda", [&] {
@@ -147,7 +149,8 @@ std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& tex, const torc
                 tex.data_ptr<scalar_t>(), coarse.data_ptr<scalar_t>(), uv.data_ptr<scalar_t>(),
                 mip ? uv_da.data_ptr<scalar_t>() : nullptr, bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, d,
                 go.data_ptr<scalar_t>(), grad_pyramid.data_ptr<scalar_t>(), grad_uv.data_ptr<scalar_t>(),
-                mip ? grad_uv_da.data_ptr<scalar_t>() : nullptr, mip ? grad_lod.data_ptr<scalar_t>() : nullptr);
+                mip ? grad_uv_da.data_ptr<scalar_t>() : nullptr,
+                grad_lod.defined() ? grad_lod.data_ptr<scalar_t>() : nullptr);
         });
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();

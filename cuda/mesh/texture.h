@@ -236,8 +236,8 @@ SG_HD void texture_pixel(const T* level0, const T* coarse, const TextureDims& d,
 }
 
 // Backward of texture_pixel for incoming gradient g[C]: returns d loss / d (u, v, lod) through gu,
-// gv, glod and hands each texel gradient to add(texel, channel, value), texel numbered in the whole
-// pyramid's layout (off_l + y * w_l + x).
+// gv, glod and hands each texel's gradient, scale * g[0, C), to add(texel, scale, g), texel numbered
+// in the whole pyramid's layout (off_l + y * w_l + x).
 template <typename T, int kC = 0, typename Add>
 SG_HD void texture_pixel_backward(const T* level0, const T* coarse, const TextureDims& d, T u, T v, T lod, const T* g,
                                   T& gu, T& gv, T& glod, Add add) {
@@ -248,8 +248,7 @@ SG_HD void texture_pixel_backward(const T* level0, const T* coarse, const Textur
     if (!has_gradient(g, C)) return;  // e.g. background pixels composited away: nothing to scatter
     if (d.filter == kNearest) {
         const int64_t idx = nearest_tap(u, v, sizes[0], sizes[1], int64_t(0), d.boundary);
-        if (idx >= 0)
-            for (int c = 0; c < C; ++c) add(idx, c, g[c]);
+        if (idx >= 0) add(idx, T(1), g);
         return;
     }
     int ls[2] = {0, 0};
@@ -266,11 +265,8 @@ SG_HD void texture_pixel_backward(const T* level0, const T* coarse, const Textur
         for (int k = 0; k < 4; ++k) {
             if (taps.idx[k] < 0) continue;
             T dot = T(0);
-            for (int c = 0; c < C; ++c) {
-                const T g_c = g[c];
-                dot += g_c * texels[taps.idx[k] * C + c];
-                if (lw[m] != T(0)) add(offsets[L] + taps.idx[k], c, lw[m] * taps.w[k] * g_c);
-            }
+            for (int c = 0; c < C; ++c) dot += g[c] * texels[taps.idx[k] * C + c];
+            if (lw[m] != T(0)) add(offsets[L] + taps.idx[k], lw[m] * taps.w[k], g);
             level_dot[m] += taps.w[k] * dot;
             gu += lw[m] * taps.dw_du[k] * dot;
             gv += lw[m] * taps.dw_dv[k] * dot;

@@ -144,9 +144,11 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
     // Pooled: a training loop frees last step's texture gradient (16 MiB for a 1024^2 RGB texture)
     // and would otherwise page-fault this one in again.
     auto grad_pyramid = pooled_empty({Bt, d.total, C}, tex.options());
-    auto grad_uv = torch::empty_like(uv);
-    auto grad_uv_da = mip ? torch::empty_like(uv_da) : torch::Tensor();
-    auto grad_lod = mip ? torch::empty(uv.sizes().slice(0, 3), uv.options()) : torch::Tensor();
+    // Every pixel's entries are written below; pooled, as a training loop frees last step's.
+    auto grad_uv = pooled_empty(uv.sizes(), uv.options());
+    auto grad_uv_da = mip ? pooled_empty(uv_da.sizes(), uv_da.options()) : torch::Tensor();
+    const bool with_lod = mip && bias.defined();  // d loss / d lod is the bias gradient, nothing else
+    auto grad_lod = with_lod ? torch::empty(uv.sizes().slice(0, 3), uv.options()) : torch::Tensor();
     AT_DISPATCH_FLOATING_TYPES(uv.scalar_type(), "texture_bwd_cpu", [&] {
         const scalar_t* tp = tex.data_ptr<scalar_t>();
         const scalar_t* cp = coarse.data_ptr<scalar_t>();
@@ -156,20 +158,19 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
         const scalar_t* gp = go.data_ptr<scalar_t>();
         scalar_t* gup = grad_uv.data_ptr<scalar_t>();
         scalar_t* gdap = mip ? grad_uv_da.data_ptr<scalar_t>() : nullptr;
-        scalar_t* glp = mip ? grad_lod.data_ptr<scalar_t>() : nullptr;
+        scalar_t* glp = with_lod ? grad_lod.data_ptr<scalar_t>() : nullptr;
         scalar_t* gbp = grad_pyramid.data_ptr<scalar_t>();
-        auto live = [&](int64_t p) { return has_gradient(gp + p * C, d.C); };  // else p only writes zeros
         // Each thread takes one contiguous run of pixels (so the texels it scatters into, and so its
-        // private gradient copy, overlap little with the other threads'), balanced by the pixels
-        // that carry a gradient: a surface covering the image unevenly would otherwise leave one
-        // thread with most of the work.
+        // private gradient copy, overlap little with the other threads'), balanced by the incoming
+        // gradient's nonzero entries (about C per pixel that has work): a surface covering the image
+        // unevenly would otherwise leave one thread with most of the work.
         constexpr int kShift = 10;
         std::vector<int64_t> block_weight((d.pixels >> kShift) + 1, 0);
         SG_OMP(parallel for schedule(static))
         for (int64_t blk = 0; blk < (int64_t)block_weight.size(); ++blk) {
             const int64_t lo = blk << kShift, hi = std::min(d.pixels, lo + (int64_t(1) << kShift));
-            int64_t n = (hi - lo) / 16;  // a pixel without gradient costs a little too
-            for (int64_t p = lo; p < hi; ++p) n += live(p);
+            int64_t n = (hi - lo) * C / 16;  // a pixel without gradient costs a little too
+            for (int64_t k = lo * C; k < hi * C; ++k) n += gp[k] != scalar_t(0);
             block_weight[blk] = n;
         }
         ScatterAdd<scalar_t> scatter(grad_pyramid.numel());
@@ -184,32 +185,45 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
 #endif
                 const auto [begin, end] = balanced_range(block_weight, kShift, d.pixels, parts, part);
                 const auto local = scatter.local();
-                for (int64_t p = begin; p < end; ++p) {
-                    if (!live(p)) {  // e.g. background pixels composited away: nothing to scatter
-                        gup[2 * p] = gup[2 * p + 1] = scalar_t(0);
-                        if (mip) {
-                            glp[p] = scalar_t(0);
-                            for (int k = 0; k < 4; ++k) gdap[4 * p + k] = scalar_t(0);
-                        }
+                // Adds scale * g[0, C) to a texel's gradient (its touched-block flag set once).
+                auto add_texel = [&](scalar_t* gtex, int64_t texel, scalar_t scale, const scalar_t* g) {
+                    scalar_t* row = gtex + texel * C;
+                    for (int64_t c = 0; c < (kC > 0 ? kC : C); ++c) local.add_unflagged(row + c, scale * g[c]);
+                    local.flag(row, kC > 0 ? kC : C);
+                };
+                // Runs of pixels whose incoming gradient is all zero (background composited away)
+                // only write zeros.
+                constexpr int64_t kRun = 64;
+                for (int64_t p0 = begin; p0 < end; p0 += kRun) {
+                    const int64_t p1 = std::min(end, p0 + kRun);
+                    int any = 0;  // no early exit: the test vectorises
+                    for (int64_t k = p0 * C; k < p1 * C; ++k) any |= gp[k] != scalar_t(0);
+                    if (!any) {
+                        std::fill(gup + 2 * p0, gup + 2 * p1, scalar_t(0));
+                        if (mip) std::fill(gdap + 4 * p0, gdap + 4 * p1, scalar_t(0));
+                        if (glp) std::fill(glp + p0, glp + p1, scalar_t(0));
                         continue;
                     }
-                    int64_t b;
-                    const scalar_t *level0, *rest;
-                    pixel_pyramid(tp, cp, d, p, b, level0, rest);
-                    scalar_t* gtex = local.data() + b * d.total * C;
-                    auto add = [&](int64_t texel, int c, scalar_t value) { local.add(gtex + texel * C + c, value); };
-                    scalar_t dlod[4];
-                    const scalar_t lod = mip ? texture_lod(dap + 4 * p, d.sizes[0], d.sizes[1],
-                                                           biasp ? biasp[p] : scalar_t(0), dlod)
-                                             : scalar_t(0);
-                    scalar_t gu, gv, gl;
-                    texture_pixel_backward<scalar_t, kC>(level0, rest, d, up[2 * p], up[2 * p + 1], lod, gp + p * C, gu,
-                                                         gv, gl, add);
-                    gup[2 * p] = gu;
-                    gup[2 * p + 1] = gv;
-                    if (mip) {
-                        glp[p] = gl;
-                        for (int k = 0; k < 4; ++k) gdap[4 * p + k] = gl * dlod[k];
+                    for (int64_t p = p0; p < p1; ++p) {
+                        int64_t b;
+                        const scalar_t *level0, *rest;
+                        pixel_pyramid(tp, cp, d, p, b, level0, rest);
+                        scalar_t* gtex = local.data() + b * d.total * C;
+                        auto add = [&](int64_t texel, scalar_t scale, const scalar_t* g) {
+                            add_texel(gtex, texel, scale, g);
+                        };
+                        scalar_t dlod[4];
+                        const scalar_t lod = mip ? texture_lod(dap + 4 * p, d.sizes[0], d.sizes[1],
+                                                               biasp ? biasp[p] : scalar_t(0), dlod)
+                                                 : scalar_t(0);
+                        scalar_t gu, gv, gl;
+                        texture_pixel_backward<scalar_t, kC>(level0, rest, d, up[2 * p], up[2 * p + 1], lod,
+                                                             gp + p * C, gu, gv, gl, add);
+                        gup[2 * p] = gu;
+                        gup[2 * p + 1] = gv;
+                        if (mip)
+                            for (int k = 0; k < 4; ++k) gdap[4 * p + k] = gl * dlod[k];
+                        if (glp) glp[p] = gl;
                     }
                 }
             }
