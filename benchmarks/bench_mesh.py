@@ -58,11 +58,14 @@ def main() -> None:
 
 
 def full_render(bench: Benchmark, case: str, cams, size: int, device: torch.device, backend: str) -> None:
-    """The textured Spot, forward and forward+backward (to vertices and texture), two ways:
+    """The textured Spot, forward and forward+backward (to vertices and texture), three ways:
 
     - ``render``: the four primitives as a user composes them (rasterize, interpolate UVs with
-      their screen-space derivatives, trilinear texture, background, antialias): the issue's
-      "full render";
+      their screen-space derivatives, trilinear texture of the covered pixels (``mask``), antialias):
+      the issue's "full render";
+    - ``render where``: the same with nvdiffrast's idiom for the background, the texture sampled
+      everywhere and ``torch.where(rast[..., 3:] > 0, color, 0)`` after it (on the CPU, that
+      ``where`` with its backward costs more than any of the native kernels but the texture's);
     - ``render_mesh``: :func:`render_mesh` with Lambert shading, which adds depth and normals
       interpolation, shading and alpha in torch.
     """
@@ -76,12 +79,16 @@ def full_render(bench: Benchmark, case: str, cams, size: int, device: torch.devi
     topology = antialias_topology(mesh.faces)
     label = "native" if backend == "native" else "reference"
 
-    def primitives(vertices: torch.Tensor, tex: torch.Tensor) -> torch.Tensor:
+    def primitives(vertices: torch.Tensor, tex: torch.Tensor, where: bool = False) -> torch.Tensor:
         pos = world_to_clip(cams, vertices.expand(len(cams), -1, -1), near=0.01, far=100.0).contiguous()
         rast, rast_db = rasterize(pos, mesh.faces, (size, size), backend=backend)
         uv, uv_da = interpolate(mesh.uvs, rast, mesh.uv_faces, rast_db, diff_attrs="all", backend=backend)
-        color = texture(tex, uv, uv_da, filter_mode="linear-mipmap-linear", backend=backend)
-        color = torch.where(rast[..., 3:] > 0, color, 0.0)
+        if where:
+            color = texture(tex, uv, uv_da, filter_mode="linear-mipmap-linear", backend=backend)
+            color = torch.where(rast[..., 3:] > 0, color, 0.0)
+        else:
+            color = texture(tex, uv, uv_da, filter_mode="linear-mipmap-linear", mask=rast[..., 3] > 0,
+                            backend=backend)
         return antialias(color, rast, pos, mesh.faces, topology=topology, backend=backend)
 
     def shaded(vertices: torch.Tensor, tex: torch.Tensor) -> torch.Tensor:
@@ -92,7 +99,9 @@ def full_render(bench: Benchmark, case: str, cams, size: int, device: torch.devi
 
     # The reference takes about a minute per 512^2 render on 2 cores: time it once, without warm-up.
     repeat, warmup = (None, 1) if backend == "native" else (1, 0)
-    for name, fn in (("render", primitives), ("render_mesh", shaded)):
+    variants = (("render", primitives), ("render where", lambda v, t: primitives(v, t, where=True)),
+                ("render_mesh", shaded))
+    for name, fn in variants:
         def forward(fn=fn) -> None:
             with torch.no_grad():
                 fn(mesh.vertices, mesh.texture)

@@ -56,16 +56,17 @@ std::vector<Tensor> antialias_bwd(const Tensor& color, const Tensor& rast, const
 }
 
 Tensor texture_fwd(const Tensor& tex, const Tensor& coarse, const Tensor& offsets, const Tensor& sizes,
-                   const Tensor& uv, const OptTensor& uv_da, const OptTensor& bias, int64_t boundary, int64_t filter) {
-    const Tensor da = value_or_undefined(uv_da), b = value_or_undefined(bias);
-    SG_DISPATCH(mesh, texture_fwd, uv, tex, coarse, offsets, sizes, uv, da, b, boundary, filter);
+                   const Tensor& uv, const OptTensor& uv_da, const OptTensor& bias, const OptTensor& mask,
+                   int64_t boundary, int64_t filter) {
+    const Tensor da = value_or_undefined(uv_da), b = value_or_undefined(bias), m = value_or_undefined(mask);
+    SG_DISPATCH(mesh, texture_fwd, uv, tex, coarse, offsets, sizes, uv, da, b, m, boundary, filter);
 }
 
 std::vector<Tensor> texture_bwd(const Tensor& tex, const Tensor& coarse, const Tensor& offsets, const Tensor& sizes,
-                                const Tensor& uv, const OptTensor& uv_da, const OptTensor& bias, int64_t boundary,
-                                int64_t filter, const Tensor& grad_out) {
-    const Tensor da = value_or_undefined(uv_da), b = value_or_undefined(bias);
-    SG_DISPATCH(mesh, texture_bwd, uv, tex, coarse, offsets, sizes, uv, da, b, boundary, filter, grad_out);
+                                const Tensor& uv, const OptTensor& uv_da, const OptTensor& bias, const OptTensor& mask,
+                                int64_t boundary, int64_t filter, const Tensor& grad_out) {
+    const Tensor da = value_or_undefined(uv_da), b = value_or_undefined(bias), m = value_or_undefined(mask);
+    SG_DISPATCH(mesh, texture_bwd, uv, tex, coarse, offsets, sizes, uv, da, b, m, boundary, filter, grad_out);
 }
 
 Tensor texture_mip(const Tensor& tex, const Tensor& offsets, const Tensor& sizes) {

@@ -42,30 +42,31 @@ std::vector<torch::Tensor> antialias_bwd_cpu(const torch::Tensor& color, const t
 // tex [Bt, h0, w0, C] the texture(s) (mip level 0), coarse [Bt, total - h0 w0, C] mip levels 1 and
 // up (texture_mip; no texels for one level), offsets [L] int64 and sizes [L, 2] int32 (h, w) the
 // layout of the whole pyramid (texture.h), uv [B, Ho, Wo, 2], uv_da [B, Ho, Wo, 4] (mipmapped lookups; undefined otherwise), bias [B, Ho, Wo]
-// level-of-detail bias or undefined -> out [B, Ho, Wo, C].
+// level-of-detail bias or undefined, mask [B, Ho, Wo] bool (the pixels to sample; the others give 0 and
+// no gradient) or undefined -> out [B, Ho, Wo, C].
 torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coarse, const torch::Tensor& offsets,
                               const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& uv_da,
-                              const torch::Tensor& bias, int64_t boundary, int64_t filter);
+                              const torch::Tensor& bias, const torch::Tensor& mask, int64_t boundary, int64_t filter);
 // -> {grad_tex [Bt, h0, w0, C] (the gradients of every mip level folded down into the texture), grad_uv,
 // grad_uv_da, grad_lod (d loss / d lod per pixel: the bias gradient)}; grad_uv_da is undefined without
 // uv_da, grad_lod without uv_da or bias.
 std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch::Tensor& coarse,
                                            const torch::Tensor& offsets, const torch::Tensor& sizes,
                                            const torch::Tensor& uv, const torch::Tensor& uv_da,
-                                           const torch::Tensor& bias, int64_t boundary, int64_t filter,
-                                           const torch::Tensor& grad_out);
+                                           const torch::Tensor& bias, const torch::Tensor& mask, int64_t boundary,
+                                           int64_t filter, const torch::Tensor& grad_out);
 // tex [Bt, h0, w0, C] -> coarse [Bt, total - h0 w0, C]: mip levels 1 and up, laid out by offsets / sizes.
 torch::Tensor texture_mip_cpu(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes);
 
 #ifdef SCENEGRAD_WITH_CUDA
 torch::Tensor texture_fwd_cuda(const torch::Tensor& tex, const torch::Tensor& coarse, const torch::Tensor& offsets,
                                const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& uv_da,
-                               const torch::Tensor& bias, int64_t boundary, int64_t filter);
+                               const torch::Tensor& bias, const torch::Tensor& mask, int64_t boundary, int64_t filter);
 std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& tex, const torch::Tensor& coarse,
                                             const torch::Tensor& offsets, const torch::Tensor& sizes,
                                             const torch::Tensor& uv, const torch::Tensor& uv_da,
-                                            const torch::Tensor& bias, int64_t boundary, int64_t filter,
-                                            const torch::Tensor& grad_out);
+                                            const torch::Tensor& bias, const torch::Tensor& mask, int64_t boundary,
+                                            int64_t filter, const torch::Tensor& grad_out);
 torch::Tensor texture_mip_cuda(const torch::Tensor& tex, const torch::Tensor& offsets, const torch::Tensor& sizes);
 torch::Tensor antialias_fwd_cuda(const torch::Tensor& color, const torch::Tensor& rast, const torch::Tensor& pos,
                                  const torch::Tensor& tri, const torch::Tensor& opposite);
@@ -213,8 +214,8 @@ inline MipLayout mip_coarse_buffer(const torch::Tensor& tex, const torch::Tensor
 // Checks shared by both texture launchers; returns the dimensions the kernels need.
 inline TextureDims check_texture_inputs(const torch::Tensor& tex, const torch::Tensor& coarse,
                                        const torch::Tensor& offsets, const torch::Tensor& sizes, const torch::Tensor& uv,
-                                       const torch::Tensor& uv_da, const torch::Tensor& bias, int64_t boundary,
-                                       int64_t filter) {
+                                       const torch::Tensor& uv_da, const torch::Tensor& bias,
+                                       const torch::Tensor& mask, int64_t boundary, int64_t filter) {
     TORCH_CHECK(tex.dim() == 4, "tex must have shape [Bt, H, W, C], got ", tex.sizes());
     TORCH_CHECK(coarse.dim() == 3 && coarse.size(0) == tex.size(0) && coarse.size(2) == tex.size(3),
                 "the coarse mip levels must have shape [Bt, texels, C] matching tex, got ", coarse.sizes());
@@ -239,6 +240,12 @@ inline TextureDims check_texture_inputs(const torch::Tensor& tex, const torch::T
                         bias.size(2) == uv.size(2) && bias.is_contiguous() && bias.scalar_type() == uv.scalar_type() &&
                         bias.device() == uv.device(),
                     "the level-of-detail bias must be [B, H, W] matching uv");
+    }
+    if (mask.defined()) {
+        TORCH_CHECK(mask.dim() == 3 && mask.size(0) == uv.size(0) && mask.size(1) == uv.size(1) &&
+                        mask.size(2) == uv.size(2) && mask.is_contiguous() && mask.scalar_type() == torch::kBool &&
+                        mask.device() == uv.device(),
+                    "the texture mask must be bool [B, H, W] matching uv");
     }
     TextureDims d;
     d.pixels = uv.size(0) * uv.size(1) * uv.size(2);

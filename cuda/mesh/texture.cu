@@ -16,9 +16,13 @@ namespace {
 
 template <typename T, int kC>
 __global__ void forward_kernel(const T* tex, const T* coarse, const T* uv, const T* uv_da, const T* bias,
-                               TextureDims d, T* out) {
+                               const bool* mask, TextureDims d, T* out) {
     const int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= d.pixels) return;
+    if (mask && !mask[p]) {  // not sampled
+        for (int c = 0; c < d.C; ++c) out[p * d.C + c] = T(0);
+        return;
+    }
     int64_t b;
     const T *level0, *rest;
     pixel_pyramid(tex, coarse, d, p, b, level0, rest);
@@ -38,10 +42,10 @@ struct AtomicTexels {
 
 template <typename T, int kC>
 __global__ void backward_kernel(const T* tex, const T* coarse, const T* uv, const T* uv_da, const T* bias,
-                                TextureDims d, const T* grad_out, T* grad_pyramid, T* grad_uv, T* grad_uv_da,
-                                T* grad_lod) {
+                                const bool* mask, TextureDims d, const T* grad_out, T* grad_pyramid, T* grad_uv,
+                                T* grad_uv_da, T* grad_lod) {
     const int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= d.pixels) return;
+    if (p >= d.pixels || (mask && !mask[p])) return;  // the gradients are zero-filled
     int64_t b;
     const T *level0, *rest;
     pixel_pyramid(tex, coarse, d, p, b, level0, rest);
@@ -107,8 +111,8 @@ static torch::Tensor fold_mip_gradients(torch::Tensor& grad_pyramid, const torch
 
 torch::Tensor texture_fwd_cuda(const torch::Tensor& tex, const torch::Tensor& coarse, const torch::Tensor& offsets,
                                const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& uv_da,
-                               const torch::Tensor& bias, int64_t boundary, int64_t filter) {
-    const TextureDims d = check_texture_inputs(tex, coarse, offsets, sizes, uv, uv_da, bias, boundary, filter);
+                               const torch::Tensor& bias, const torch::Tensor& mask, int64_t boundary, int64_t filter) {
+    const TextureDims d = check_texture_inputs(tex, coarse, offsets, sizes, uv, uv_da, bias, mask, boundary, filter);
     SG_CHECK_CUDA(uv);
     const c10::cuda::CUDAGuard guard(uv.device());
     auto out = torch::empty({uv.size(0), uv.size(1), uv.size(2), d.C}, uv.options());
@@ -119,7 +123,8 @@ torch::Tensor texture_fwd_cuda(const torch::Tensor& tex, const torch::Tensor& co
         with_channels(d.C, [&](auto channels) {
             forward_kernel<scalar_t, decltype(channels)::value><<<blocks(d.pixels), kThreads, 0, stream>>>(
                 tex.data_ptr<scalar_t>(), coarse.data_ptr<scalar_t>(), uv.data_ptr<scalar_t>(),
-                mip ? uv_da.data_ptr<scalar_t>() : nullptr, bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, d,
+                mip ? uv_da.data_ptr<scalar_t>() : nullptr, bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
+                mask.defined() ? mask.data_ptr<bool>() : nullptr, d,
                 out.data_ptr<scalar_t>());
         });
     });
@@ -130,9 +135,9 @@ torch::Tensor texture_fwd_cuda(const torch::Tensor& tex, const torch::Tensor& co
 std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& tex, const torch::Tensor& coarse,
                                             const torch::Tensor& offsets, const torch::Tensor& sizes,
                                             const torch::Tensor& uv, const torch::Tensor& uv_da,
-                                            const torch::Tensor& bias, int64_t boundary, int64_t filter,
-                                            const torch::Tensor& grad_out) {
-    const TextureDims d = check_texture_inputs(tex, coarse, offsets, sizes, uv, uv_da, bias, boundary, filter);
+                                            const torch::Tensor& bias, const torch::Tensor& mask, int64_t boundary,
+                                            int64_t filter, const torch::Tensor& grad_out) {
+    const TextureDims d = check_texture_inputs(tex, coarse, offsets, sizes, uv, uv_da, bias, mask, boundary, filter);
     SG_CHECK_CUDA(uv);
     const c10::cuda::CUDAGuard guard(uv.device());
     const bool mip = d.filter == kLinearMipLinear;
@@ -147,7 +152,8 @@ std::vector<torch::Tensor> texture_bwd_cuda(const torch::Tensor& tex, const torc
         with_channels(d.C, [&](auto channels) {
             backward_kernel<scalar_t, decltype(channels)::value><<<blocks(d.pixels), kThreads, 0, stream>>>(
                 tex.data_ptr<scalar_t>(), coarse.data_ptr<scalar_t>(), uv.data_ptr<scalar_t>(),
-                mip ? uv_da.data_ptr<scalar_t>() : nullptr, bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, d,
+                mip ? uv_da.data_ptr<scalar_t>() : nullptr, bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
+                mask.defined() ? mask.data_ptr<bool>() : nullptr, d,
                 go.data_ptr<scalar_t>(), grad_pyramid.data_ptr<scalar_t>(), grad_uv.data_ptr<scalar_t>(),
                 mip ? grad_uv_da.data_ptr<scalar_t>() : nullptr,
                 grad_lod.defined() ? grad_lod.data_ptr<scalar_t>() : nullptr);

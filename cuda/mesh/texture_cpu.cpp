@@ -21,8 +21,8 @@ namespace mesh {
 
 torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coarse, const torch::Tensor& offsets,
                               const torch::Tensor& sizes, const torch::Tensor& uv, const torch::Tensor& uv_da,
-                              const torch::Tensor& bias, int64_t boundary, int64_t filter) {
-    const TextureDims d = check_texture_inputs(tex, coarse, offsets, sizes, uv, uv_da, bias, boundary, filter);
+                              const torch::Tensor& bias, const torch::Tensor& mask, int64_t boundary, int64_t filter) {
+    const TextureDims d = check_texture_inputs(tex, coarse, offsets, sizes, uv, uv_da, bias, mask, boundary, filter);
     SG_CHECK_CPU(uv);
     auto out = torch::empty({uv.size(0), uv.size(1), uv.size(2), d.C}, uv.options());
     const bool mip = d.filter == kLinearMipLinear;
@@ -33,6 +33,7 @@ torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coa
         const scalar_t* dap = mip ? uv_da.data_ptr<scalar_t>() : nullptr;
         const scalar_t* biasp = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
         scalar_t* op = out.data_ptr<scalar_t>();
+        const bool* mp = mask.defined() ? mask.data_ptr<bool>() : nullptr;
         with_channels(d.C, [&](auto channels) {
             constexpr int kC = decltype(channels)::value;
             // Dynamic chunks: where the surface covers the image unevenly, static halves leave one
@@ -45,6 +46,10 @@ torch::Tensor texture_fwd_cpu(const torch::Tensor& tex, const torch::Tensor& coa
                 int64_t prev = -1, prev_b = -1;
                 scalar_t prev_u = 0, prev_v = 0, prev_lod = 0;
                 for (int64_t p = p0; p < std::min(d.pixels, p0 + kChunk); ++p) {
+                    if (mp && !mp[p]) {  // not sampled
+                        for (int c = 0; c < d.C; ++c) op[p * d.C + c] = scalar_t(0);
+                        continue;
+                    }
                     int64_t b;
                     const scalar_t *level0, *rest;
                     pixel_pyramid(tp, cp, d, p, b, level0, rest);
@@ -131,9 +136,9 @@ static std::pair<int64_t, int64_t> balanced_range(const std::vector<int64_t>& bl
 std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch::Tensor& coarse,
                                            const torch::Tensor& offsets, const torch::Tensor& sizes,
                                            const torch::Tensor& uv, const torch::Tensor& uv_da,
-                                           const torch::Tensor& bias, int64_t boundary, int64_t filter,
-                                           const torch::Tensor& grad_out) {
-    const TextureDims d = check_texture_inputs(tex, coarse, offsets, sizes, uv, uv_da, bias, boundary, filter);
+                                           const torch::Tensor& bias, const torch::Tensor& mask, int64_t boundary,
+                                           int64_t filter, const torch::Tensor& grad_out) {
+    const TextureDims d = check_texture_inputs(tex, coarse, offsets, sizes, uv, uv_da, bias, mask, boundary, filter);
     SG_CHECK_CPU(uv);
     const MipLayout m = mip_layout(offsets, sizes, d.total);
     const bool mip = d.filter == kLinearMipLinear;
@@ -160,6 +165,7 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
         scalar_t* gdap = mip ? grad_uv_da.data_ptr<scalar_t>() : nullptr;
         scalar_t* glp = with_lod ? grad_lod.data_ptr<scalar_t>() : nullptr;
         scalar_t* gbp = grad_pyramid.data_ptr<scalar_t>();
+        const bool* mp = mask.defined() ? mask.data_ptr<bool>() : nullptr;
         // Each thread takes one contiguous run of pixels (so the texels it scatters into, and so its
         // private gradient copy, overlap little with the other threads'), balanced by the incoming
         // gradient's nonzero entries (about C per pixel that has work): a surface covering the image
@@ -205,6 +211,13 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
                         continue;
                     }
                     for (int64_t p = p0; p < p1; ++p) {
+                        if (mp && !mp[p]) {  // not sampled: no gradient
+                            gup[2 * p] = gup[2 * p + 1] = scalar_t(0);
+                            if (mip)
+                                for (int k = 0; k < 4; ++k) gdap[4 * p + k] = scalar_t(0);
+                            if (glp) glp[p] = scalar_t(0);
+                            continue;
+                        }
                         int64_t b;
                         const scalar_t *level0, *rest;
                         pixel_pyramid(tp, cp, d, p, b, level0, rest);

@@ -154,7 +154,8 @@ def _albedo(mesh: Mesh, rast: Tensor, rast_db: Tensor, backend: str | None) -> T
         uv_faces = mesh.uv_faces if mesh.uv_faces is not None else mesh.faces
         uv, uv_da = interpolate(mesh.uvs, rast, uv_faces, rast_db, diff_attrs="all", backend=backend)
         tex = mesh.texture[..., :3]
-        return texture(tex, uv, uv_da, filter_mode="linear-mipmap-linear", boundary_mode="wrap", backend=backend)
+        return texture(tex, uv, uv_da, filter_mode="linear-mipmap-linear", boundary_mode="wrap",
+                       mask=rast[..., 3] > 0, backend=backend)  # the background is composited later
     if mesh.vertex_colors is not None:
         return interpolate(mesh.vertex_colors[..., :3], rast, mesh.faces, backend=backend).out
     base = mesh.material.base_color[:3] if mesh.material is not None else torch.ones(3)

@@ -68,6 +68,7 @@ def texture(
     boundary_mode: str = "wrap",
     mip_level_bias: Tensor | float | None = None,
     max_mip_level: int | None = None,
+    mask: Tensor | None = None,
     backend: str | None = None,
 ) -> Tensor:
     """Sample a texture at per-pixel coordinates; differentiable with respect to ``tex`` (every mip
@@ -88,6 +89,10 @@ def texture(
         boundary_mode: ``"wrap"``, ``"clamp"``, ``"zero"`` or ``"cube"``.
         mip_level_bias: added to the level of detail (scalar or ``[B, Ho, Wo]``).
         max_mip_level: the coarsest level to build (default: down to 1x1).
+        mask: ``[B, Ho, Wo]`` (or ``[Ho, Wo]``) bool, the pixels to sample; the others give 0 and
+            pass no gradient. ``rast[..., 3] > 0`` (the pixels a triangle covers) gives what
+            ``torch.where(rast[..., 3:] > 0, texture(...), 0.0)`` gives, without sampling the
+            background and, on the CPU, several times faster than that ``where`` with its backward.
         backend: ``"auto"``, ``"native"`` or ``"reference"`` (:mod:`scenegrad.render.backend`).
 
     Returns:
@@ -108,7 +113,8 @@ def texture(
         tensor([[0., 1.]])
     """
     if boundary_mode == "cube":
-        return _texture_cube(tex, uv, backend=backend)
+        out = _texture_cube(tex, uv, backend=backend)
+        return out if mask is None else torch.where(mask[..., None], out, 0.0)
     if boundary_mode not in BOUNDARY_MODES:
         raise ValueError(f"boundary_mode must be one of {[*BOUNDARY_MODES, 'cube']}, got {boundary_mode!r}")
     if filter_mode == "auto":
@@ -130,6 +136,13 @@ def texture(
     if tex.dtype != uv.dtype or tex.device != uv.device:
         raise ValueError(f"tex ({tex.dtype}, {tex.device}) and uv ({uv.dtype}, {uv.device}) must match")
 
+    if mask is not None:
+        if unbatched and mask.dim() == 2:
+            mask = mask[None]
+        if mask.dtype != torch.bool or tuple(mask.shape) != tuple(uv.shape[:3]) or mask.device != uv.device:
+            raise ValueError(f"mask must be a bool tensor of shape {list(uv.shape[:3])} on {uv.device}, got "
+                             f"{mask.dtype} {list(mask.shape)} on {mask.device}")
+
     mip = filter_mode == "linear-mipmap-linear"
     if mip and (uv_da is None or uv_da.shape != (*uv.shape[:3], 4)):
         raise ValueError(f"trilinear filtering needs uv_da of shape {[*uv.shape[:3], 4]}")
@@ -143,12 +156,14 @@ def texture(
             bias = torch.as_tensor(mip_level_bias, dtype=uv.dtype, device=uv.device)
             bias = bias.expand(uv.shape[:3]).contiguous()
         out = _TextureNative.apply(tex.contiguous(), uv.contiguous(), uv_da.contiguous() if mip else None, bias,
-                                   sizes, boundary, filt)
+                                   mask.contiguous() if mask is not None else None, sizes, boundary, filt)
     else:
         levels = mip_pyramid(tex, max_mip_level) if mip else [tex]
         lod = level_of_detail(uv_da, tex.shape[1], tex.shape[2], mip_level_bias) if mip else None
         buf = torch.cat([lvl.reshape(lvl.shape[0], -1, lvl.shape[-1]) for lvl in levels], 1)
         out = _reference.texture_lookup(buf, _offsets(sizes), sizes, uv, lod, boundary, filt)
+        if mask is not None:
+            out = torch.where(mask[..., None], out, 0.0)
     return out[0] if unbatched else out
 
 
@@ -174,7 +189,7 @@ class _TextureNative(torch.autograd.Function):
     gradients into every level and folds them down into the texture in one pass."""
 
     @staticmethod
-    def forward(ctx, tex: Tensor, uv: Tensor, uv_da: Tensor | None, bias: Tensor | None,
+    def forward(ctx, tex: Tensor, uv: Tensor, uv_da: Tensor | None, bias: Tensor | None, mask: Tensor | None,
                 sizes: list[tuple[int, int]], boundary: int, filter_mode: int):
         native = _backend.native_module()
         offsets_t = torch.tensor(_offsets(sizes), dtype=torch.int64)
@@ -184,24 +199,24 @@ class _TextureNative(torch.autograd.Function):
             coarse = native.texture_mip(tex, offsets_t, sizes_t)
         else:
             coarse = tex.new_empty(tex.shape[0], 0, tex.shape[-1])
-        out = native.texture_fwd(tex, coarse, offsets_t, sizes_t, uv, uv_da, bias, boundary, filter_mode)
-        ctx.save_for_backward(tex, coarse, uv, uv_da, bias)
+        out = native.texture_fwd(tex, coarse, offsets_t, sizes_t, uv, uv_da, bias, mask, boundary, filter_mode)
+        ctx.save_for_backward(tex, coarse, uv, uv_da, bias, mask)
         ctx.layout = (offsets_t, sizes_t, tex.shape)
         ctx.modes = (boundary, filter_mode)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        tex, coarse, uv, uv_da, bias = ctx.saved_tensors
+        tex, coarse, uv, uv_da, bias, mask = ctx.saved_tensors
         offsets_t, sizes_t, tex_shape = ctx.layout
         native = _backend.native_module()
         grad_tex, grad_uv, grad_uv_da, grad_lod = native.texture_bwd(
-            tex, coarse, offsets_t, sizes_t, uv, uv_da, bias, *ctx.modes, grad_out.contiguous()
+            tex, coarse, offsets_t, sizes_t, uv, uv_da, bias, mask, *ctx.modes, grad_out.contiguous()
         )
         grad_tex = grad_tex.view(tex_shape)
         if ctx.modes[1] == _reference.NEAREST:
             grad_uv = None  # piecewise constant in uv
-        return grad_tex, grad_uv, grad_uv_da, grad_lod if bias is not None else None, None, None, None
+        return grad_tex, grad_uv, grad_uv_da, grad_lod if bias is not None else None, None, None, None, None
 
 
 def level_of_detail(uv_da: Tensor, height: int, width: int, bias: Tensor | float | None = None) -> Tensor:

@@ -66,6 +66,33 @@ def test_native_mip_bias_and_odd_sizes_match_reference(native, size):
     assert g_r[3].abs().sum() > 0 and g_r[0].abs().sum() > 0
 
 
+@pytest.mark.parametrize("filter_mode", ["nearest", "linear", "linear-mipmap-linear"])
+def test_mask_matches_where_composition(native, filter_mode):
+    """mask: masked pixels give 0 and pass no gradient, as torch.where after the lookup; native
+    (forward and every gradient) against the reference, the reference against the where."""
+    tex, uv, uv_da = inputs(seed=5)
+    mask = torch.rand(uv.shape[:3], generator=torch.Generator().manual_seed(3)) > 0.4
+    cot = torch.randn(*uv.shape[:3], tex.shape[-1], generator=torch.Generator().manual_seed(1))
+    results = []
+    for backend, masked in (("native", True), ("reference", True), ("reference", False)):
+        leaves = [x.clone().requires_grad_(True) for x in (tex, uv, uv_da)]
+        out = texture(*leaves, filter_mode=filter_mode, mask=mask if masked else None, backend=backend)
+        if not masked:
+            out = torch.where(mask[..., None], out, 0.0)
+        grads = torch.autograd.grad((out * cot).sum(), leaves, allow_unused=True)
+        results.append((out, [torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves, strict=True)]))
+    (o_n, g_n), (o_r, g_r), (o_w, g_w) = results
+    assert (o_n[~mask] == 0).all() and o_n[mask].abs().sum() > 0
+    for want, got in ((o_w, o_r), (o_r, o_n)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for want, got in ((g_w, g_r), (g_r, g_n)):
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert (g_n[1][~mask] == 0).all() and g_n[0].abs().sum() > 0
+    with pytest.raises(ValueError, match="mask"):
+        texture(tex, uv, uv_da, mask=mask.float(), backend="native")
+
+
 @pytest.mark.parametrize("threads", [1, 2, 8])
 def test_native_gradients_match_reference_at_any_thread_count(native, threads):
     """The CPU backward scatters into per-thread copies of the gradient pyramid (up to 4 threads) or
@@ -188,13 +215,16 @@ def test_validation():
 
 @requires_cuda
 @pytest.mark.cuda
-def test_cuda_matches_cpu(native):
+@pytest.mark.parametrize("masked", [False, True])
+def test_cuda_matches_cpu(native, masked):
     tex, uv, uv_da = inputs(B=2, H=64, W=48, Ho=50, Wo=40)
+    mask = torch.rand(uv.shape[:3], generator=torch.Generator().manual_seed(3)) > 0.4 if masked else None
     res = []
     for device in ("cpu", "cuda"):
         t = tex.to(device).requires_grad_(True)
         u = uv.to(device).requires_grad_(True)
-        out = texture(t, u, uv_da.to(device), backend="native")
+        m = mask.to(device) if masked else None
+        out = texture(t, u, uv_da.to(device), mask=m, backend="native")
         out.square().sum().backward()
         res.append([x.detach().cpu() for x in (out, t.grad, u.grad)])
     for got, want in zip(res[1], res[0], strict=True):
