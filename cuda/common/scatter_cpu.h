@@ -131,7 +131,8 @@ class ScatterAdd {
         }
         void flag(const T* first, int64_t n) const {
             if (!flags_) return;
-            const uint64_t b0 = (uint64_t)(first - base_) >> kBlockShift, b1 = (uint64_t)(first + n - 1 - base_) >> kBlockShift;
+            const uint64_t b0 = (uint64_t)(first - base_) >> kBlockShift;
+            const uint64_t b1 = (uint64_t)(first + n - 1 - base_) >> kBlockShift;
             for (uint64_t b = b0; b <= b1; ++b) {
                 if (atomic_) {
                     __atomic_store_n(&flags_[b], 1, __ATOMIC_RELAXED);

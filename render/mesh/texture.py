@@ -92,7 +92,8 @@ def texture(
         mask: ``[B, Ho, Wo]`` (or ``[Ho, Wo]``) bool, the pixels to sample; the others give 0 and
             pass no gradient. ``rast[..., 3] > 0`` (the pixels a triangle covers) gives what
             ``torch.where(rast[..., 3:] > 0, texture(...), 0.0)`` gives, without sampling the
-            background and, on the CPU, several times faster than that ``where`` with its backward.
+            background and without that ``where`` (with its backward, 1–2 ms of a 512² render on
+            2 CPU cores).
         backend: ``"auto"``, ``"native"`` or ``"reference"`` (:mod:`scenegrad.render.backend`).
 
     Returns:
