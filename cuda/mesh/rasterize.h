@@ -140,15 +140,16 @@ SG_HD T tri_depth(const TriSetup<T>& s, const T* a) {
     return (a[0] * s.z[0] + a[1] * s.z[1] + a[2] * s.z[2]) / (a[0] * s.w[0] + a[1] * s.w[1] + a[2] * s.w[2]);
 }
 
-// Coverage and depth of one pixel; writes z/w when covered.
+// Coverage and depth of one pixel: whether the triangle covers it (its weights are not negative,
+// their sum is positive, z/w is in [-1, 1]), and z/w (meaningful only where covered). No branches,
+// so that the CPU launcher's loop over a row of pixels vectorises.
 template <typename T>
 SG_HD bool covers(const TriSetup<T>& s, T px, T py, T& zw) {
     T a[3];
     tri_alpha(s.A, px, py, a);
-    if (a[0] < T(0) || a[1] < T(0) || a[2] < T(0)) return false;
-    if (!(a[0] + a[1] + a[2] > T(0))) return false;
     zw = tri_depth(s, a);
-    return zw >= T(-1) && zw <= T(1);
+    const bool inside = (a[0] >= T(0)) & (a[1] >= T(0)) & (a[2] >= T(0)) & (a[0] + a[1] + a[2] > T(0));
+    return inside & (zw >= T(-1)) & (zw <= T(1));
 }
 
 // The outputs of one covered pixel: rast = (u, v, z/w, id + 1) and

@@ -62,8 +62,10 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
         const int b = (int)(job / tiles), tile = (int)(job % tiles);
         const int ox = (tile % tiles_x) * kTile, oy = (tile / tiles_x) * kTile;
         const int ex = std::min(ox + kTile, W) - 1, ey = std::min(oy + kTile, H) - 1;
+        // Nearest z/w per pixel so far (+inf: none) and its triangle (-1: none).
         T best_z[kTile * kTile];
         int32_t best_id[kTile * kTile];
+        std::fill(best_z, best_z + kTile * kTile, T(INFINITY));
         std::fill(best_id, best_id + kTile * kTile, -1);
         for (int64_t k = bin_start[job]; k < bin_start[job + 1]; ++k) {
             const int32_t t = bin_items[k];
@@ -71,14 +73,15 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
             const int x0 = std::max(s.x0, ox), x1 = std::min(s.x1, ex);
             const int y0 = std::max(s.y0, oy), y1 = std::min(s.y1, ey);
             for (int iy = y0; iy <= y1; ++iy) {
+                T* z_row = best_z + (iy - oy) * kTile;
+                int32_t* id_row = best_id + (iy - oy) * kTile;
+                // Selects, no branches: the loop vectorises. A tie keeps the earlier triangle.
                 for (int ix = x0; ix <= x1; ++ix) {
                     T zw;
-                    if (!covers(s, px[ix], py[iy], zw)) continue;
-                    const int k = (iy - oy) * kTile + (ix - ox);
-                    if (best_id[k] < 0 || zw < best_z[k]) {
-                        best_z[k] = zw;
-                        best_id[k] = t;
-                    }
+                    const int k = ix - ox;
+                    const bool nearer = covers(s, px[ix], py[iy], zw) & (zw < z_row[k]);
+                    z_row[k] = nearer ? zw : z_row[k];
+                    id_row[k] = nearer ? t : id_row[k];
                 }
             }
         }
