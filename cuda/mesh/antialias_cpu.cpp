@@ -1,5 +1,7 @@
 // CPU launcher of silhouette antialiasing: rows of pixel pairs in parallel (OpenMP), blends and
 // gradients scattered with atomic adds. The per-pair math is in antialias.h.
+#include <vector>
+
 #include "common/checks.h"
 #include "mesh/antialias.h"
 #include "mesh/ops.h"
@@ -8,18 +10,31 @@ namespace scenegrad {
 namespace mesh {
 namespace {
 
-// Calls f(b, pair) for every pixel pair that aa_analyze blends, rows in parallel.
+// Calls f(b, pair) for every pixel pair that aa_analyze blends, rows in parallel. A row is first
+// scanned (a loop that vectorises) for the pixels whose triangle id differs from their right or
+// lower neighbour's: aa_analyze blends no other pair, and most pixels are not on an edge.
 template <typename T, typename F>
 void for_each_blended_pair(const T* pos, const int32_t* tri, const int32_t* opposite, const T* rast,
                            const AntialiasDims& dm, F f) {
-    SG_OMP(parallel for schedule(dynamic, 8))
-    for (int64_t row = 0; row < (int64_t)dm.B * dm.H; ++row) {
-        const int64_t b = row / dm.H;
-        const int y = (int)(row % dm.H);
-        for (int x = 0; x < dm.W; ++x) {
-            for (int d = 0; d < 2; ++d) {
-                AAPair<T> pr;
-                if (aa_analyze(pos, tri, opposite, rast, dm, b, x, y, d, pr)) f(b, pr);
+    SG_OMP(parallel)
+    {
+        std::vector<unsigned char> edge(dm.W);
+        SG_OMP(for schedule(dynamic, 8))
+        for (int64_t row = 0; row < (int64_t)dm.B * dm.H; ++row) {
+            const int64_t b = row / dm.H;
+            const int y = (int)(row % dm.H);
+            const T* ids = rast + row * dm.W * 4 + 3;                   // rast[..., 3] of this row
+            const T* below = y + 1 < dm.H ? ids + dm.W * 4 : ids;       // the last row compares with itself
+            for (int x = 0; x < dm.W; ++x) {
+                const int right = x + 1 < dm.W ? x + 1 : x;
+                edge[x] = (ids[4 * x] != ids[4 * right]) | (ids[4 * x] != below[4 * x]);
+            }
+            for (int x = 0; x < dm.W; ++x) {
+                if (!edge[x]) continue;
+                for (int d = 0; d < 2; ++d) {
+                    AAPair<T> pr;
+                    if (aa_analyze(pos, tri, opposite, rast, dm, b, x, y, d, pr)) f(b, pr);
+                }
             }
         }
     }
