@@ -110,6 +110,11 @@ void backward(const T* pos, int B, int V, const int32_t* tri, int H, int W, cons
         const int64_t b = row / H;
         const int iy = (int)(row % H);
         const T* base = pos + b * V * 4;
+        const auto local = scatter.local();
+        // The last triangle's set-up: neighbouring pixels mostly share a triangle.
+        TriSetup<T> s;
+        int loaded = -1;
+        bool usable = false;
         for (int ix = 0; ix < W; ++ix) {
             const int64_t o = (row * W + ix) * 4;
             const int t = (int)rast[o + 3] - 1;
@@ -118,14 +123,17 @@ void backward(const T* pos, int B, int V, const int32_t* tri, int H, int W, cons
             const T* gdb = grad_db ? grad_db + o : nullptr;
             if (zero_gradient(g, gdb)) continue;
             const int32_t* idx = tri + 3 * t;
-            TriSetup<T> s;
-            if (!load_triangle(base, idx, s)) continue;
+            if (t != loaded) {
+                usable = load_triangle(base, idx, s);
+                loaded = t;
+            }
+            if (!usable) continue;
             T gv[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
             pixel_outputs_backward(s, ndc_x<T>(ix, W), ndc_y<T>(iy, H), W, H, g, gdb, gv);
-            const auto local = scatter.local();
-            for (int i = 0; i < 3; ++i) {
+            for (int i = 0; i < 3; ++i) {  // a vertex's four gradients, one touched-block flag
                 T* dst = local.data() + (b * V + idx[i]) * 4;
-                for (int c = 0; c < 4; ++c) local.add(dst + c, gv[4 * i + c]);
+                for (int c = 0; c < 4; ++c) local.add_unflagged(dst + c, gv[4 * i + c]);
+                local.flag(dst, 4);
             }
         }
     }
