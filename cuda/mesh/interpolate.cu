@@ -35,7 +35,7 @@ __global__ void backward_kernel(const T* attr, InterpolateDims d, const int32_t*
     if (p >= d.pixels) return;
     const int t = (int)rast[4 * p + 3] - 1;
     if (t < 0) return;
-    const int64_t b = p / d.hw;
+    const int64_t b = d.attr_batched ? p / d.hw : 0;  // no division for shared attributes
     AtomicRows<T> add;
     for (int c = 0; c < 3; ++c) add.rows[c] = grad_attr + ((d.attr_batched ? b * d.V : 0) + tri[3 * t + c]) * d.A;
     interpolate_pixel_backward(attr, d, tri, p, rast, db, diff, grad_out + p * d.A,

@@ -36,7 +36,7 @@ SG_HD void interpolate_pixel(const T* attr, const InterpolateDims& d, const int3
         for (int k = 0; k < 2 * d.D; ++k) out_da[k] = T(0);
         return;
     }
-    const int64_t b = p / d.hw;
+    const int64_t b = d.attr_batched ? p / d.hw : 0;  // no division for shared attributes
     const T u = rast[4 * p], v = rast[4 * p + 1], w = T(1) - u - v;
     const T* a0 = attr_row(attr, d, b, tri[3 * t]);
     const T* a1 = attr_row(attr, d, b, tri[3 * t + 1]);
@@ -62,7 +62,7 @@ SG_HD void interpolate_pixel_backward(const T* attr, const InterpolateDims& d, c
                                       const T* grad_out_da, T* grad_rast, T* grad_db, Add add) {
     const int t = (int)rast[4 * p + 3] - 1;
     if (t < 0) return;
-    const int64_t b = p / d.hw;
+    const int64_t b = d.attr_batched ? p / d.hw : 0;  // no division for shared attributes
     const T u = rast[4 * p], v = rast[4 * p + 1], w = T(1) - u - v;
     const T* a0 = attr_row(attr, d, b, tri[3 * t]);
     const T* a1 = attr_row(attr, d, b, tri[3 * t + 1]);

@@ -68,7 +68,7 @@ std::vector<torch::Tensor> interpolate_bwd_cpu(const torch::Tensor& attr, const 
                     for (int c = 0; c < 4; ++c) gdbp[4 * p + c] = scalar_t(0);
                 continue;
             }
-            const int64_t b = p / d.hw;
+            const int64_t b = d.attr_batched ? p / d.hw : 0;
             scalar_t* rows[3];
             const auto local = scatter.local();
             for (int c = 0; c < 3; ++c) rows[c] = local.data() + ((d.attr_batched ? b * d.V : 0) + tp[3 * t + c]) * d.A;
