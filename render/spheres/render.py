@@ -204,6 +204,21 @@ def _finite(x: float) -> bool:
     return float(x) - float(x) == 0.0
 
 
+_ZEROS: dict[tuple, Tensor] = {}
+
+
+def _zeros(like: Tensor) -> Tensor:
+    """A zero tensor like ``like`` for the kernels to read (never written), kept for the next call: the
+    gradient of an output the loss does not use."""
+    key = (tuple(like.shape), like.dtype, like.device)
+    z = _ZEROS.get(key)
+    if z is None:
+        if len(_ZEROS) >= 8:
+            _ZEROS.clear()
+        z = _ZEROS[key] = torch.zeros(key[0], dtype=like.dtype, device=like.device)
+    return z
+
+
 class _SphereRenderNative(torch.autograd.Function):
     @staticmethod
     def forward(ctx, centers: Tensor, radii: Tensor, features: Tensor, opacities: Tensor, intrinsics: Tensor,
@@ -219,17 +234,21 @@ class _SphereRenderNative(torch.autograd.Function):
                               flatten_ids, feats, alpha, depth, pix_state, last)
         ctx.dims = (width, height, near, far, gamma, bg_eps, tile_size)  # the backward replays the stops (last)
         ctx.mark_non_differentiable(ids, weights)
+        # Outputs the loss does not use come to backward as None: autograd would otherwise fill zero
+        # tensors for them on every step (ids and weights alone are 8 MiB at 512^2 with n_ids = 4).
+        ctx.set_materialize_grads(False)
         return feats, alpha, depth, ids, weights
 
     @staticmethod
-    def backward(ctx, v_feats: Tensor, v_alpha: Tensor, v_depth: Tensor, _v_ids, _v_weights):
+    def backward(ctx, v_feats: Tensor | None, v_alpha: Tensor | None, v_depth: Tensor | None, _v_ids, _v_weights):
         (centers, radii, features, opacities, intrinsics, background, tile_offsets, flatten_ids, feats, alpha,
          depth, pix_state, last) = ctx.saved_tensors
         width, height, near, far, gamma, bg_eps, tile_size = ctx.dims
+        v_feats, v_alpha, v_depth = (_zeros(x) if v is None else v.contiguous()
+                                     for v, x in ((v_feats, feats), (v_alpha, alpha), (v_depth, depth)))
         v_centers, v_radii, v_features, v_opacities, v_intrinsics = _backend.native_module().sphere_render_bwd(
             centers, radii, features, opacities, intrinsics, width, height, near, far, gamma, bg_eps, tile_size,
-            tile_offsets, flatten_ids, feats, alpha, depth, pix_state, last, v_feats.contiguous(),
-            v_alpha.contiguous(), v_depth.contiguous(),
+            tile_offsets, flatten_ids, feats, alpha, depth, pix_state, last, v_feats, v_alpha, v_depth,
         )
         v_background = None
         if background is not None and ctx.needs_input_grad[5]:

@@ -272,6 +272,32 @@ def test_native_outputs_survive_later_calls(native):
     assert torch.equal(again.features, first.features) and torch.equal(again.ids, first.ids)
 
 
+@pytest.mark.parametrize("used", [("features",), ("alpha",), ("depth",), ("alpha", "depth"), ()])
+def test_native_gradients_of_unused_outputs_are_zero(native, used):
+    """Outputs the loss leaves out reach the backward as None (no zero fills): the gradients equal
+    those of a loss that adds the unused outputs times 0, and a loss on none of them (only the ids
+    or weights) gives no gradient."""
+    cams = camera(width=64, height=48, f=60.0, dtype=torch.float32)
+    pos, radii, feats, opac = (x.float() for x in random_scene(40, 3, seed=5))
+    kw = dict(opacities=opac, near=0.5, far=8.0, gamma=0.05, backend="native")
+    grads = []
+    for padded in (False, True):
+        leaves = [x.clone().requires_grad_(True) for x in (pos, radii, feats)]
+        out = render_spheres(*leaves, cams, **kw)
+        loss = sum((getattr(out, name) * (k + 1)).square().sum() for k, name in enumerate(used))
+        if padded:
+            loss = loss + 0 * (out.features.sum() + out.alpha.sum() + out.depth.sum())
+        if not used and not padded:
+            loss = loss + out.weights.sum()  # weights are not differentiable: nothing to backpropagate
+            assert not loss.requires_grad
+            grads.append([torch.zeros_like(x) for x in leaves])
+            continue
+        grads.append(torch.autograd.grad(loss, leaves))
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert not used or any(g.abs().sum() > 0 for g in grads[0])
+
+
 @pytest.mark.parametrize("tolerance", [1e-3, 1e-2, 5e-2])
 def test_native_early_stop_tolerance(native, tolerance):
     # a dense volume (every ray crosses tens of spheres): skipped spheres change a pixel by about the tolerance
