@@ -110,3 +110,21 @@ def would_use(area: str, device: str = "cpu") -> str:
     if device == "cuda" and build.cuda_toolkit() is None:
         return "reference (no CUDA toolkit for the native build)"
     return "native"
+
+
+_ZEROS: dict[tuple, torch.Tensor] = {}
+
+
+def zeros_for_kernel(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Zeros of ``shape`` with ``like``'s dtype and device, for a native kernel to read (never to
+    write), kept for the next call. Autograd Functions with several outputs use it, with
+    ``set_materialize_grads(False)``, for the gradient of an output the loss leaves out, instead of
+    autograd's fresh zero fill on every backward.
+    """
+    key = (tuple(shape), like.dtype, like.device)
+    zeros = _ZEROS.get(key)
+    if zeros is None:
+        if len(_ZEROS) >= 8:
+            _ZEROS.clear()
+        zeros = _ZEROS[key] = torch.zeros(key[0], dtype=like.dtype, device=like.device)
+    return zeros

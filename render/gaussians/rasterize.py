@@ -171,14 +171,18 @@ class _RasterizeToPixelsNative(torch.autograd.Function):
         ctx.save_for_backward(means2d, conics, colors, opacities, backgrounds, tile_offsets, flatten_ids, final_T,
                               last_ids)
         ctx.dims = (width, height, tile_size)
+        ctx.out_shapes = (out_colors.shape, out_alphas.shape)
+        ctx.set_materialize_grads(False)  # an output the loss leaves out: read zeros, no fill (below)
         return out_colors, out_alphas
 
     @staticmethod
-    def backward(ctx, v_colors: Tensor, v_alphas: Tensor):
+    def backward(ctx, v_colors: Tensor | None, v_alphas: Tensor | None):
         means2d, conics, colors, opacities, backgrounds, tile_offsets, flatten_ids, final_T, last_ids = (
             ctx.saved_tensors
         )
         width, height, tile_size = ctx.dims
+        v_colors, v_alphas = (_backend.zeros_for_kernel(shape, means2d) if v is None else v
+                              for v, shape in zip((v_colors, v_alphas), ctx.out_shapes, strict=True))
         v_means2d, v_conics, v_cols, v_opacities = _backend.native_module().rasterize_to_pixels_bwd(
             means2d, conics, colors, opacities, backgrounds, width, height, tile_size, tile_offsets, flatten_ids,
             final_T, last_ids, v_colors.contiguous(), v_alphas.contiguous(),

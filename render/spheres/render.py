@@ -204,21 +204,6 @@ def _finite(x: float) -> bool:
     return float(x) - float(x) == 0.0
 
 
-_ZEROS: dict[tuple, Tensor] = {}
-
-
-def _zeros(like: Tensor) -> Tensor:
-    """A zero tensor like ``like`` for the kernels to read (never written), kept for the next call: the
-    gradient of an output the loss does not use."""
-    key = (tuple(like.shape), like.dtype, like.device)
-    z = _ZEROS.get(key)
-    if z is None:
-        if len(_ZEROS) >= 8:
-            _ZEROS.clear()
-        z = _ZEROS[key] = torch.zeros(key[0], dtype=like.dtype, device=like.device)
-    return z
-
-
 class _SphereRenderNative(torch.autograd.Function):
     @staticmethod
     def forward(ctx, centers: Tensor, radii: Tensor, features: Tensor, opacities: Tensor, intrinsics: Tensor,
@@ -244,7 +229,7 @@ class _SphereRenderNative(torch.autograd.Function):
         (centers, radii, features, opacities, intrinsics, background, tile_offsets, flatten_ids, feats, alpha,
          depth, pix_state, last) = ctx.saved_tensors
         width, height, near, far, gamma, bg_eps, tile_size = ctx.dims
-        v_feats, v_alpha, v_depth = (_zeros(x) if v is None else v.contiguous()
+        v_feats, v_alpha, v_depth = (_backend.zeros_for_kernel(x.shape, x) if v is None else v.contiguous()
                                      for v, x in ((v_feats, feats), (v_alpha, alpha), (v_depth, depth)))
         v_centers, v_radii, v_features, v_opacities, v_intrinsics = _backend.native_module().sphere_render_bwd(
             centers, radii, features, opacities, intrinsics, width, height, near, far, gamma, bg_eps, tile_size,

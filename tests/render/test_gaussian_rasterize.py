@@ -226,6 +226,26 @@ def test_culled_and_empty(native, backend):
     assert colors.shape == (2, 12, 16, 3) and torch.all(colors == 0) and torch.all(alphas == 0)
 
 
+@pytest.mark.parametrize("used", ["colors", "alphas"])
+def test_native_gradient_of_an_unused_output_is_zero(native, used):
+    """An output the loss leaves out reaches the backward as None (no zero fill): the gradients equal
+    those of a loss that adds it times 0."""
+    scene, bg = random_scene(N=40, seed=3, background=True)
+    grads = []
+    for padded in (False, True):
+        inputs = {k: (v.clone().requires_grad_(True) if v.is_floating_point() and k != "depths" else v)
+                  for k, v in scene.items()}
+        colors, alphas = render(inputs, 40, 30, "native", backgrounds=bg)
+        out = colors if used == "colors" else alphas
+        loss = (out * torch.linspace(-1, 2, out.numel()).view(out.shape)).sum()
+        if padded:
+            loss = loss + 0 * (colors.sum() + alphas.sum())
+        grads.append(torch.autograd.grad(loss, [inputs[k] for k in ("means2d", "conics", "opacities")]))
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert all(g.abs().sum() > 0 for g in grads[0])
+
+
 def test_input_checks():
     scene, _ = random_scene(C=1, N=5, W=8, H=8)
     with pytest.raises(ValueError, match="conics must have shape"):
