@@ -109,14 +109,8 @@ class ScatterAdd {
         T* data() const { return base_; }
         // Adds value at `where`, a position in data().
         void add(T* where, T value) const {
-            if (atomic_) {
-                SG_OMP(atomic)
-                *where += value;
-                if (flags_) __atomic_store_n(&flags_[(uint64_t)(where - base_) >> kBlockShift], 1, __ATOMIC_RELAXED);
-                return;
-            }
-            *where += value;
-            if (flags_) flags_[(uint64_t)(where - base_) >> kBlockShift] = 1;
+            add_unflagged(where, value);
+            flag(where, 1);
         }
 
         // add() in two halves, for callers that add to a short run of elements in a row:
