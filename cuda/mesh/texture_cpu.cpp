@@ -191,12 +191,6 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
 #endif
                 const auto [begin, end] = balanced_range(block_weight, kShift, d.pixels, parts, part);
                 const auto local = scatter.local();
-                // Adds scale * g[0, C) to a texel's gradient (its touched-block flag set once).
-                auto add_texel = [&](scalar_t* gtex, int64_t texel, scalar_t scale, const scalar_t* g) {
-                    scalar_t* row = gtex + texel * C;
-                    for (int64_t c = 0; c < (kC > 0 ? kC : C); ++c) local.add_unflagged(row + c, scale * g[c]);
-                    local.flag(row, kC > 0 ? kC : C);
-                };
                 // Runs of pixels whose incoming gradient is all zero (background composited away)
                 // only write zeros.
                 constexpr int64_t kRun = 64;
@@ -222,8 +216,11 @@ std::vector<torch::Tensor> texture_bwd_cpu(const torch::Tensor& tex, const torch
                         const scalar_t *level0, *rest;
                         pixel_pyramid(tp, cp, d, p, b, level0, rest);
                         scalar_t* gtex = local.data() + b * d.total * C;
+                        // Adds scale * g[0, C) to a texel's gradient (its touched-block flag set once).
                         auto add = [&](int64_t texel, scalar_t scale, const scalar_t* g) {
-                            add_texel(gtex, texel, scale, g);
+                            scalar_t* row = gtex + texel * C;
+                            for (int64_t c = 0; c < (kC > 0 ? kC : C); ++c) local.add_unflagged(row + c, scale * g[c]);
+                            local.flag(row, kC > 0 ? kC : C);
                         };
                         scalar_t dlod[4];
                         const scalar_t lod = mip ? texture_lod(dap + 4 * p, d.sizes[0], d.sizes[1],
