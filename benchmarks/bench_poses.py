@@ -10,7 +10,8 @@ file's fx = 585 at 640 px; that K is the *depth* camera's: colour and depth are 
 so a few percent of focal error is expected even from a perfect method), runtime (seconds, wall).
 
 Methods: ``scenegrad`` (:func:`scenegrad.recon.flowmap.fit`, ``--preset``); with ``--peers``, COLMAP through
-pycolmap (SIFT, sequential matching, incremental mapping, one shared SIMPLE_RADIAL camera) in the same run.
+pycolmap (SIFT, sequential matching, incremental mapping, one shared camera) in the same run. Both use
+``--camera-model`` (default SIMPLE_RADIAL, COLMAP's default: one focal length and ``k1``).
 A table on stdout and JSON (``--json`` or ``benchmarks/results/bench_poses.json``).
 
 Any other video or frames folder (``--input``, e.g. the apple phone video in ``../shared/data/video``): its
@@ -52,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=100, help="first N frames of the sequence")
     parser.add_argument("--side", type=int, default=320, help="long side of the frames every method gets")
     parser.add_argument("--preset", default="default", choices=("default", "fast"), help="FlowMapConfig preset")
+    parser.add_argument("--camera-model", default="SIMPLE_RADIAL", choices=("SIMPLE_PINHOLE", "SIMPLE_RADIAL"),
+                        help="camera model of both methods (COLMAP's default: SIMPLE_RADIAL)")
     parser.add_argument("--peers", action="store_true", help="also run COLMAP (pycolmap) on the same frames")
     parser.add_argument("--json", default=None, help="output path (default benchmarks/results/bench_poses.json)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: much faster on a busy machine)")
@@ -100,19 +103,21 @@ def _resized(frame, side: int) -> np.ndarray:
     return cv2.resize(image, (round(W * s), round(H * s)), interpolation=cv2.INTER_AREA)
 
 
-def run_scenegrad(frames: list[np.ndarray], preset: str) -> tuple[Cameras, list[int], float, dict, dict]:
-    """FlowMap; its cameras, the frames posed, seconds, the config and the track refinement's figures."""
-    config = FlowMapConfig.fast() if preset == "fast" else FlowMapConfig.default()
+def run_scenegrad(frames: list[np.ndarray], preset: str, camera_model: str
+                  ) -> tuple[Cameras, list[int], float, dict, dict]:
+    """FlowMap; its cameras, the frames posed, seconds, the config and the last refinement's figures."""
+    config = (FlowMapConfig.fast if preset == "fast" else FlowMapConfig.default)(camera_model=camera_model)
     t = time.perf_counter()
     result = fit(frames, config)
     seconds = time.perf_counter() - t
-    ref = result.refinement
+    ref = result.matching if result.matching is not None and result.matching.accepted else result.refinement
     extra = {} if ref is None else {"reproj_mean_px": ref.mean_error_final, "reproj_rmse_px": ref.rmse_final,
                                     "observations": ref.observations}
     return result.cameras, list(range(len(frames))), seconds, dataclasses.asdict(config), extra
 
 
-def run_colmap(frames: list[np.ndarray], names: list[str]) -> tuple[Cameras | None, list[int], float, dict]:
+def run_colmap(frames: list[np.ndarray], names: list[str], camera_model: str
+               ) -> tuple[Cameras | None, list[int], float, dict]:
     """pycolmap: SIFT, sequential matching, incremental mapping; the largest model's cameras and the indices
     of the frames it registered."""
     import cv2
@@ -126,8 +131,10 @@ def run_colmap(frames: list[np.ndarray], names: list[str]) -> tuple[Cameras | No
             cv2.imwrite(str(root / "images" / name), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
         t = time.perf_counter()
         db = root / "database.db"
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = camera_model
         pycolmap.extract_features(db, root / "images", camera_mode=pycolmap.CameraMode.SINGLE,
-                                  device=pycolmap.Device.cpu)
+                                  reader_options=reader, device=pycolmap.Device.cpu)
         pycolmap.match_sequential(db, device=pycolmap.Device.cpu)
         (root / "sparse").mkdir()
         models = pycolmap.incremental_mapping(db, root / "images", root / "sparse")
@@ -187,11 +194,11 @@ def main() -> None:
     h, w = frames[0].shape[:2]
     print(f"{label}: {len(frames)} frames {w}x{h}", file=sys.stderr)
     rows = []
-    ours, ours_posed, seconds, config, extra = run_scenegrad(frames, preset)
+    ours, ours_posed, seconds, config, extra = run_scenegrad(frames, preset, args.camera_model)
     rows.append(evaluate(f"scenegrad flowmap ({preset})", ours, ours_posed, seconds, gt, extra))
     if args.peers:
         try:
-            cams, posed, seconds, extra = run_colmap(frames, names)
+            cams, posed, seconds, extra = run_colmap(frames, names, args.camera_model)
             rows.append(evaluate("colmap (pycolmap)", cams, posed, seconds, gt, extra))
             if isinstance(gt, int) and cams is not None and len(posed) >= 3:  # no ground truth: agreement
                 e = pose_errors(ours[posed], cams)
@@ -201,7 +208,7 @@ def main() -> None:
             rows.append({"method": "colmap (pycolmap)", "error": f"{type(error).__name__}: {error}"})
     _print_table(rows, w, h, label)
     scene = "7-Scenes redkitchen (every 10th frame)" if not args.input else str(args.input)
-    payload = {"benchmark": "bench_poses", "machine": machine(), "scene": scene,
+    payload = {"benchmark": "bench_poses", "machine": machine(), "scene": scene, "camera_model": args.camera_model,
                "resolution": [w, h], "rows": rows, "flowmap_config": config}
     path = Path(args.json) if args.json else RESULTS_DIR / "bench_poses.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,12 @@ focal length *through* the pose solve. No network, no pretrained weights:
   loss about 3x on the synthetic tests);
 - long videos: overlapping windows of ``window`` frames, fitted one after the other and chained by a
   Sim(3) (rotation and translation from a shared frame's pose, scale from its depths);
-- finally (``track_refine``) a bundle adjustment of all poses and the focal length on KLT point tracks
-  through the whole video, started from the fitted depths (:mod:`scenegrad.recon.track_refine`).
+- then (``track_refine``) a bundle adjustment of all poses and the focal length on KLT point tracks
+  through the whole video, started from the fitted depths (:mod:`scenegrad.recon.track_refine`);
+- finally (``match_refine``) one on SIFT features matched as COLMAP's sequential matching pairs frames
+  (the next 10 frames and those ``2^k`` ahead), triangulated from the cameras, with observations
+  re-admitted over a few rounds as the cameras improve: frame-to-frame tracks drift, these close loops
+  (redkitchen: ATE 0.084 -> 0.048 m, COLMAP 0.047 m).
 
 Conventions: :mod:`scenegrad.render.cameras` (OpenCV, world-to-camera, pixel centres at ``+0.5``). The
 world frame is the first frame's camera; the scale is arbitrary (depths start at 1).
@@ -59,7 +63,13 @@ from torch import Tensor
 
 from scenegrad.datasets.scene import Frame, Points, Scene
 from scenegrad.recon.flow import FlowPairs, compute_flow_pairs
-from scenegrad.recon.track_refine import TrackRefinement, klt_tracks, refine_with_tracks
+from scenegrad.recon.track_refine import (
+    TrackRefinement,
+    klt_tracks,
+    refine_with_matches,
+    refine_with_tracks,
+    sift_tracks,
+)
 from scenegrad.render.cameras import Cameras
 
 __all__ = ["FlowMapConfig", "FlowMapResult", "DepthField", "procrustes", "fit", "save", "to_scene",
@@ -99,6 +109,13 @@ class FlowMapConfig:
         considered static and :func:`fit` raises.
     track_refine: finish with a bundle adjustment of the poses and the focal length on KLT point tracks
         at the input resolution (:mod:`scenegrad.recon.track_refine`); track_points: live tracks at most.
+    match_refine: then adjust once more on SIFT features matched between each frame and the next
+        ``match_window`` frames and the frames ``2^k`` ahead (COLMAP's sequential matching; tracks that
+        tie distant frames and close loops), the points triangulated from the cameras
+        (:func:`scenegrad.recon.track_refine.refine_with_matches`; needs ``track_refine``).
+    camera_model: ``"SIMPLE_PINHOLE"`` (one focal length) or ``"SIMPLE_RADIAL"`` (and one radial
+        distortion coefficient ``k1``, refined in the matches' adjustment: the cameras come back as
+        ``"opencv"`` with ``dist = (k1, 0, 0, 0, 0)``; COLMAP's default model).
     seed: the correspondence sampling; progress: a tqdm bar over steps.
     device: where the gradient descent runs (``cpu``, ``cuda`` or ``cuda:N``; see the module docstring).
     """
@@ -133,6 +150,9 @@ class FlowMapConfig:
     min_flow_px: float = 0.3
     track_refine: bool = True
     track_points: int = 4000
+    match_refine: bool = True
+    match_window: int = 10
+    camera_model: str = "SIMPLE_PINHOLE"
     seed: int = 0
     progress: bool = True
     device: str = "cpu"
@@ -160,7 +180,8 @@ class FlowMapResult:
     loss: the training loss per step (all windows, in order).
     focal_history: the focal length (input pixels) per step (NaN during the focal search).
     seconds: wall time of the fit (flow included); windows: the ``(start, stop)`` frame ranges fitted.
-    refinement: what the final bundle adjustment on point tracks did (None when it was off).
+    refinement: what the bundle adjustment on KLT point tracks did (None when it was off).
+    matching: what the last bundle adjustment, on SIFT matches, did (None when it was off).
     """
 
     cameras: Cameras
@@ -170,6 +191,7 @@ class FlowMapResult:
     seconds: float = 0.0
     windows: list[tuple[int, int]] = field(default_factory=list)
     refinement: TrackRefinement | None = None
+    matching: TrackRefinement | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -673,6 +695,9 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
 
     config = config or FlowMapConfig()
     device = resolve_device(config.device)
+    if config.camera_model not in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL"):
+        raise ValueError("config.camera_model must be 'SIMPLE_PINHOLE' or 'SIMPLE_RADIAL', "
+                         f"got {config.camera_model!r}")
     if 1 not in config.skips:
         raise ValueError(f"config.skips must contain 1 (poses come from consecutive frames), got {config.skips}")
     start_time = time.perf_counter()
@@ -728,10 +753,20 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
     f_in = focal * W / w
     cams = Cameras(fx=f_in, fy=f_in, cx=W / 2, cy=H / 2, R=R_all, t=t_all, width=W, height=H)
     depth_all, refinement = depth_all.detach(), None
+    matching = None
     if config.track_refine:
-        cams, depth_all, refinement = refine_with_tracks(cams, depth_all, klt_tracks(full, config.track_points))
+        # observations off by more than 3 px are dropped in a last adjustment on the KLT tracks, unless the
+        # matches' adjustment follows (it filters its own)
+        cams, depth_all, refinement = refine_with_tracks(cams, depth_all, klt_tracks(full, config.track_points),
+                                                         max_error_px=None if config.match_refine else 3.0)
+        if config.match_refine:
+            intrinsics = ("focal", "k1") if config.camera_model == "SIMPLE_RADIAL" else ("focal",)
+            cams, matching = refine_with_matches(cams, sift_tracks(full, config.match_window),
+                                                 refine_intrinsics=intrinsics)
+            depth_all = depth_all * matching.depth_scale
     return FlowMapResult(cameras=cams, depths=depth_all, loss=losses, focal_history=focals,
-                         seconds=time.perf_counter() - start_time, windows=windows, refinement=refinement)
+                         seconds=time.perf_counter() - start_time, windows=windows, refinement=refinement,
+                         matching=matching)
 
 
 # ----------------------------------------------------------------------------------------------

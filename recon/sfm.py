@@ -60,7 +60,7 @@ from scenegrad.recon.ba import BAOptions, Observations, bundle_adjust
 from scenegrad.render.cameras import Cameras, _distort_opencv, _undistort_opencv
 
 __all__ = ["CAMERA_MODELS", "SfMOptions", "SfMResult", "Features", "extract_features", "match_features",
-           "incremental_sfm"]
+           "match_pairs", "sequential_pairs", "incremental_sfm"]
 
 _PP_MIN_IMAGES = 6  # refine_principal_point="auto": images of the one camera needed to refine its principal point
 _PP_MAX_SHIFT = 0.025  # ... and the largest shift from the image centre (fraction of the image size) it accepts
@@ -497,22 +497,42 @@ def _map(feats: list[Features], matches: dict[tuple[int, int], np.ndarray], size
     return rec, track, obs_img, obs_kp, obs_xy
 
 
+def sequential_pairs(n: int, window: int, quadratic: bool = False) -> list[tuple[int, int]]:
+    """Image pairs ``(i, j)``, ``i < j < n``, of sequential matching: ``j <= i + window``, and with
+    ``quadratic`` also ``j = i + 2^k`` for every ``k`` (COLMAP's quadratic overlap: far pairs that can
+    close a loop or bridge a gap in a video, at ``log2 n`` more pairs per image).
+
+    >>> sequential_pairs(5, 1, quadratic=True)
+    [(0, 1), (0, 2), (0, 4), (1, 2), (1, 3), (2, 3), (2, 4), (3, 4)]
+    """
+    far = [1 << k for k in range(max(n - 1, 1).bit_length())] if quadratic else []
+    return sorted({(i, i + s) for i in range(n) for s in [*range(1, window + 1), *far] if i + s < n})
+
+
+def match_pairs(feats: list[Features], pairs: list[tuple[int, int]], ratio: float = 0.8,
+                dtype: torch.dtype = torch.float32, min_inliers: int = 15, verify_px: float = 1.5
+                ) -> dict[tuple[int, int], np.ndarray]:
+    """Verified matches ``{(i, j): [K, 2] keypoint pairs}`` of the image ``pairs``: :func:`match_features`,
+    then a fundamental matrix by MAGSAC++ (``verify_px``); pairs left with fewer than ``min_inliers``
+    inliers are dropped."""
+    matches: dict[tuple[int, int], np.ndarray] = {}
+    for i, j in pairs:
+        m = match_features(feats[i], feats[j], ratio, dtype)
+        if len(m) < min_inliers:
+            continue
+        inl = _verify(feats[i].xy[m[:, 0]], feats[j].xy[m[:, 1]], verify_px)
+        if inl is not None and inl.sum() >= min_inliers:
+            matches[(i, j)] = m[inl]
+    return matches
+
+
 def _match_pairs(feats: list[Features], opt: SfMOptions) -> dict[tuple[int, int], np.ndarray]:
     """Verified matches ``{(i, j): [K, 2] keypoint pairs}`` (``i < j``) of the pairs ``opt.matching`` selects."""
     n_img = len(feats)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[opt.match_dtype]
-    matches: dict[tuple[int, int], np.ndarray] = {}
-    for i in range(n_img):
-        for j in range(i + 1, n_img):
-            if opt.matching == "sequential" and j - i > opt.window:
-                continue
-            m = match_features(feats[i], feats[j], opt.ratio, dtype)
-            if len(m) < opt.min_inliers:
-                continue
-            inl = _verify(feats[i].xy[m[:, 0]], feats[j].xy[m[:, 1]], opt.verify_px)
-            if inl is not None and inl.sum() >= opt.min_inliers:
-                matches[(i, j)] = m[inl]
-    return matches
+    pairs = sequential_pairs(n_img, opt.window) if opt.matching == "sequential" else \
+        [(i, j) for i in range(n_img) for j in range(i + 1, n_img)]
+    return match_pairs(feats, pairs, opt.ratio, dtype, opt.min_inliers, opt.verify_px)
 
 
 def _register(rec: _Recon, image: int, X: np.ndarray, xy: np.ndarray, opt: SfMOptions) -> bool:

@@ -93,6 +93,8 @@ def test_bad_input_raises_clear_errors():
         fit(still, quick)
     with pytest.raises(ValueError, match="skips"):
         fit(_noise_frames(3), FlowMapConfig.fast(skips=(2,), progress=False))
+    with pytest.raises(ValueError, match="camera_model"):
+        fit(_noise_frames(3), FlowMapConfig.fast(camera_model="OPENCV", progress=False))
 
 
 # ----------------------------------------------------------------------------------------------

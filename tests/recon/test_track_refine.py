@@ -222,3 +222,155 @@ def test_observations_off_by_pixels_are_dropped_before_a_last_adjustment(walk, t
     err, err_plain = pose_errors(kept, truth), pose_errors(plain, truth)
     print(err, err_plain)
     assert err.ate < err_plain.ate and err.focal_rel < err_plain.focal_rel
+
+
+# ----------------------------------------------------------------------------------------------
+# SIFT tracks from sequential matching, triangulation, and the adjustment on them
+# ----------------------------------------------------------------------------------------------
+
+
+def test_sequential_pairs_are_colmaps():
+    from scenegrad.recon.sfm import sequential_pairs
+
+    assert sequential_pairs(4, 2) == [(0, 1), (0, 2), (1, 2), (1, 3), (2, 3)]
+    pairs = sequential_pairs(40, 3, quadratic=True)
+    assert (0, 32) in pairs and (5, 21) in pairs and (5, 10) not in pairs and (7, 39) in pairs
+    assert all(0 <= i < j < 40 for i, j in pairs) and len(set(pairs)) == len(pairs)
+
+
+@pytest.fixture(scope="module")
+def sift(walk):
+    from scenegrad.recon.track_refine import sift_tracks
+
+    return sift_tracks(walk[1], window=4)
+
+
+def test_sift_tracks_are_sorted_and_follow_the_true_motion(walk, sift):
+    """Observations sorted by track then frame, one per frame and track; triangulated with the true
+    cameras, the tracks reproject within a pixel."""
+    from scenegrad.recon.ba import Observations, reprojection_residuals
+    from scenegrad.recon.track_refine import triangulate_tracks
+
+    scene, frames, _ = walk
+    assert sift.count > 50 and len(sift.frame) > 3 * sift.count  # the rendered room has few SIFT corners
+    key = sift.track * len(frames) + sift.frame
+    assert bool((key[1:] > key[:-1]).all())
+    assert set(torch.unique(sift.track).tolist()) == set(range(sift.count))
+    cams = scene.cameras.to(dtype=torch.float64)
+    points = triangulate_tracks(cams, sift)
+    err = reprojection_residuals(cams, points, Observations(sift.frame, sift.track, sift.uv)).norm(dim=1)
+    err = err.nan_to_num(float("inf"))  # behind a camera: a wrong match
+    assert float(err.median()) < 0.5 and float((err < 2).float().mean()) > 0.85  # one bad match spoils a DLT
+
+
+def _synthetic_tracks(cams, count: int, seed: int, noise_px: float = 0.0):
+    """``count`` random points in front of every camera of ``cams`` (a walk: all see the room's middle),
+    observed in every camera where they project inside the image."""
+    from scenegrad.recon.ba import Observations, reprojection_residuals
+    from scenegrad.recon.track_refine import Tracks
+
+    g = torch.Generator().manual_seed(seed)
+    centre = -(cams.R[0].T @ cams.t[0])
+    forward = cams.R[0][2]
+    points = centre + forward * 1.2 + (torch.rand(count, 3, generator=g, dtype=torch.float64) - 0.5) * 1.5
+    N = len(cams)
+    frame = torch.arange(N).repeat_interleave(count)
+    track = torch.arange(count).repeat(N)
+    zero = torch.zeros(N * count, 2, dtype=torch.float64)
+    uv = reprojection_residuals(cams, points, Observations(frame, track, zero))  # = the projections
+    ok = torch.isfinite(uv).all(1) & (uv[:, 0] > 0) & (uv[:, 0] < cams.width[0]) & (uv[:, 1] > 0) \
+        & (uv[:, 1] < cams.height[0])
+    uv = uv + noise_px * torch.randn(uv.shape, generator=g, dtype=torch.float64)
+    ok &= torch.bincount(track[ok], minlength=count)[track] >= 2
+    order = torch.argsort(track[ok] * N + frame[ok])
+    ids, t = torch.unique(track[ok][order], return_inverse=True)
+    return Tracks(frame[ok][order], t, uv[ok][order], len(ids)), points[ids]
+
+
+def test_triangulation_is_exact_without_noise_with_and_without_distortion(walk):
+    import dataclasses
+
+    from scenegrad.recon.track_refine import triangulate_tracks
+
+    scene, _, _ = walk
+    for dist in (None, torch.tensor([-0.08, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)):
+        cams = scene.cameras.to(dtype=torch.float64)
+        if dist is not None:
+            cams = dataclasses.replace(cams, model="opencv", dist=dist)
+        tracks, truth = _synthetic_tracks(cams, 200, seed=2)
+        points = triangulate_tracks(cams, tracks)
+        assert torch.allclose(points, truth, atol=1e-7)
+        # only the first observation of every track used: no point (NaN), not a guess
+        first = torch.ones(len(tracks.track), dtype=torch.bool)
+        first[1:] = tracks.track[1:] != tracks.track[:-1]
+        assert torch.isnan(triangulate_tracks(cams, tracks, first)).all()
+        assert torch.allclose(triangulate_tracks(cams, tracks, ~first)[torch.bincount(tracks.track[~first],
+                              minlength=tracks.count) >= 2], truth[torch.bincount(tracks.track[~first],
+                              minlength=tracks.count) >= 2], atol=1e-7)
+
+
+@pytest.mark.parametrize("model", ["SIMPLE_PINHOLE", "SIMPLE_RADIAL"])
+def test_refinement_on_matches_recovers_perturbed_cameras(walk, model):
+    """Cameras 0.5 degrees and 5 % of focal length off, observations with 0.3 px of noise and 3 % of them
+    6 px off: the adjustment on triangulated points recovers the poses and focal length (and ``k1`` of a
+    distorted lens), and leaves the outliers out."""
+    import dataclasses
+
+    from scenegrad.recon.track_refine import Tracks, refine_with_matches
+    from scenegrad.render.rotations import so3_exp
+
+    scene, _, _ = walk
+    truth = scene.cameras.to(dtype=torch.float64)
+    if model == "SIMPLE_RADIAL":
+        truth = dataclasses.replace(truth, model="opencv", dist=torch.tensor([-0.06, 0, 0, 0, 0.0]).double())
+    tracks, _ = _synthetic_tracks(truth, 400, seed=3, noise_px=0.3)
+    g = torch.Generator().manual_seed(4)
+    slid = torch.rand(len(tracks.uv), generator=g) < 0.03
+    uv = tracks.uv.clone()
+    uv[slid] += 6.0
+    tracks = Tracks(tracks.frame, tracks.track, uv, tracks.count)
+    noise = so3_exp(torch.randn(len(truth), 3, generator=g, dtype=torch.float64) * np.deg2rad(0.5))
+    noise[0] = torch.eye(3, dtype=torch.float64)
+    start = type(truth)(fx=truth.fx * 1.05, fy=truth.fy * 1.05, cx=truth.cx, cy=truth.cy, R=noise @ truth.R,
+                        t=truth.t, width=truth.width, height=truth.height)
+    intrinsics = ("focal", "k1") if model == "SIMPLE_RADIAL" else ("focal",)
+    cams, info = refine_with_matches(start, tracks, refine_intrinsics=intrinsics)
+    before, after = pose_errors(start, truth), pose_errors(cams, truth)
+    print(model, before, after, info)
+    assert info.accepted and info.observations <= len(uv) - 0.9 * int(slid.sum())
+    assert info.mean_error_final < 0.6 and info.rmse_final < info.rmse_initial
+    assert after.rot_mean_deg < 0.08 < 0.3 < before.rot_mean_deg and after.focal_rel < 0.01
+    assert 0.9 < info.depth_scale < 1.1
+    if model == "SIMPLE_RADIAL":
+        assert cams.model == "opencv" and abs(float(cams.dist[0, 0]) + 0.06) < 0.005
+    else:
+        assert cams.model == "pinhole"
+
+
+def test_refinement_on_matches_readmits_observations_as_the_cameras_improve(walk):
+    """Cameras turned by about a degree put many observations beyond the threshold; the first round
+    adjusts on the others, and the next triangulation takes them back."""
+    from scenegrad.recon.track_refine import refine_with_matches
+    from scenegrad.render.rotations import so3_exp
+
+    scene, _, _ = walk
+    truth = scene.cameras.to(dtype=torch.float64)
+    tracks, _ = _synthetic_tracks(truth, 300, seed=5, noise_px=0.2)
+    g = torch.Generator().manual_seed(7)
+    turn = torch.randn(len(truth), 3, generator=g, dtype=torch.float64) * np.deg2rad(1.0)
+    start = type(truth)(fx=truth.fx, fy=truth.fy, cx=truth.cx, cy=truth.cy, R=so3_exp(turn) @ truth.R,
+                        t=truth.t, width=truth.width, height=truth.height)
+    one, info_one = refine_with_matches(start, tracks, rounds=1, max_error_px=2.0)
+    cams, info = refine_with_matches(start, tracks, max_error_px=2.0)
+    print(info_one, info)
+    assert info.observations > info_one.observations and info.observations > 0.97 * len(tracks.frame)
+    assert pose_errors(cams, truth).rot_mean_deg < 0.05
+
+
+def test_too_few_matches_leave_the_cameras_alone(walk):
+    from scenegrad.recon.track_refine import refine_with_matches
+
+    scene, _, _ = walk
+    tracks, _ = _synthetic_tracks(scene.cameras.to(dtype=torch.float64), 20, seed=6)
+    cams, info = refine_with_matches(scene.cameras, tracks)
+    assert cams is scene.cameras and not info.accepted and "tracks" in info.reason
