@@ -100,6 +100,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from scenegrad.render import backend as _backend
 from scenegrad.render.cameras import Cameras, _distort_opencv, _opencv_jacobian
 from scenegrad.render.rotations import so3_exp
 
@@ -149,7 +150,9 @@ class BAOptions:
     max_iterations: LM iterations (linearisations). ftol: stop when an accepted step lowers the cost
     by less than ``ftol * cost``. xtol: stop when the step is below ``xtol * (|params| + xtol)``.
     initial_damping: starting ``lambda``. backward_refinements: exact-Hessian refinement steps of the
-    implicit gradient (0: plain Gauss-Newton).
+    implicit gradient (0: plain Gauss-Newton). backend: who sums the points' terms of the reduced camera
+    system, ``"auto"`` / ``"native"`` / ``"reference"`` as :mod:`scenegrad.render.backend` (area ``"ba"``;
+    ``None``: ``$SCENEGRAD_BACKEND`` or ``"auto"``); the results agree to rounding.
     """
 
     loss: str = "huber"
@@ -159,6 +162,7 @@ class BAOptions:
     xtol: float = 1e-12
     initial_damping: float = 1e-4
     backward_refinements: int = 2
+    backend: str | None = None
 
 
 @dataclass
@@ -213,6 +217,7 @@ class _Structure:
     pair_b: Tensor  # [P]
     _pair_chunks: list | None = None
     _cache: dict = field(default_factory=dict)  # per-solve index tensors (scatter_rows, per_camera_gram)
+    backend: str = "reference"  # of the Schur complement's point terms: "native" (scenegrad.cuda) or "reference"
 
     @property
     def n_cam_params(self) -> int:
@@ -269,6 +274,18 @@ class _Structure:
             if len(x):
                 out[i] = x.reshape(-1, C).T @ y.reshape(-1, C)
         return out
+
+    def schur_index(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(pos [O, C], order [O], starts [M + 1])`` of the native Schur kernel: each observation's camera
+        parameters' positions in the reduced system, the observations grouped by point and where each
+        point's group starts (computed once per solve)."""
+        key = "schur index"
+        if key not in self._cache:
+            order = torch.argsort(self.pt, stable=True)
+            counts = torch.bincount(self.pt, minlength=self.n_points)
+            starts = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+            self._cache[key] = (self.cam_map()[self.cam].contiguous(), order, starts)
+        return self._cache[key]
 
     def cam_free(self) -> Tensor:
         """``[N, C]`` free mask of each camera's parameters."""
@@ -542,28 +559,15 @@ def _dense_cameras(blocks: Tensor, struct: _Structure) -> tuple[Tensor, Tensor]:
     return H, cmap
 
 
-def _solve(nq: _Normal, struct: _Structure, lam: float, rhs_c: Tensor, rhs_p: Tensor) -> tuple[Tensor, Tensor] | None:
-    """Solve ``(H + lam diag(H)) [dc; dp] = [rhs_c; rhs_p]`` by the Schur complement on the points.
+def _schur_reference(F: Tensor, nq: _Normal, struct: _Structure) -> tuple[Tensor, Tensor, Tensor]:
+    """The reduced camera matrix ``U - sum F_a W_b^T`` (dense ``[S, S]``, undamped), the camera map and the
+    diagonal of ``U``, in torch (the native kernel ``ba_schur`` sums the same terms point by point).
 
-    ``rhs_c [N, C]`` per camera (summed into shared intrinsics), ``rhs_p [M, 3]``. Returns per-camera
-    ``[N, C]`` (shared intrinsics repeated) and ``[M, 3]`` steps, or ``None`` if ``S`` is not positive definite.
-    """
-    cam, pt = struct.cam, struct.pt
-    S = struct.size
-    eye3 = torch.eye(3, dtype=nq.V.dtype, device=nq.V.device)
-    V = nq.V + lam * torch.diag_embed(nq.V.diagonal(dim1=1, dim2=2))
-    # fixed or unobserved points: identity blocks (their W rows and gradients are zero)
-    empty = ~struct.point_free | (nq.V.diagonal(dim1=1, dim2=2).sum(1) <= 0)
-    V = torch.where(empty[:, None, None], eye3, V)
-    V_inv, info = torch.linalg.inv_ex(V)
-    if bool((info != 0).any()):
-        V_inv = torch.linalg.pinv(V, hermitian=True)
-    F = nq.W @ V_inv[pt]  # [O, C, 3]: W V^-1 per observation
-    # S = U - sum over pairs (a, b) of observations of one point of F_a W_b^T: the dense chunks' points
-    # by one product per chunk (_DensePlan); for the others the pairs a == b reduced per camera, the
-    # pairs a < b scattered straight into S (and mirrored). Each of those F_a W_b^T is
-    # summed as 3 outer products with the observations in the last axis: torch's batched matmul of many
-    # [C, 3] @ [3, C] products is several times slower on the CPU.
+    The dense chunks' points by one product per chunk (_DensePlan); for the others the pairs a == b reduced
+    per camera, the pairs a < b scattered straight into S (and mirrored). Each of those F_a W_b^T is summed as
+    3 outer products with the observations in the last axis: torch's batched matmul of many [C, 3] @ [3, C]
+    products is several times slower on the CPU."""
+    cam, S = struct.cam, struct.size
     own_obs = struct.pair_obs
     Fs, Ws = F[own_obs].permute(1, 2, 0).contiguous(), nq.W[own_obs].permute(1, 2, 0).contiguous()  # [C, 3, Q]
 
@@ -586,9 +590,42 @@ def _solve(nq: _Normal, struct: _Structure, lam: float, rhs_c: Tensor, rhs_p: Te
     cross = cross.view(S, S)
     dense = H.new_zeros(S * S).index_add_(0, struct.dense.target, struct.dense.products(F, nq.W)).view(S, S)
     H = H - cross - cross.T - dense
+    return H, cmap, diag
+
+
+def _solve(nq: _Normal, struct: _Structure, lam: float, rhs_c: Tensor, rhs_p: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Solve ``(H + lam diag(H)) [dc; dp] = [rhs_c; rhs_p]`` by the Schur complement on the points.
+
+    ``rhs_c [N, C]`` per camera (summed into shared intrinsics), ``rhs_p [M, 3]``. Returns per-camera
+    ``[N, C]`` (shared intrinsics repeated) and ``[M, 3]`` steps, or ``None`` if ``S`` is not positive definite.
+    """
+    cam, pt = struct.cam, struct.pt
+    S = struct.size
+    eye3 = torch.eye(3, dtype=nq.V.dtype, device=nq.V.device)
+    V = nq.V + lam * torch.diag_embed(nq.V.diagonal(dim1=1, dim2=2))
+    # fixed or unobserved points: identity blocks (their W rows and gradients are zero)
+    empty = ~struct.point_free | (nq.V.diagonal(dim1=1, dim2=2).sum(1) <= 0)
+    V = torch.where(empty[:, None, None], eye3, V)
+    V_inv, info = torch.linalg.inv_ex(V)
+    if bool((info != 0).any()):
+        V_inv = torch.linalg.pinv(V, hermitian=True)
+    # S = U - sum over pairs (a, b) of observations of one point of F_a W_b^T (F = W V^-1): by the native
+    # kernel (point by point, in C++ or CUDA), or in torch (_schur_reference; also where autograd records)
+    native = struct.backend == "native" and nq.W.dtype == torch.float64 and not (nq.W.requires_grad
+                                                                               or V_inv.requires_grad)
+    if native:
+        pos, order, starts = struct.schur_index()
+        terms = _backend.native_module().ba_schur(nq.W.contiguous(), V_inv.contiguous(), pt, pos, order, starts, S)
+        H, cmap = _dense_cameras(nq.U, struct)
+        diag = H.diagonal().clone()  # Marquardt scaling: the diagonal of U, before the elimination
+        H = H - terms
+        Fp = (nq.W @ (V_inv @ rhs_p[:, :, None])[pt])[:, :, 0]  # W V^-1 rhs_p per observation
+    else:
+        F = nq.W @ V_inv[pt]  # [O, C, 3]: W V^-1 per observation
+        H, cmap, diag = _schur_reference(F, nq, struct)
+        Fp = (F @ rhs_p[pt][:, :, None])[:, :, 0]
     H = H + lam * torch.diag(diag)
     b = H.new_zeros(S).index_add_(0, cmap.reshape(-1), rhs_c.reshape(-1))
-    Fp = (F @ rhs_p[pt][:, :, None])[:, :, 0]  # W V^-1 rhs_p per observation
     b = b.index_add_(0, cmap[cam].reshape(-1), -Fp.reshape(-1))
     # fixed parameters and parameters no observation touches: unit diagonal, zero right-hand side
     free = H.new_zeros(S, dtype=torch.bool).index_fill_(0, cmap[struct.cam_free()], True)
@@ -994,6 +1031,7 @@ def bundle_adjust(
     struct = _Structure(cam, pt, group, N, M, G, cols, pose_free, ~fixed_pt,
                         (~fixed_in)[:, None].expand(G, len(cols)).clone(), cameras.model, opt.loss,
                         float(opt.loss_scale), min_depth, None, None, None, None)
+    struct.backend = _backend.resolve("ba", opt.backend, dev)
     struct.dense = _dense_plan(cam, pt, N, M, struct.cam_map(), struct.size)
     in_dense = torch.zeros(len(cam), dtype=torch.bool, device=dev)
     in_dense[struct.dense.obs] = True

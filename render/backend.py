@@ -35,6 +35,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "gaussians": ("gsplat",),  # rasterize_gaussians only
     "iso": (),
     "spheres": (),
+    "ba": (),  # the bundle adjustment's Schur complement (scenegrad.recon.ba)
 }
 
 _warned_cuda = False

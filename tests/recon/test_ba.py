@@ -13,6 +13,8 @@ from scenegrad.recon.evaluate import pose_errors
 from scenegrad.render.cameras import Cameras, project
 from scenegrad.render.rotations import so3_exp
 
+from ..conftest import requires_cuda
+
 F64 = torch.float64
 
 
@@ -346,7 +348,7 @@ def test_dense_and_pair_schur_sums_agree(monkeypatch):
         monkeypatch.setattr(ba, "_DENSE_WASTE", waste)
         plan = ba._dense_plan(cam, pt, 24, len(X), torch.arange(24 * 6).view(24, 6), 24 * 6)
         results.append((len(plan.obs), bundle_adjust(start, X0, observations, refine_intrinsics=("focal",),
-                                                     options=BAOptions(max_iterations=30))))
+                                                     options=BAOptions(max_iterations=30, backend="reference"))))
     counts = [n for n, _ in results]
     # the default takes every track (and random points whose chunk of tracks they share); the repeated
     # point's 3 + 1 observations always go to the pairs
@@ -358,3 +360,110 @@ def test_dense_and_pair_schur_sums_agree(monkeypatch):
         assert (res.points - ref.points).abs().max() < 1e-7
         assert (res.cameras.t - ref.cameras.t).abs().max() < 1e-7
         assert (res.cameras.fx - ref.cameras.fx).abs().max() < 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# The native Schur complement (cuda/ba): against a plain sum, and the solves against the reference's
+# ----------------------------------------------------------------------------------------------
+
+
+def _schur_inputs(C: int, n_points: int = 40, n_cams: int = 9, seed: int = 0, device: str = "cpu"):
+    """Random ``W [O, C, 3]``, symmetric positive definite ``V_inv [M, 3, 3]``, points seen 1 to 7 times (one
+    of them twice by one camera), pose columns per camera and ``C - 6`` intrinsic columns shared by groups of
+    cameras (so two cameras write to the same entries), as ``_solve`` lays them out."""
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(1, 8, (n_points,), generator=g)
+    pt = torch.arange(n_points).repeat_interleave(counts)
+    cam = torch.randint(0, n_cams, (len(pt),), generator=g)
+    cam[1] = cam[0] if pt[1] == pt[0] else cam[1]
+    perm = torch.randperm(len(pt), generator=g)  # observations in any order
+    pt, cam = pt[perm], cam[perm]
+    W = torch.randn(len(pt), C, 3, generator=g, dtype=F64)
+    A = torch.randn(n_points, 3, 3, generator=g, dtype=F64)
+    V_inv = A @ A.transpose(1, 2) + 0.1 * torch.eye(3, dtype=F64)
+    k, groups = C - 6, 3
+    group = torch.arange(n_cams) % groups
+    cmap = torch.cat([torch.arange(6 * n_cams).view(n_cams, 6),
+                      6 * n_cams + k * group[:, None] + torch.arange(k)], 1)
+    S = 6 * n_cams + k * groups
+    order = torch.argsort(pt, stable=True)
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(torch.bincount(pt, minlength=n_points), 0)])
+    args = (W, V_inv, pt, cmap[cam].contiguous(), order, starts, S)
+    return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _schur_sum(W, V_inv, pt, pos, order, starts, S):
+    """The point terms ``sum_p sum_(a, b) W_a V_p^-1 W_b^T`` at ``(pos_a, pos_b)``, one pair at a time."""
+    T = torch.zeros(S, S, dtype=F64)
+    for p in range(len(starts) - 1):
+        obs = order[starts[p]:starts[p + 1]].tolist()
+        for a in obs:
+            for b in obs:
+                T[pos[a][:, None], pos[b][None, :]] += W[a] @ V_inv[p] @ W[b].T
+    return T
+
+
+@pytest.mark.parametrize("C", [6, 7, 9])
+def test_native_schur_terms_match_a_plain_sum(C):
+    from scenegrad.render.backend import native_module
+
+    args = _schur_inputs(C, seed=C)
+    T = native_module().ba_schur(*args)
+    ref = _schur_sum(*args)
+    assert torch.allclose(T, ref, rtol=1e-12, atol=1e-10)
+    assert torch.equal(T, T.T)
+
+
+def test_native_schur_refuses_bad_indices():
+    from scenegrad.render.backend import native_module
+
+    W, V_inv, pt, pos, order, starts, S = _schur_inputs(7)
+    with pytest.raises(RuntimeError, match="group"):
+        native_module().ba_schur(W, V_inv, pt, pos, order.flip(0), starts, S)
+    with pytest.raises(RuntimeError, match="pos out of range"):
+        native_module().ba_schur(W, V_inv, pt, pos.clamp_max(S - 1) + 1, order, starts, S)
+    with pytest.raises(RuntimeError, match="float64"):
+        native_module().ba_schur(W.float(), V_inv, pt, pos, order, starts, S)
+
+
+@pytest.mark.parametrize("refine", [("focal",), ("focal", "k1")])
+def test_native_and_reference_solves_agree(refine):
+    """A bundle adjustment with the native Schur terms reaches the reference's optimum (shared intrinsics,
+    a point seen twice by one camera, Huber loss)."""
+    cams, X, obs, g = _scene(12, 300, per_point=4, noise=0.3, seed=5, k1=0.01 if "k1" in refine else 0.0)
+    cam = torch.cat([obs.camera_idx, obs.camera_idx[:1]])
+    pt = torch.cat([obs.point_idx, obs.point_idx[:1]])
+    uv = torch.cat([obs.uv, obs.uv[:1] + 0.2])
+    start, X0 = _perturb(cams, X, g, rot_deg=1.0, trans=0.05, focal=1.03)
+    out = {}
+    for backend in ("native", "reference"):
+        out[backend] = bundle_adjust(start, X0, Observations(cam, pt, uv), refine_intrinsics=refine,
+                                     intrinsic_groups=torch.zeros(12, dtype=torch.long),
+                                     options=BAOptions(loss="huber", max_iterations=40, backend=backend))
+    a, b = out["native"], out["reference"]
+    assert a.iterations == b.iterations and abs(a.rmse_final - b.rmse_final) < 1e-9 * b.rmse_final
+    assert (a.points - b.points).abs().max() < 1e-7 and (a.cameras.R - b.cameras.R).abs().max() < 1e-9
+    assert (a.cameras.fx - b.cameras.fx).abs().max() < 1e-6
+
+
+def test_implicit_gradients_agree_between_backends():
+    cams, X, obs, g = _scene(6, 60, per_point=4, noise=0.3, seed=6)
+    grads = {}
+    for backend in ("native", "reference"):
+        uv = obs.uv.clone().requires_grad_()
+        res = bundle_adjust(cams, X, Observations(obs.camera_idx, obs.point_idx, uv), refine_intrinsics=("focal",),
+                            options=BAOptions(max_iterations=30, backend=backend))
+        (res.cameras.t.sum() + res.points[:, 0].sum() + res.cameras.fx.sum()).backward()
+        grads[backend] = uv.grad
+    assert torch.allclose(grads["native"], grads["reference"], rtol=1e-6, atol=1e-9)
+
+
+@requires_cuda
+@pytest.mark.parametrize("C", [6, 8])
+def test_cuda_schur_terms_match_the_cpu(C):
+    from scenegrad.render.backend import native_module
+
+    args = _schur_inputs(C, n_points=300, n_cams=20, seed=C)
+    cpu = native_module().ba_schur(*args)
+    cuda = native_module().ba_schur(*_schur_inputs(C, n_points=300, n_cams=20, seed=C, device="cuda"))
+    assert torch.allclose(cuda.cpu(), cpu, rtol=1e-11, atol=1e-9)
