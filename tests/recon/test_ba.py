@@ -458,6 +458,7 @@ def test_implicit_gradients_agree_between_backends():
     assert torch.allclose(grads["native"], grads["reference"], rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.cuda
 @requires_cuda
 @pytest.mark.parametrize("C", [6, 8])
 def test_cuda_schur_terms_match_the_cpu(C):

@@ -133,6 +133,9 @@ def test_forward_walk(walk):
     scene, result, err, _ = walk
     print("walk", err, float(result.cameras.fx[0]), float(scene.cameras.fx[0]), f"{result.seconds:.1f} s")
     assert len(result.cameras) == 16 and result.depths.shape == (16, 192, 256)
+    # the rendered room has too few SIFT features for the matches' adjustment (see test_track_refine)
+    assert list(result.stages) == ["fit", "klt tracks", "sift matches", "track adjustment"]
+    assert 0 < sum(result.stages.values()) <= result.seconds and result.matching is None
     assert err.ate_rel < WALK_ATE_REL
     assert err.rot_mean_deg < WALK_ROT_DEG
     assert err.focal_rel < WALK_FOCAL_REL
@@ -142,6 +145,24 @@ def test_forward_walk(walk):
     s = (gt[m] / result.depths[m]).median()
     assert float(((s * result.depths[m] - gt[m]).abs() / gt[m]).median()) < WALK_DEPTH_REL
     assert result.loss[-1] < 0.2 * result.loss[0]
+
+
+def test_a_declined_match_adjustment_leaves_the_full_track_adjustment(walk, monkeypatch):
+    """With enough matches the tracks' adjustment is cut short for the matches' one; when that declines,
+    the tracks' adjustment runs in full after all: the same cameras as without the matches."""
+    import scenegrad.recon.flowmap as flowmap
+    from scenegrad.recon.track_refine import TrackRefinement
+
+    scene, result, _, frames = walk
+    declined = TrackRefinement(0, 0, float("nan"), float("nan"), 1.0, False, "declined")
+    calls = []
+    monkeypatch.setattr(flowmap, "MATCHES_PER_FRAME", 0)
+    monkeypatch.setattr(flowmap, "refine_with_matches", lambda cams, *a, **k: (calls.append(1), (cams, declined))[1])
+    again = fit(frames, FlowMapConfig.fast(progress=False))
+    assert calls and again.matching is declined and list(again.stages)[-1] == "match adjustment"
+    assert torch.allclose(again.cameras.R, result.cameras.R, atol=1e-6)
+    assert torch.allclose(again.cameras.fx, result.cameras.fx, rtol=1e-6)
+    assert again.refinement.observations == result.refinement.observations
 
 
 def test_orbit(orbit):
