@@ -110,7 +110,8 @@ class FlowMapConfig:
     track_refine: finish with a bundle adjustment of the poses and the focal length on KLT point tracks
         at the input resolution (:mod:`scenegrad.recon.track_refine`); track_points: live tracks at most.
     match_refine: then adjust once more on SIFT features matched between each frame and the next
-        ``match_window`` frames and the frames ``2^k`` ahead (COLMAP's sequential matching; tracks that
+        ``match_window`` frames and the frames ``2^k`` ahead (``match_features`` SIFT features per frame at
+        most, at the input resolution; COLMAP's sequential matching; tracks that
         tie distant frames and close loops), the points triangulated from the cameras
         (:func:`scenegrad.recon.track_refine.refine_with_matches`; needs ``track_refine``). Where a median
         frame has fewer than :data:`MATCHES_PER_FRAME` matched observations, or the matches' adjustment
@@ -154,6 +155,7 @@ class FlowMapConfig:
     track_points: int = 4000
     match_refine: bool = True
     match_window: int = 10
+    match_features: int = 2048
     camera_model: str = "SIMPLE_PINHOLE"
     seed: int = 0
     progress: bool = True
@@ -770,7 +772,7 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
         lap("klt tracks")
         matches = None
         if config.match_refine:
-            matches = sift_tracks(full, config.match_window)
+            matches = sift_tracks(full, config.match_window, max_features=config.match_features)
             lap("sift matches")
             if _median_per_frame(matches, N) < MATCHES_PER_FRAME:  # too few to adjust on: the tracks' result
                 matches = None
