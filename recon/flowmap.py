@@ -118,7 +118,8 @@ class FlowMapConfig:
         declines, the KLT tracks' adjustment is the result (run in full).
     camera_model: ``"SIMPLE_PINHOLE"`` (one focal length) or ``"SIMPLE_RADIAL"`` (and one radial
         distortion coefficient ``k1``, refined in the matches' adjustment: the cameras come back as
-        ``"opencv"`` with ``dist = (k1, 0, 0, 0, 0)``; COLMAP's default model).
+        ``"opencv"`` with ``dist = (k1, 0, 0, 0, 0)``; COLMAP's default model). The depth maps stay the
+        fit's pinhole ones: :func:`dense_points` unprojects them without ``k1``.
     seed: the correspondence sampling; progress: a tqdm bar over steps.
     device: where the gradient descent runs (``cpu``, ``cuda`` or ``cuda:N``; see the module docstring).
     """
