@@ -64,8 +64,10 @@ from torch import Tensor
 from scenegrad.datasets.scene import Frame, Points, Scene
 from scenegrad.recon.flow import FlowPairs, compute_flow_pairs
 from scenegrad.recon.track_refine import (
+    MATCHES_PER_FRAME,
     TrackRefinement,
     klt_tracks,
+    median_per_frame,
     refine_with_matches,
     refine_with_tracks,
     sift_tracks,
@@ -775,7 +777,7 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
         if config.match_refine:
             matches = sift_tracks(full, config.match_window, max_features=config.match_features)
             lap("sift matches")
-            if _median_per_frame(matches, N) < MATCHES_PER_FRAME:  # too few to adjust on: the tracks' result
+            if median_per_frame(matches.frame, N) < MATCHES_PER_FRAME:  # too few to adjust on: the tracks' result
                 matches = None
         # When the matches' adjustment follows, the one on the KLT tracks only finds and repairs broken pairs:
         # its adjustments stop at 30 iterations (the matches' rounds converge from there: redkitchen, fast
@@ -798,15 +800,6 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
     return FlowMapResult(cameras=cams, depths=depth_all, loss=losses, focal_history=focals,
                          seconds=time.perf_counter() - start_time, stages=stages, windows=windows,
                          refinement=refinement, matching=matching)
-
-
-#: The least number of SIFT observations a median frame needs for the matches' adjustment (see
-#: :func:`scenegrad.recon.track_refine.refine_with_matches`, ``min_per_frame``).
-MATCHES_PER_FRAME = 50
-
-
-def _median_per_frame(tracks, n_frames: int) -> float:
-    return float(torch.bincount(tracks.frame, minlength=n_frames).double().median()) if n_frames else 0.0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -399,6 +399,16 @@ def refine_with_tracks(cameras: Cameras, depths: Tensor, tracks: Tracks, *, loss
     return refined.to(dtype=cameras.dtype), depths * scale, info
 
 
+#: The least number of matched observations a median frame needs for :func:`refine_with_matches`.
+MATCHES_PER_FRAME = 50
+
+
+def median_per_frame(frame: Tensor, n_frames: int) -> float:
+    """The median over ``n_frames`` frames of the number of observations (``frame [O]``, each one's frame)
+    in a frame."""
+    return float(torch.bincount(frame, minlength=n_frames).double().median()) if n_frames else 0.0
+
+
 def _inliers(cams: Cameras, tracks: Tracks, max_error_px: float) -> tuple[Tensor, Tensor]:
     """Every track's point triangulated in ``cams`` and the observations within ``max_error_px`` of it
     (in front of the camera, of tracks keeping two such): a first triangulation from all observations,
@@ -419,7 +429,7 @@ def _inliers(cams: Cameras, tracks: Tracks, max_error_px: float) -> tuple[Tensor
 def refine_with_matches(cameras: Cameras, tracks: Tracks, *, refine_intrinsics: tuple[str, ...] = ("focal",),
                         rounds: int = 3, max_error_px: float = 4.0, loss_scale_px: float = 1.0,
                         max_iterations: int = 30, min_tracks: int = 50,
-                        min_per_frame: int = 50) -> tuple[Cameras, TrackRefinement]:
+                        min_per_frame: int = MATCHES_PER_FRAME) -> tuple[Cameras, TrackRefinement]:
     """Bundle-adjust ``cameras`` (``N`` cameras sharing one focal length, already close: after
     :func:`refine_with_tracks`) on feature ``tracks`` (:func:`sift_tracks`), triangulating the points
     from the cameras, as an incremental SfM's last global adjustments do.
@@ -461,7 +471,7 @@ def refine_with_matches(cameras: Cameras, tracks: Tracks, *, refine_intrinsics: 
             break
         if previous is not None and torch.equal(keep, previous):
             break
-        per_frame = float(torch.bincount(tracks.frame[keep], minlength=len(cams)).double().median())
+        per_frame = median_per_frame(tracks.frame[keep], len(cams))
         if not info.accepted and per_frame < min_per_frame:
             info.reason = f"{per_frame:.0f} observations in the median frame (< {min_per_frame})"
             break
