@@ -211,10 +211,11 @@ class _Structure:
     loss: str
     scale: float
     min_depth: float
-    dense: _DensePlan  # points whose W V^-1 W^T terms are summed by dense products
-    pair_obs: Tensor  # [Q] observations of the other points
-    pair_a: Tensor  # [P] pairs of observations of the same point, as positions in pair_obs (sorted by point)
-    pair_b: Tensor  # [P]
+    # the reference's plan of the Schur sums (built by reference_plan(), when the reference first needs it):
+    dense: _DensePlan | None = None  # points whose W V^-1 W^T terms are summed by dense products
+    pair_obs: Tensor | None = None  # [Q] observations of the other points
+    pair_a: Tensor | None = None  # [P] pairs of observations of the same point, as positions in pair_obs
+    pair_b: Tensor | None = None  # [P]
     _pair_chunks: list | None = None
     _cache: dict = field(default_factory=dict)  # per-solve index tensors (scatter_rows, per_camera_gram)
     backend: str = "reference"  # of the Schur complement's point terms: "native" (scenegrad.cuda) or "reference"
@@ -234,11 +235,24 @@ class _Structure:
         intr = 6 * n + k * self.group[:, None] + torch.arange(k, device=self.cam.device)
         return torch.cat([pose, intr], dim=1)
 
+    def reference_plan(self) -> None:
+        """Build ``dense``, ``pair_obs``, ``pair_a`` and ``pair_b`` (once): only the torch reference of the
+        Schur sums reads them, so a solve by the native kernel never builds them."""
+        if self.dense is not None:
+            return
+        cam, pt = self.cam, self.pt
+        self.dense = _dense_plan(cam, pt, self.n_cams, self.n_points, self.cam_map(), self.size)
+        in_dense = torch.zeros(len(cam), dtype=torch.bool, device=cam.device)
+        in_dense[self.dense.obs] = True
+        self.pair_obs = torch.nonzero(~in_dense)[:, 0]
+        self.pair_a, self.pair_b = _observation_pairs(pt[self.pair_obs], self.n_points)
+
     def pair_chunks(self) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Chunks of ``(pair_a, pair_b, flat)`` with ``flat`` the positions in the flattened ``[S, S]``
         reduced matrix of the chunk's ``[C, C, n]`` blocks (entry ``(i, j)`` of pair ``k`` at ``[i, j, k]``;
         computed once per solve)."""
         if self._pair_chunks is None:
+            self.reference_plan()
             cmap, S, self._pair_chunks = self.cam_map(), self.size, []
             for s in range(0, len(self.pair_a), _PAIR_CHUNK):
                 a, b = self.pair_a[s:s + _PAIR_CHUNK], self.pair_b[s:s + _PAIR_CHUNK]
@@ -578,6 +592,7 @@ def _schur_reference(F: Tensor, nq: _Normal, struct: _Structure) -> tuple[Tensor
     per camera, the pairs a < b scattered straight into S (and mirrored). Each of those F_a W_b^T is summed as
     3 outer products with the observations in the last axis: torch's batched matmul of many [C, 3] @ [3, C]
     products is several times slower on the CPU."""
+    struct.reference_plan()
     cam, S = struct.cam, struct.size
     own_obs = struct.pair_obs
     Fs, Ws = F[own_obs].permute(1, 2, 0).contiguous(), nq.W[own_obs].permute(1, 2, 0).contiguous()  # [C, 3, Q]
@@ -1041,13 +1056,8 @@ def bundle_adjust(
     min_depth = 1e-6 * float(front.median()) if len(front) else 1e-12
     struct = _Structure(cam, pt, group, N, M, G, cols, pose_free, ~fixed_pt,
                         (~fixed_in)[:, None].expand(G, len(cols)).clone(), cameras.model, opt.loss,
-                        float(opt.loss_scale), min_depth, None, None, None, None)
+                        float(opt.loss_scale), min_depth)
     struct.backend = _backend.resolve("ba", opt.backend, dev)
-    struct.dense = _dense_plan(cam, pt, N, M, struct.cam_map(), struct.size)
-    in_dense = torch.zeros(len(cam), dtype=torch.bool, device=dev)
-    in_dense[struct.dense.obs] = True
-    struct.pair_obs = torch.nonzero(~in_dense)[:, 0]
-    struct.pair_a, struct.pair_b = _observation_pairs(pt[struct.pair_obs], M)
     # a group's refined intrinsics start from its first camera's values
     first = torch.full((G,), N, dtype=torch.long, device=dev).scatter_reduce(
         0, group, torch.arange(N, device=dev), "amin")[group]
