@@ -113,8 +113,10 @@ def run_scenegrad(frames: list[np.ndarray], preset: str, camera_model: str
     ref = result.matching if result.matching is not None and result.matching.accepted else result.refinement
     extra = {} if ref is None else {"reproj_mean_px": ref.mean_error_final, "reproj_rmse_px": ref.rmse_final,
                                     "observations": ref.observations}
-    extra["stages_s"] = result.stages
-    print("scenegrad stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.stages.items()), file=sys.stderr)
+    extra["stages_s"], extra["background_s"] = result.stages, result.background
+    print("scenegrad stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.stages.items())
+          + "; on other threads meanwhile: " + ", ".join(f"{k} {v:.1f}" for k, v in result.background.items()),
+          file=sys.stderr)
     return result.cameras, list(range(len(frames))), seconds, dataclasses.asdict(config), extra
 
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,8 +187,10 @@ class FlowMapResult:
     depths: ``[N, H, W]`` float32 camera-``z`` depth at the input resolution, in the cameras' scale.
     loss: the training loss per step (all windows, in order).
     focal_history: the focal length (input pixels) per step (NaN during the focal search).
-    seconds: wall time of the fit (flow included); stages: seconds per stage (``"fit"``: flow and gradient
-        descent, ``"klt tracks"``, ``"sift matches"``, ``"track adjustment"``, ``"match adjustment"``);
+    seconds: wall time of the fit (flow included); stages: wall seconds per stage, one after the other
+        (``"fit"``: flow and gradient descent, ``"waiting for tracks and matches"``, ``"track adjustment"``,
+        ``"match adjustment"``); background: seconds of the jobs run on other threads beside them (``"flow"``,
+        ``"klt tracks"``, ``"sift matches"``);
     windows: the ``(start, stop)`` frame ranges fitted.
     refinement: what the bundle adjustment on KLT point tracks did (None when it was off).
     matching: what the last bundle adjustment, on SIFT matches, did (None when it was off or there were
@@ -200,6 +203,7 @@ class FlowMapResult:
     focal_history: list[float] = field(default_factory=list)
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
+    background: dict[str, float] = field(default_factory=dict)
     windows: list[tuple[int, int]] = field(default_factory=list)
     refinement: TrackRefinement | None = None
     matching: TrackRefinement | None = None
@@ -369,16 +373,33 @@ def _unproject(uv: Tensor, depth: Tensor, focal: Tensor, cx: float, cy: float) -
     return torch.stack([x, y, depth.expand_as(x)], -1)
 
 
+XYZ = tuple[Tensor, Tensor, Tensor]  # camera points as their x, y, z components, each [..., P]
+
+
+def _unproject_xyz(uv: Tensor, depth: Tensor, focal: Tensor, cx: float, cy: float) -> XYZ:
+    """:func:`_unproject` as components ``(x, y, z)`` of the broadcast shape of ``depth`` and ``focal``."""
+    x = (uv[..., 0] - cx) / focal * depth
+    y = (uv[..., 1] - cy) / focal * depth
+    return x, y, depth.expand_as(x)
+
+
 def _compose(R_rel: Tensor, t_rel: Tensor) -> tuple[Tensor, Tensor]:
     """World-to-camera ``(R [..., N, 3, 3], t [..., N, 3])`` from relative poses ``camera i -> i + 1``
-    (``[..., N - 1, ...]``), with frame 0 the world."""
-    Rs = [torch.eye(3, dtype=R_rel.dtype, device=R_rel.device).expand(*R_rel.shape[:-3], 3, 3)]
-    ts = [torch.zeros(*t_rel.shape[:-2], 3, dtype=t_rel.dtype, device=t_rel.device)]
-    for k in range(R_rel.shape[-3]):
-        Rk, tk = R_rel[..., k, :, :], t_rel[..., k, :]
-        Rs.append(Rk @ Rs[-1])
-        ts.append((Rk @ ts[-1][..., None])[..., 0] + tk)
-    return torch.stack(Rs, -3), torch.stack(ts, -2)
+    (``[..., N - 1, ...]``), with frame 0 the world.
+
+    An inclusive scan (Hillis-Steele) of ``[I, T_0, ..., T_{N-2}]`` under composition: ``ceil(log2 N)`` batched
+    products instead of ``N - 1`` chained ones, whose backward through one ``select`` per frame costs ``O(N^2)``."""
+    eye = torch.eye(3, dtype=R_rel.dtype, device=R_rel.device).expand(*R_rel.shape[:-3], 1, 3, 3)
+    R = torch.cat([eye, R_rel], -3)
+    t = torch.cat([torch.zeros_like(t_rel[..., :1, :]), t_rel], -2)
+    d = 1
+    while d < R.shape[-3]:  # element k becomes T_k after T_{k-d}'s composition (covering k-2d+1 .. k)
+        Ra, ta = R[..., d:, :, :], t[..., d:, :]
+        Rb, tb = R[..., :-d, :, :], t[..., :-d, :]
+        R = torch.cat([R[..., :d, :, :], Ra @ Rb], -3)
+        t = torch.cat([t[..., :d, :], (Ra @ tb[..., None])[..., 0] + ta], -2)
+        d *= 2
+    return R, t
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,50 +445,69 @@ def _sample_pairs(flows: FlowPairs, samples: int, g: torch.Generator,
     Pn, H, W = flows.weight.shape
     order, count = _sampling_table(flows) if table is None else table
     pick = (torch.rand(Pn, samples, generator=g, device="cpu") * count[:, None]).long().clamp_max_(count[:, None] - 1)
-    idx = order.gather(1, pick).to(flows.flow.device)  # [P, S]
-    rows, cols = idx // W, idx % W
-    uv_i = torch.stack([cols.float() + 0.5, rows.float() + 0.5], -1)
-    # each pixel's (x, y) flow gathered as one 8-byte element (gather along an expanded index is slow)
-    flow = flows.flow.reshape(Pn, -1, 2).view(torch.float64)[..., 0].gather(1, idx).view(torch.float32)
+    # lookups in the flattened tables by index_select: gather along dim 1 of [P, H * W] (or take) is several
+    # times slower on the CPU
+    rows_start = torch.arange(Pn, device="cpu")[:, None] * (H * W)
+    idx = order.view(-1).index_select(0, (pick + rows_start).view(-1)).view(Pn, samples)  # pixel in its pair
+    idx = idx.to(flows.flow.device)
+    flat = (idx + rows_start.to(idx.device)).view(-1)
+    row = torch.floor((idx.double() + 0.5) / W)  # exact, unlike float32 for large images; int64 division is slow
+    uv_i = torch.stack([idx.double() - row * W + 0.5, row + 0.5], -1).float()
+    # each pixel's (x, y) flow read as one 8-byte element
+    flow = flows.flow.reshape(-1, 2).view(torch.float64)[:, 0].index_select(0, flat).view(torch.float32)
     flow = flow.reshape(Pn, samples, 2)
-    w = flows.weight.reshape(Pn, -1).gather(1, idx)
+    w = flows.weight.reshape(-1).index_select(0, flat).view(Pn, samples)
     return uv_i, uv_i + flow, torch.where(w > 0.05, w, 0.0)
 
 
-def _points(field: DepthField, flows: FlowPairs, uv_i: Tensor, uv_j: Tensor, focal: Tensor) -> tuple[Tensor, Tensor]:
-    """Camera points ``[C, P, S, 3]`` of the sampled pixels in frame ``i`` and of their matches in frame ``j``
-    (each at its own frame's depth), for focal lengths ``focal [C]``."""
+def _points(field: DepthField, flows: FlowPairs, uv_i: Tensor, uv_j: Tensor, focal: Tensor) -> tuple[XYZ, XYZ]:
+    """Camera points (components ``[C, P, S]``, :func:`_unproject_xyz`) of the sampled pixels in frame ``i`` and
+    of their matches in frame ``j`` (each at its own frame's depth), for focal lengths ``focal [C]``."""
     cx, cy = field.width / 2, field.height / 2
     d_i = field.sample(flows.pairs[:, 0], uv_i)  # [P, S]
     d_j = field.sample(flows.pairs[:, 1], uv_j)
     f = focal[:, None, None]
-    return _unproject(uv_i, d_i, f, cx, cy), _unproject(uv_j, d_j, f, cx, cy)
+    return _unproject_xyz(uv_i, d_i, f, cx, cy), _unproject_xyz(uv_j, d_j, f, cx, cy)
 
 
-def _procrustes_poses(X_i: Tensor, X_j: Tensor, w: Tensor, consecutive: Tensor) -> tuple[Tensor, Tensor]:
+def _procrustes_poses(X_i: XYZ, X_j: XYZ, w: Tensor, consecutive: Tensor) -> tuple[Tensor, Tensor]:
     """World-to-camera poses ``(R [C, n, 3, 3], t [C, n, 3])`` composed from the Procrustes fits of the
     consecutive pairs (``consecutive``: their indices, ordered by frame)."""
     c = consecutive
-    R_rel, t_rel = procrustes(X_i[:, c], X_j[:, c], w[c].expand(X_i.shape[0], -1, -1))
+    src = torch.stack([x[:, c] for x in X_i], -1)
+    dst = torch.stack([x[:, c] for x in X_j], -1)
+    R_rel, t_rel = procrustes(src, dst, w[c].expand(src.shape[0], -1, -1))
     return _compose(R_rel, t_rel)
 
 
-def _reprojection(X_i: Tensor, uv_j: Tensor, w: Tensor, R: Tensor, t: Tensor, flows: FlowPairs, focal: Tensor,
+def _huber(r: Tensor, delta: float) -> Tensor:
+    """Elementwise Huber loss of residuals ``r`` (``F.huber_loss`` against 0)."""
+    a = r.abs()
+    return torch.where(a < delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+
+
+def _reprojection(X_i: XYZ, uv_j: Tensor, w: Tensor, R: Tensor, t: Tensor, flows: FlowPairs, focal: Tensor,
                   cx: float, cy: float, huber: float, truncate: float | None = None) -> Tensor:
     """Per-candidate loss ``[C]``: weighted Huber distance between the points ``X_i`` moved into frame ``j``
     by the poses ``(R [C, n, 3, 3], t [C, n, 3])`` and projected, and their observed matches ``uv_j``;
-    correspondences off by more than ``truncate`` pixels are left out (outliers)."""
+    correspondences off by more than ``truncate`` pixels are left out (outliers).
+
+    Computed on the coordinates one by one (``[C, P, S]`` each): a batched ``[S, 3] @ [3, 3]`` product, the
+    stacks, selects and sums over a last dimension of 2 or 3 are each several times slower on the CPU."""
     i, j = flows.pairs[:, 0], flows.pairs[:, 1]
     R_ij = R[:, j] @ R[:, i].transpose(-1, -2)  # [C, P, 3, 3]
     t_ij = t[:, j] - (R_ij @ t[:, i][..., None])[..., 0]
-    Xc = X_i @ R_ij.transpose(-1, -2) + t_ij[:, :, None]
-    z = Xc[..., 2].clamp_min(1e-3)
+    M = R_ij[..., None]  # [C, P, 3, 3, 1]: entries broadcast over the samples
+    x, y, z = X_i
+    Xc, Yc, Zc = (M[:, :, r, 0] * x + M[:, :, r, 1] * y + M[:, :, r, 2] * z + t_ij[:, :, r, None] for r in range(3))
+    inv_z = 1 / Zc.clamp_min(1e-3)
     f = focal[:, None, None]
-    res = torch.stack([f * Xc[..., 0] / z + cx, f * Xc[..., 1] / z + cy], -1) - uv_j
-    per = F.huber_loss(res, torch.zeros_like(res), reduction="none", delta=huber).sum(-1)  # [C, P, S]
-    behind = F.relu(1e-2 - Xc[..., 2]) * 100
+    ru = f * Xc * inv_z + (cx - uv_j[..., 0])
+    rv = f * Yc * inv_z + (cy - uv_j[..., 1])
+    per = _huber(ru, huber) + _huber(rv, huber)  # [C, P, S]
+    behind = F.relu(1e-2 - Zc) * 100
     if truncate is not None:
-        w = w * (res.detach().norm(dim=-1) < truncate)
+        w = w * ((ru.detach() ** 2 + rv.detach() ** 2) < truncate**2)
     return ((per + behind) * w).sum((-1, -2)) / w.sum().clamp_min(1)
 
 
@@ -509,8 +549,8 @@ def _search_focal(images: Tensor, flows: FlowPairs, table: tuple[Tensor, Tensor]
         d_i = field_.sample(pairs_c[:, 0], uv_i.repeat(C, 1, 1)).reshape(C, P, S)
         d_j = field_.sample(pairs_c[:, 1], uv_j.repeat(C, 1, 1)).reshape(C, P, S)
         f = candidates[:, None, None]
-        X_i = _unproject(uv_i, d_i, f, w / 2, h / 2)
-        X_j = _unproject(uv_j, d_j, f, w / 2, h / 2)
+        X_i = _unproject_xyz(uv_i, d_i, f, w / 2, h / 2)
+        X_j = _unproject_xyz(uv_j, d_j, f, w / 2, h / 2)
         R, t = _procrustes_poses(X_i, X_j, wt, consecutive)
         loss_c = _reprojection(X_i, uv_j, wt, R, t, flows, candidates, w / 2, h / 2, config.huber_px)
         total = loss_c.sum() + C * config.smoothness * field_.smoothness(edges_c)
@@ -542,17 +582,16 @@ def _search_focal(images: Tensor, flows: FlowPairs, table: tuple[Tensor, Tensor]
     return focal, out, history
 
 
-def _fit_window(images: Tensor, flow_images: np.ndarray, config: FlowMapConfig, focal_init: float | None,
+def _fit_window(images: Tensor, flows: FlowPairs, config: FlowMapConfig, focal_init: float | None,
                 fixed_focal: bool, depth_scale: float, bar) -> _Window:
-    """Fit depth fields, focal length and poses on one window of ``images [n, h, w, 3]`` (working resolution;
-    flow is computed on ``flow_images [n, H', W', 3]``):
-    ``config.steps`` steps with Procrustes poses, then ``config.refine_steps`` with free poses. Runs on
-    ``images``' device (the flow is computed on the CPU and moved once); the result stays there."""
+    """Fit depth fields, focal length and poses on one window of ``images [n, h, w, 3]`` (working resolution)
+    with its ``flows`` (:func:`_window_flows`, on the CPU): ``config.steps`` steps with Procrustes poses, then
+    ``config.refine_steps`` with free poses. Runs on ``images``' device (the flows are moved once); the result
+    stays there."""
     from scenegrad.render.rotations import so3_exp
 
     n, h, w = images.shape[:3]
     device = images.device
-    flows = compute_flow_pairs(flow_images, config.skips, config.fb_threshold, config.texture_threshold, size=(w, h))
     table = _sampling_table(flows)  # what the CPU draws index
     flows = _flows_on(flows, device)
     keep = flows.pairs[:, 1] - flows.pairs[:, 0]
@@ -643,6 +682,18 @@ def _fit_window(images: Tensor, flow_images: np.ndarray, config: FlowMapConfig, 
 # ----------------------------------------------------------------------------------------------
 
 
+def _window_flows(flow_frames: np.ndarray, config: FlowMapConfig, size: tuple[int, int]) -> FlowPairs:
+    """A window's flow pairs (:func:`scenegrad.recon.flow.compute_flow_pairs` on its ``flow_frames``,
+    resized to the working ``size = (w, h)``)."""
+    return compute_flow_pairs(flow_frames, config.skips, config.fb_threshold, config.texture_threshold, size=size)
+
+
+def _timed(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), seconds)``: a background job's result and how long it ran."""
+    start = time.perf_counter()
+    return fn(*args, **kwargs), time.perf_counter() - start
+
+
 def _windows(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
     if n <= size:
         return [(0, n)]
@@ -723,6 +774,19 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
     focal = None if config.focal is None else config.focal * w / W
     bar = tqdm(total=(config.steps + config.refine_steps) * len(windows), disable=not config.progress,
                desc="flowmap", leave=False)
+    # OpenCV's work runs on two more threads while the gradient descent (torch) runs: the next window's flow
+    # on one; the KLT tracks and the SIFT matches of the final refinement, which need only the frames, on the
+    # other. On a 2-core machine with one torch thread that hides most of it (redkitchen, fast preset: 20 s).
+    flow_pool = ThreadPoolExecutor(1, thread_name_prefix="flowmap-flow")
+    feature_pool = ThreadPoolExecutor(1, thread_name_prefix="flowmap-features")
+    flow_jobs = [flow_pool.submit(_timed, _window_flows, flow_frames[a:b], config, (w, h)) for a, b in windows[:2]]
+    tracks_job = matches_job = None
+    if config.track_refine:
+        tracks_job = feature_pool.submit(_timed, klt_tracks, full, config.track_points)
+        if config.match_refine:
+            matches_job = feature_pool.submit(_timed, sift_tracks, full, config.match_window,
+                                              max_features=config.match_features)
+    background: dict[str, float] = {"flow": 0.0}
     # the windows' results are gathered (and chained) on the CPU
     R_all = torch.zeros(N, 3, 3, device="cpu")
     t_all = torch.zeros(N, 3, device="cpu")
@@ -730,11 +794,17 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
     losses, focals = [], []
     try:
         prev: tuple[int, int] | None = None
-        for a, b in windows:
+        for k, (a, b) in enumerate(windows):
             scale0 = 1.0
             if prev is not None:  # start the new window at the previous one's depth scale
                 scale0 = float(depth_all[a:prev[1]].median())
-            win = _fit_window(images[a:b], flow_frames[a:b], config, focal, fixed, scale0, bar)
+            flows, seconds = flow_jobs[k].result()
+            background["flow"] += seconds
+            flow_jobs[k] = None
+            if k + 2 < len(windows):  # one window ahead: the flow of a long video is not all held at once
+                c, d = windows[k + 2]
+                flow_jobs.append(flow_pool.submit(_timed, _window_flows, flow_frames[c:d], config, (w, h)))
+            win = _fit_window(images[a:b], flows, config, focal, fixed, scale0, bar)
             losses += win.loss
             focals += [f * W / w for f in win.focal_history]
             if focal is None:
@@ -759,8 +829,15 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
             t_all[a + first:b] = t[first:]
             depth_all[a + first:b] = depths[first:]
             prev = (a, b)
+    except BaseException:
+        for pool in (flow_pool, feature_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
         bar.close()
+    flow_pool.shutdown()
+    if not config.track_refine:
+        feature_pool.shutdown()
     f_in = focal * W / w
     cams = Cameras(fx=f_in, fy=f_in, cx=W / 2, cy=H / 2, R=R_all, t=t_all, width=W, height=H)
     depth_all, refinement = depth_all.detach(), None
@@ -771,14 +848,14 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
         stages[name], clock = time.perf_counter() - clock, time.perf_counter()
 
     if config.track_refine:
-        tracks = klt_tracks(full, config.track_points)
-        lap("klt tracks")
+        tracks, background["klt tracks"] = tracks_job.result()
         matches = None
         if config.match_refine:
-            matches = sift_tracks(full, config.match_window, max_features=config.match_features)
-            lap("sift matches")
+            matches, background["sift matches"] = matches_job.result()
             if median_per_frame(matches.frame, N) < MATCHES_PER_FRAME:  # too few to adjust on: the tracks' result
                 matches = None
+        feature_pool.shutdown()
+        lap("waiting for tracks and matches")
         # When the matches' adjustment follows, the one on the KLT tracks only finds and repairs broken pairs:
         # its adjustments stop at 30 iterations (the matches' rounds converge from there: redkitchen, fast
         # preset, ATE 0.048 m either way, 35 s instead of 52 s) and it drops no observations (the matches'
@@ -798,8 +875,8 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
                 cams, depth_all, refinement = refine_with_tracks(*start, tracks)
             lap("match adjustment")
     return FlowMapResult(cameras=cams, depths=depth_all, loss=losses, focal_history=focals,
-                         seconds=time.perf_counter() - start_time, stages=stages, windows=windows,
-                         refinement=refinement, matching=matching)
+                         seconds=time.perf_counter() - start_time, stages=stages, background=background,
+                         windows=windows, refinement=refinement, matching=matching)
 
 
 # ----------------------------------------------------------------------------------------------

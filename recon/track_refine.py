@@ -427,8 +427,8 @@ def _inliers(cams: Cameras, tracks: Tracks, max_error_px: float) -> tuple[Tensor
 
 
 def refine_with_matches(cameras: Cameras, tracks: Tracks, *, refine_intrinsics: tuple[str, ...] = ("focal",),
-                        rounds: int = 3, max_error_px: float = 4.0, loss_scale_px: float = 1.0,
-                        max_iterations: int = 30, min_tracks: int = 50,
+                        rounds: int = 8, max_error_px: float = 4.0, loss_scale_px: float = 1.0,
+                        max_iterations: int = 10, min_tracks: int = 50,
                         min_per_frame: int = MATCHES_PER_FRAME) -> tuple[Cameras, TrackRefinement]:
     """Bundle-adjust ``cameras`` (``N`` cameras sharing one focal length, already close: after
     :func:`refine_with_tracks`) on feature ``tracks`` (:func:`sift_tracks`), triangulating the points
@@ -437,10 +437,13 @@ def refine_with_matches(cameras: Cameras, tracks: Tracks, *, refine_intrinsics: 
     Each of up to ``rounds`` rounds triangulates every track in the current cameras
     (:func:`triangulate_tracks`), keeps the observations within ``max_error_px`` (COLMAP's 4 px) and
     adjusts poses, points and the shared intrinsics on them (Huber loss, ``loss_scale_px``; at most
-    ``max_iterations`` each: the next round goes on from there, and on redkitchen 30 give the ATE that
-    100 give, in 16 s instead of 26 s). Later rounds
+    ``max_iterations`` each: the next round goes on from there). Later rounds
     re-admit observations that the previous cameras placed too far (a loop closing once the drift that
-    hid it is adjusted away); the rounds stop when the set of observations no longer changes.
+    hid it is adjusted away); the rounds stop when the set of observations no longer changes. Short rounds
+    until then are what matters: on redkitchen (fast preset) 3 rounds of 30 iterations stopped at ATE
+    0.054 m from one start and 0.048 m from another, 8 rounds of 10 reach 0.048 m from both (5-7 rounds
+    run), in about the same time; each round's triangulation moves the points further than the
+    adjustment's last iterations do.
     ``refine_intrinsics``: ``("focal",)`` (SIMPLE_PINHOLE) or ``("focal", "k1")`` (SIMPLE_RADIAL: the
     cameras become ``"opencv"`` with ``k1`` shared by all).
 

@@ -51,6 +51,26 @@ def test_procrustes_recovers_a_rigid_transform():
     assert src.grad is not None and torch.isfinite(src.grad).all()
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 9, 40])
+def test_compose_chains_relative_poses(n):
+    """The scan that composes relative poses gives the chained products, and gradients to every one."""
+    from scenegrad.recon.flowmap import _compose
+
+    g = torch.Generator().manual_seed(n)
+    R_rel = random_rotations(2 * (n - 1), generator=g, dtype=torch.float64).reshape(2, n - 1, 3, 3)
+    t_rel = torch.randn(2, n - 1, 3, generator=g, dtype=torch.float64).requires_grad_(True)
+    R, t = _compose(R_rel, t_rel)
+    R_chain, t_chain = [torch.eye(3, dtype=torch.float64).expand(2, 3, 3)], [torch.zeros(2, 3, dtype=torch.float64)]
+    for k in range(n - 1):
+        R_chain.append(R_rel[:, k] @ R_chain[-1])
+        t_chain.append((R_rel[:, k] @ t_chain[-1][..., None])[..., 0] + t_rel[:, k])
+    assert torch.allclose(R, torch.stack(R_chain, 1), atol=1e-12)
+    assert torch.allclose(t, torch.stack(t_chain, 1), atol=1e-12)
+    if n > 1:
+        t[:, -1].sum().backward()
+        assert (t_rel.grad.abs().sum(-1) > 0).all()
+
+
 def test_align_sim3_recovers_a_similarity():
     g = torch.Generator().manual_seed(1)
     src = torch.randn(30, 3, generator=g, dtype=torch.float64)
@@ -134,8 +154,10 @@ def test_forward_walk(walk):
     print("walk", err, float(result.cameras.fx[0]), float(scene.cameras.fx[0]), f"{result.seconds:.1f} s")
     assert len(result.cameras) == 16 and result.depths.shape == (16, 192, 256)
     # the rendered room has too few SIFT features for the matches' adjustment (see test_track_refine)
-    assert list(result.stages) == ["fit", "klt tracks", "sift matches", "track adjustment"]
+    assert list(result.stages) == ["fit", "waiting for tracks and matches", "track adjustment"]
+    assert list(result.background) == ["flow", "klt tracks", "sift matches"]
     assert 0 < sum(result.stages.values()) <= result.seconds and result.matching is None
+    assert all(0 < seconds < result.seconds for seconds in result.background.values())
     assert err.ate_rel < WALK_ATE_REL
     assert err.rot_mean_deg < WALK_ROT_DEG
     assert err.focal_rel < WALK_FOCAL_REL
