@@ -57,7 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="camera model of both methods (COLMAP's default: SIMPLE_RADIAL)")
     parser.add_argument("--peers", action="store_true", help="also run COLMAP (pycolmap) on the same frames")
     parser.add_argument("--json", default=None, help="output path (default benchmarks/results/bench_poses.json)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: much faster on a busy machine)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, one per core; FlowMap's gradient descent runs on "
+                             "FlowMapConfig.fit_threads = 1 either way)")
     parser.add_argument("--quick", action="store_true", help="20 frames, fast preset (a smoke run)")
     parser.add_argument("--input", default=None,
                         help="a video or frames folder instead of redkitchen (no ground truth)")
@@ -182,7 +184,8 @@ def evaluate(name: str, cams: Cameras | None, posed: list[int], seconds: float, 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     count, preset = (20, "fast") if args.quick else (args.frames, args.preset)
     if args.input:
         source = Path(args.input)
