@@ -196,8 +196,8 @@ class FlowMapResult:
     focal_history: the focal length (input pixels) per step (NaN during the focal search).
     seconds: wall time of the fit (flow included); stages: wall seconds per stage, one after the other
         (``"fit"``: flow and gradient descent, ``"waiting for tracks and matches"``, ``"track adjustment"``,
-        ``"match adjustment"``); background: seconds of the jobs run on other threads beside them (``"flow"``,
-        ``"klt tracks"``, ``"sift matches"``);
+        ``"match adjustment"``); background: seconds of the jobs run on other threads beside them (``"flow"``
+        of the windows after the first, ``"klt tracks"``, ``"sift matches"``);
     windows: the ``(start, stop)`` frame ranges fitted.
     refinement: what the bundle adjustment on KLT point tracks did (None when it was off).
     matching: what the last bundle adjustment, on SIFT matches, did (None when it was off or there were
@@ -799,16 +799,17 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
     # OpenCV's work runs on two more threads while the gradient descent (torch) runs: the next window's flow
     # on one; the KLT tracks and the SIFT matches of the final refinement, which need only the frames, on the
     # other. On a 2-core machine with one torch thread that hides most of it (redkitchen, fast preset: 20 s).
+    # The first window's flow is computed here, as nothing can start before it.
     flow_pool = ThreadPoolExecutor(1, thread_name_prefix="flowmap-flow")
     feature_pool = ThreadPoolExecutor(1, thread_name_prefix="flowmap-features")
-    flow_jobs = [flow_pool.submit(_timed, _window_flows, flow_frames[a:b], config, (w, h)) for a, b in windows[:2]]
+    flow_jobs = [flow_pool.submit(_timed, _window_flows, flow_frames[a:b], config, (w, h)) for a, b in windows[1:2]]
     tracks_job = matches_job = None
     if config.track_refine:
         tracks_job = feature_pool.submit(_timed, klt_tracks, full, config.track_points)
         if config.match_refine:
             matches_job = feature_pool.submit(_timed, sift_tracks, full, config.match_window,
                                               max_features=config.match_features)
-    background: dict[str, float] = {"flow": 0.0}
+    background: dict[str, float] = {}
     # the windows' results are gathered (and chained) on the CPU
     R_all = torch.zeros(N, 3, 3, device="cpu")
     t_all = torch.zeros(N, 3, device="cpu")
@@ -821,9 +822,12 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
                 scale0 = 1.0
                 if prev is not None:  # start the new window at the previous one's depth scale
                     scale0 = float(depth_all[a:prev[1]].median())
-                flows, seconds = flow_jobs[wi].result()
-                background["flow"] += seconds
-                flow_jobs[wi] = None
+                if wi == 0:
+                    flows = _window_flows(flow_frames[a:b], config, (w, h))
+                else:
+                    flows, seconds = flow_jobs[wi - 1].result()
+                    background["flow"] = background.get("flow", 0.0) + seconds
+                    flow_jobs[wi - 1] = None
                 if wi + 2 < len(windows):  # one window ahead: the flow of a long video is not all held at once
                     c, d = windows[wi + 2]
                     flow_jobs.append(flow_pool.submit(_timed, _window_flows, flow_frames[c:d], config, (w, h)))

@@ -155,7 +155,7 @@ def test_forward_walk(walk):
     assert len(result.cameras) == 16 and result.depths.shape == (16, 192, 256)
     # the rendered room has too few SIFT features for the matches' adjustment (see test_track_refine)
     assert list(result.stages) == ["fit", "waiting for tracks and matches", "track adjustment"]
-    assert list(result.background) == ["flow", "klt tracks", "sift matches"]
+    assert list(result.background) == ["klt tracks", "sift matches"]  # one window: its flow comes first
     assert 0 < sum(result.stages.values()) <= result.seconds and result.matching is None
     assert all(0 < seconds < result.seconds for seconds in result.background.values())
     assert err.ate_rel < WALK_ATE_REL
@@ -185,6 +185,22 @@ def test_a_declined_match_adjustment_leaves_the_full_track_adjustment(walk, monk
     assert torch.allclose(again.cameras.R, result.cameras.R, atol=1e-6)
     assert torch.allclose(again.cameras.fx, result.cameras.fx, rtol=1e-6)
     assert again.refinement.observations == result.refinement.observations
+
+
+def test_windows_take_their_flow_from_the_background_and_threads_come_back(walk):
+    """A video longer than a window: the first window's flow on the caller's thread, the next ones' on the
+    flow thread (one window ahead), the windows chained; the torch threads of the fit are the caller's
+    again after it."""
+    frames = walk[3]
+    before = torch.get_num_threads()
+    config = FlowMapConfig.fast(window=6, overlap=2, steps=6, refine_steps=3, focal_search_steps=3,
+                                track_refine=False, fit_threads=2, progress=False)
+    result = fit(frames, config)
+    assert torch.get_num_threads() == before
+    assert result.windows == [(0, 6), (4, 10), (8, 14), (10, 16)]  # a short tail extends back
+    assert list(result.background) == ["flow"] and 0 < result.background["flow"] < result.seconds
+    assert torch.isfinite(result.cameras.R).all() and torch.isfinite(result.depths).all()
+    assert len(result.loss) == 4 * 9
 
 
 def test_orbit(orbit):
