@@ -875,13 +875,15 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
         stages[name], clock = time.perf_counter() - clock, time.perf_counter()
 
     if config.track_refine:
-        tracks, background["klt tracks"] = tracks_job.result()
-        matches = None
-        if config.match_refine:
-            matches, background["sift matches"] = matches_job.result()
-            if median_per_frame(matches.frame, N) < MATCHES_PER_FRAME:  # too few to adjust on: the tracks' result
-                matches = None
-        feature_pool.shutdown()
+        try:
+            tracks, background["klt tracks"] = tracks_job.result()
+            matches = None
+            if config.match_refine:
+                matches, background["sift matches"] = matches_job.result()
+        finally:  # on an error in one job, the other's result is not waited for
+            feature_pool.shutdown(wait=False, cancel_futures=True)
+        if matches is not None and median_per_frame(matches.frame, N) < MATCHES_PER_FRAME:
+            matches = None  # too few to adjust on: the tracks' adjustment is the result
         lap("waiting for tracks and matches")
         # When the matches' adjustment follows, the one on the KLT tracks only finds and repairs broken pairs:
         # its adjustments stop at 30 iterations (the matches' rounds converge from there: redkitchen, fast
