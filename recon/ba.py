@@ -584,9 +584,9 @@ def _dense_cameras(blocks: Tensor, struct: _Structure) -> tuple[Tensor, Tensor]:
     return H, cmap
 
 
-def _schur_reference(F: Tensor, nq: _Normal, struct: _Structure) -> tuple[Tensor, Tensor, Tensor]:
-    """The reduced camera matrix ``U - sum F_a W_b^T`` (dense ``[S, S]``, undamped), the camera map and the
-    diagonal of ``U``, in torch (the native kernel ``ba_schur`` sums the same terms point by point).
+def _schur_reference(F: Tensor, nq: _Normal, struct: _Structure) -> Tensor:
+    """The points' terms ``sum F_a W_b^T`` of the reduced camera matrix (dense ``[S, S]``), in torch: what
+    the native kernel ``ba_schur`` sums point by point.
 
     The dense chunks' points by one product per chunk (_DensePlan); for the others the pairs a == b reduced
     per camera, the pairs a < b scattered straight into S (and mirrored). Each of those F_a W_b^T is summed as
@@ -607,16 +607,12 @@ def _schur_reference(F: Tensor, nq: _Normal, struct: _Structure) -> tuple[Tensor
     C = F.shape[1]
     own = F.new_zeros(C, C, struct.n_cams).index_add_(2, cam[own_obs], products(slice(None), slice(None)))
     own = own.permute(2, 0, 1).contiguous()
-    H, cmap = _dense_cameras(nq.U, struct)
-    diag = H.diagonal().clone()  # Marquardt scaling: the diagonal of U, before the elimination
-    H = H - _dense_cameras(own, struct)[0]
-    cross = H.new_zeros(S * S)
+    cross = F.new_zeros(S * S)
     for a, b, flat in struct.pair_chunks():
         cross.index_add_(0, flat, products(a, b).reshape(-1))
     cross = cross.view(S, S)
-    dense = H.new_zeros(S * S).index_add_(0, struct.dense.target, struct.dense.products(F, nq.W)).view(S, S)
-    H = H - cross - cross.T - dense
-    return H, cmap, diag
+    dense = F.new_zeros(S * S).index_add_(0, struct.dense.target, struct.dense.products(F, nq.W)).view(S, S)
+    return _dense_cameras(own, struct)[0] + cross + cross.T + dense
 
 
 def _solve(nq: _Normal, struct: _Structure, lam: float, rhs_c: Tensor, rhs_p: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -642,14 +638,14 @@ def _solve(nq: _Normal, struct: _Structure, lam: float, rhs_c: Tensor, rhs_p: Te
     if native:
         pos, order, starts = struct.schur_index()
         terms = _backend.native_module().ba_schur(nq.W.contiguous(), V_inv.contiguous(), pt, pos, order, starts, S)
-        H, cmap = _dense_cameras(nq.U, struct)
-        diag = H.diagonal().clone()  # Marquardt scaling: the diagonal of U, before the elimination
-        H = H - terms
         Fp = (nq.W @ (V_inv @ rhs_p[:, :, None])[pt])[:, :, 0]  # W V^-1 rhs_p per observation
     else:
         F = nq.W @ V_inv[pt]  # [O, C, 3]: W V^-1 per observation
-        H, cmap, diag = _schur_reference(F, nq, struct)
+        terms = _schur_reference(F, nq, struct)
         Fp = (F @ rhs_p[pt][:, :, None])[:, :, 0]
+    H, cmap = _dense_cameras(nq.U, struct)
+    diag = H.diagonal().clone()  # Marquardt scaling: the diagonal of U, before the elimination
+    H = H - terms
     H = H + lam * torch.diag(diag)
     b = H.new_zeros(S).index_add_(0, cmap.reshape(-1), rhs_c.reshape(-1))
     b = b.index_add_(0, cmap[cam].reshape(-1), -Fp.reshape(-1))
