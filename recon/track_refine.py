@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -240,23 +242,36 @@ def repair_pose_breaks(cameras: Cameras, tracks: Tracks, *, min_tracks: int = 30
     N = len(cams)
     steps = np.linalg.norm(np.stack([t[i + 1] - (R[i + 1] @ R[i].T) @ t[i] for i in range(N - 1)]), axis=1) \
         if N > 1 else np.zeros(0)
-    repaired: list[int] = []
-    for i in range(N - 1):
+
+    def two_view(i: int):
+        """The pair ``(i, i + 1)``'s tracks, intrinsics and essential-matrix pose, or None where it has too
+        few tracks, the fit fails or turns by more than ``max_turn_deg``."""
         x1, x2 = _pair_tracks(tracks, i)
         if len(x1) < min_tracks:
-            continue
+            return None
         K = np.array([[float(cams.fx[i]), 0.0, float(cams.cx[i])], [0.0, float(cams.fy[i]), float(cams.cy[i])],
                       [0.0, 0.0, 1.0]])
         try:
             E, mask = cv2.findEssentialMat(x1, x2, K, cv2.USAC_MAGSAC, 0.999, threshold_px)
         except cv2.error:
-            continue
+            return None
         if E is None or E.shape != (3, 3) or mask is None:
-            continue
+            return None
         _, R_e, t_e, _ = cv2.recoverPose(E, x1, x2, K, mask=mask.copy())
         # the twisted pair of a near-degenerate E, not a video's motion
         if float(rotation_angles(torch.from_numpy(R_e), eye)) > max_turn_deg:
+            return None
+        return x1, x2, K, E, R_e, t_e
+
+    # the pairs' fits do not depend on each other (a repair keeps the later pairs' relative poses): on threads
+    # (OpenCV releases the GIL), in order
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="repair") as pool:
+        fits = list(pool.map(two_view, range(N - 1)))
+    repaired: list[int] = []
+    for i, fit in enumerate(fits):
+        if fit is None:
             continue
+        x1, x2, K, E, R_e, t_e = fit
         R_rel = R[i + 1] @ R[i].T
         t_rel = t[i + 1] - R_rel @ t[i]
         if float(rotation_angles(torch.from_numpy(R_e), torch.from_numpy(R_rel))) <= max_deg:
