@@ -16,7 +16,7 @@ namespace scenegrad {
 void bind_gaussian_rasterize(pybind11::module_& m);
 void bind_gaussian_project(pybind11::module_& m);
 void bind_marching_cubes(pybind11::module_& m);
-void bind_ba_schur(pybind11::module_& m);
+void bind_ba(pybind11::module_& m);
 void bind_sphere_render(pybind11::module_& m);
 
 namespace {
@@ -109,6 +109,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     scenegrad::bind_gaussian_rasterize(m);
     scenegrad::bind_gaussian_project(m);
     scenegrad::bind_marching_cubes(m);
-    scenegrad::bind_ba_schur(m);
+    scenegrad::bind_ba(m);
     scenegrad::bind_sphere_render(m);
 }

@@ -111,6 +111,9 @@ INTRINSICS = ("focal", "principal_point", "k1", "focal_xy", "k2", "p1", "p2", "k
 # refined intrinsic -> its columns (``"focal"``: one log-scale of fx and fy; ``"focal_xy"``: one each)
 _COLUMNS = {"focal": ("f",), "focal_xy": ("fx", "fy"), "principal_point": ("cx", "cy"), "k1": ("k1",),
             "k2": ("k2",), "p1": ("p1",), "p2": ("p2",), "k3": ("k3",)}
+# the native kernel's codes of the intrinsic columns and losses (cuda/ba/linearise.h)
+_COLUMN_CODES = {"f": 0, "fx": 1, "fy": 2, "cx": 3, "cy": 4, "k1": 5, "k2": 6, "k3": 7, "p1": 8, "p2": 9}
+_LOSS_CODES = {"linear": 0, "huber": 1, "cauchy": 2}
 _DIST_INDEX = {"k1": 0, "k2": 1, "p1": 2, "p2": 3, "k3": 4}  # position in the OpenCV ``dist [N, 5]``
 _COST_RESOLUTION = 1e-13  # relative change of the cost below which float64 cannot tell a decrease
 _PAIR_CHUNK = 1 << 14  # pairs of observations per Schur chunk: its [C, C] blocks stay in cache (2x faster than 1 << 18)
@@ -150,9 +153,10 @@ class BAOptions:
     max_iterations: LM iterations (linearisations). ftol: stop when an accepted step lowers the cost
     by less than ``ftol * cost``. xtol: stop when the step is below ``xtol * (|params| + xtol)``.
     initial_damping: starting ``lambda``. backward_refinements: exact-Hessian refinement steps of the
-    implicit gradient (0: plain Gauss-Newton). backend: who sums the points' terms of the reduced camera
-    system, ``"auto"`` / ``"native"`` / ``"reference"`` as :mod:`scenegrad.render.backend` (area ``"ba"``;
-    ``None``: ``$SCENEGRAD_BACKEND`` or ``"auto"``); the results agree to rounding.
+    implicit gradient (0: plain Gauss-Newton). backend: who linearises (the Jacobians and the blocks of the
+    normal equations) and sums the points' terms of the reduced camera system, ``"auto"`` / ``"native"`` /
+    ``"reference"`` as :mod:`scenegrad.render.backend` (area ``"ba"``; ``None``: ``$SCENEGRAD_BACKEND`` or
+    ``"auto"``); the results agree to rounding.
     """
 
     loss: str = "huber"
@@ -304,6 +308,16 @@ class _Structure:
     def cam_free(self) -> Tensor:
         """``[N, C]`` free mask of each camera's parameters."""
         return torch.cat([self.pose_free, self.intr_free[self.group]], dim=1)
+
+    def native_masks(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(cols [k], cam_free [N, C], point_free [M])`` as the native linearisation takes them: the refined
+        intrinsics' codes (int64) and the free masks as float64 (computed once per solve)."""
+        key = "native masks"
+        if key not in self._cache:
+            dev = self.cam.device
+            cols = torch.tensor([_COLUMN_CODES[name] for name in self.intr_cols], dtype=torch.long, device=dev)
+            self._cache[key] = (cols, self.cam_free().double().contiguous(), self.point_free.double().contiguous())
+        return self._cache[key]
 
 
 @dataclass
@@ -566,13 +580,40 @@ def _normal_equations(J_cam: Tensor, J_pt: Tensor, r: Tensor, w: Tensor, struct:
 
 
 def _linearise(st: _State, struct: _Structure, y: Tensor, c: Tensor, exact: bool) -> tuple[_Normal, Tensor, Tensor]:
-    """Normal equations at ``st`` (``exact``: with the robust loss's curvature), the residuals and IRLS weights."""
+    """Normal equations at ``st`` (``exact``: with the robust loss's curvature), the residuals and IRLS weights:
+    by the native kernel ``ba_linearise`` (one pass over the observations, point by point, in C++ or CUDA) or
+    in torch (:func:`_linearise_reference`; also where autograd records)."""
+    if _use_native(struct, st.R, st.t, st.X, st.fx, y, c):
+        return _linearise_native(st, struct, y, c, exact)
+    return _linearise_reference(st, struct, y, c, exact)
+
+
+def _use_native(struct: _Structure, *tensors: Tensor) -> bool:
+    """The native kernels take the step: float64 tensors no graph records, and the native backend."""
+    return struct.backend == "native" and all(x.dtype == torch.float64 and not x.requires_grad for x in tensors)
+
+
+def _linearise_reference(st: _State, struct: _Structure, y: Tensor, c: Tensor,
+                         exact: bool) -> tuple[_Normal, Tensor, Tensor]:
     uv, valid, J_cam, J_pt = _project(st, struct, True)
     r = uv - y
     _, drho, d2rho = _rho(_sq(r), struct.loss, struct.scale)
     w = c * drho * valid
     curvature = 2 * c * d2rho * valid if exact and struct.loss != "linear" else None
     return _normal_equations(J_cam, J_pt, r, w, struct, curvature), r, w
+
+
+def _linearise_native(st: _State, struct: _Structure, y: Tensor, c: Tensor,
+                      exact: bool) -> tuple[_Normal, Tensor, Tensor]:
+    _, order, starts = struct.schur_index()
+    cols, cam_free, point_free = struct.native_masks()
+    dist = st.dist if st.dist is not None else st.R.new_zeros(struct.n_cams, 0)
+    intr = torch.stack([st.fx, st.fy, st.cx, st.cy], 1)
+    U, V, W, g_c, g_p, r, w = _backend.native_module().ba_linearise(
+        st.R.contiguous(), st.t.contiguous(), st.X.contiguous(), intr, dist.contiguous(), y.contiguous(),
+        c.contiguous(), struct.cam, struct.pt, order, starts, cols, cam_free, point_free, _LOSS_CODES[struct.loss],
+        struct.scale, struct.min_depth, exact)
+    return _Normal(U, V, W, g_c, g_p), r, w
 
 
 def _dense_cameras(blocks: Tensor, struct: _Structure) -> tuple[Tensor, Tensor]:
@@ -633,9 +674,7 @@ def _solve(nq: _Normal, struct: _Structure, lam: float, rhs_c: Tensor, rhs_p: Te
         V_inv = torch.linalg.pinv(V, hermitian=True)
     # S = U - sum over pairs (a, b) of observations of one point of F_a W_b^T (F = W V^-1): by the native
     # kernel (point by point, in C++ or CUDA), or in torch (_schur_reference; also where autograd records)
-    native = struct.backend == "native" and nq.W.dtype == torch.float64 and not (nq.W.requires_grad
-                                                                               or V_inv.requires_grad)
-    if native:
+    if _use_native(struct, nq.W, V_inv):
         pos, order, starts = struct.schur_index()
         terms = _backend.native_module().ba_schur(nq.W.contiguous(), V_inv.contiguous(), pt, pos, order, starts, S)
         Fp = (nq.W @ (V_inv @ rhs_p[:, :, None])[pt])[:, :, 0]  # W V^-1 rhs_p per observation
@@ -979,7 +1018,7 @@ def _validate(cameras: Cameras, points: Tensor, obs: Observations, opt: BAOption
     if distortion and cameras.model != "opencv":
         raise ValueError(f"refining {distortion} needs model='opencv' (SIMPLE_RADIAL is opencv with "
                          "dist=(k1, 0, 0, 0, 0))")
-    return cam.long(), pt.long(), uv, c
+    return cam.long().contiguous(), pt.long().contiguous(), uv, c
 
 
 def bundle_adjust(

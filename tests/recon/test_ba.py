@@ -426,6 +426,78 @@ def test_native_schur_refuses_bad_indices():
         native_module().ba_schur(W.float(), V_inv, pt, pos, order, starts, S)
 
 
+@pytest.mark.parametrize(("refine", "dist", "loss"), [
+    ((), None, "linear"),
+    (("focal",), None, "huber"),
+    (("focal_xy", "principal_point", "k1", "k2", "p1", "p2", "k3"), (0.02, -0.01, 1e-3, -2e-3, 5e-3), "cauchy"),
+    (("focal", "k1"), (0.03, 0, 0, 0, 0), "huber"),
+])
+def test_native_linearisation_matches_the_reference(monkeypatch, refine, dist, loss):
+    """Every linearisation of a solve (IRLS and, in the polish and the backward, the exact robust curvature) by
+    the native kernel against the torch reference at the same state: a fixed camera, fixed points, intrinsics
+    shared by groups, outliers (the robust loss's both branches), points behind a camera (no terms)."""
+    import scenegrad.recon.ba as ba
+
+    cams, X, obs, g = _scene(8, 120, per_point=4, noise=0.3, seed=11, dist=dist, outliers=0.1)
+    X = X.clone()
+    X[:3] = -(cams.R[obs.camera_idx[:1]].transpose(1, 2) @ cams.t[obs.camera_idx[:1], :, None])[0, :, 0] * 1.5
+    start, X0 = _perturb(cams, X, g, rot_deg=1.0, trans=0.05, focal=1.02)
+    checked, original = [], ba._linearise_native
+
+    def both(st, struct, y, c, exact):
+        native = original(st, struct, y, c, exact)
+        ref = ba._linearise_reference(st, struct, y, c, exact)
+        (nq, r, w), (nq_ref, r_ref, w_ref) = native, ref
+        for name in ("U", "V", "W", "g_c", "g_p"):
+            a, b = getattr(nq, name), getattr(nq_ref, name)
+            assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-10, atol=1e-9 * float(b.abs().max())), name
+        assert torch.allclose(r, r_ref, rtol=1e-12, atol=1e-9) and torch.allclose(w, w_ref, rtol=1e-12, atol=1e-15)
+        checked.append((exact, int((w == 0).sum())))
+        return native
+
+    monkeypatch.setattr(ba, "_linearise_native", both)
+    groups = torch.arange(8) % 3
+    fixed_pt = torch.zeros(len(X), dtype=torch.bool)
+    fixed_pt[5:8] = True
+    uv = obs.uv.clone().requires_grad_()
+    res = bundle_adjust(start, X0, Observations(obs.camera_idx, obs.point_idx, uv), refine_intrinsics=refine,
+                        intrinsic_groups=groups, fixed_cameras=torch.arange(8) == 2, fixed_points=fixed_pt,
+                        options=BAOptions(loss=loss, loss_scale=1.5, max_iterations=12, backend="native"))
+    res.points[:, 0].sum().backward()
+    assert len(checked) >= 5 and any(exact for exact, _ in checked)  # the backward's linearisation is exact
+    assert checked[0][1] >= 1  # the start has points behind a camera
+
+
+def test_native_linearisation_refuses_bad_inputs():
+    from scenegrad.render.backend import native_module
+
+    N, M, O = 2, 3, 4
+    args = [torch.eye(3, dtype=F64).repeat(N, 1, 1), torch.zeros(N, 3, dtype=F64), torch.ones(M, 3, dtype=F64),
+            torch.ones(N, 4, dtype=F64), torch.zeros(N, 0, dtype=F64), torch.zeros(O, 2, dtype=F64),
+            torch.ones(O, dtype=F64), torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0, 1, 2]), torch.arange(O),
+            torch.tensor([0, 2, 3, 4]), torch.tensor([0]), torch.ones(N, 7, dtype=F64), torch.ones(M, dtype=F64)]
+    out = native_module().ba_linearise(*args, 1, 1.0, 1e-6, False)
+    assert [tuple(x.shape) for x in out] == [(2, 7, 7), (3, 3, 3), (4, 7, 3), (2, 7), (3, 3), (4, 2), (4,)]
+    bad = list(args)
+    bad[7] = torch.tensor([0, 1, 0, 2])
+    with pytest.raises(RuntimeError, match="cam out of range"):
+        native_module().ba_linearise(*bad, 1, 1.0, 1e-6, False)
+    bad = list(args)
+    bad[9] = torch.tensor([2, 0, 1, 3])
+    with pytest.raises(RuntimeError, match="group"):
+        native_module().ba_linearise(*bad, 1, 1.0, 1e-6, False)
+    bad = list(args)
+    bad[2] = torch.ones(M, 3)
+    with pytest.raises(RuntimeError, match="X must be a contiguous float64"):
+        native_module().ba_linearise(*bad, 1, 1.0, 1e-6, False)
+    bad = list(args)
+    bad[11] = torch.tensor([12])
+    with pytest.raises(RuntimeError, match="intrinsic column code"):
+        native_module().ba_linearise(*bad, 1, 1.0, 1e-6, False)
+    with pytest.raises(RuntimeError, match="loss code"):
+        native_module().ba_linearise(*args, 7, 1.0, 1e-6, False)
+
+
 @pytest.mark.parametrize("refine", [("focal",), ("focal", "k1")])
 def test_native_and_reference_solves_agree(refine):
     """A bundle adjustment with the native Schur terms reaches the reference's optimum (shared intrinsics,
@@ -468,3 +540,37 @@ def test_cuda_schur_terms_match_the_cpu(C):
     cpu = native_module().ba_schur(*args)
     cuda = native_module().ba_schur(*_schur_inputs(C, n_points=300, n_cams=20, seed=C, device="cuda"))
     assert torch.allclose(cuda.cpu(), cpu, rtol=1e-11, atol=1e-9)
+
+
+@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.parametrize(("refine", "dist"), [(("focal",), None), (("focal_xy", "principal_point", "k1", "p2"),
+                                                                   (0.02, -0.01, 1e-3, -2e-3, 5e-3))])
+def test_cuda_linearisation_matches_the_cpu(monkeypatch, refine, dist):
+    """The CUDA kernel's normal equations at every linearisation of a CPU solve, against the CPU kernel's."""
+    import scenegrad.recon.ba as ba
+
+    cams, X, obs, g = _scene(10, 200, per_point=4, noise=0.3, seed=12, dist=dist, outliers=0.1)
+    start, X0 = _perturb(cams, X, g, rot_deg=1.0, trans=0.05, focal=1.02)
+    checked, original = [], ba._linearise_native
+
+    def both(st, struct, y, c, exact):
+        cpu = original(st, struct, y, c, exact)
+        moved = lambda x: x.cuda() if isinstance(x, torch.Tensor) else x  # noqa: E731
+        st_cuda = ba._State(*[moved(x) for x in (st.R, st.t, st.X, st.fx, st.fy, st.cx, st.cy, st.dist)])
+        struct_cuda = ba._Structure(moved(struct.cam), moved(struct.pt), moved(struct.group), struct.n_cams,
+                                    struct.n_points, struct.n_groups, struct.intr_cols, moved(struct.pose_free),
+                                    moved(struct.point_free), moved(struct.intr_free), struct.model, struct.loss,
+                                    struct.scale, struct.min_depth, backend="native")
+        (nq, r, w), (nq_cpu, r_cpu, w_cpu) = original(st_cuda, struct_cuda, y.cuda(), c.cuda(), exact), cpu
+        for name in ("U", "V", "W", "g_c", "g_p"):
+            a, b = getattr(nq, name).cpu(), getattr(nq_cpu, name)
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-9 * float(b.abs().max())), name
+        assert torch.allclose(r.cpu(), r_cpu, rtol=1e-12, atol=1e-9) and torch.allclose(w.cpu(), w_cpu)
+        checked.append(exact)
+        return cpu
+
+    monkeypatch.setattr(ba, "_linearise_native", both)
+    bundle_adjust(start, X0, obs, refine_intrinsics=refine, intrinsic_groups=torch.arange(10) % 3,
+                  options=BAOptions(loss="huber", max_iterations=8, backend="native"))
+    assert len(checked) >= 3
