@@ -187,16 +187,37 @@ def test_a_declined_match_adjustment_leaves_the_full_track_adjustment(walk, monk
     assert again.refinement.observations == result.refinement.observations
 
 
-def test_windows_take_their_flow_from_the_background_and_threads_come_back(walk):
+def test_windows_take_their_flow_from_the_background_and_threads_come_back(walk, monkeypatch):
     """A video longer than a window: the first window's flow on the caller's thread, the next ones' on the
-    flow thread (one window ahead), the windows chained; the torch threads of the fit are the caller's
-    again after it."""
+    flow thread (one window ahead, at a lower priority on Linux, OpenCV's worker threads off meanwhile), the
+    windows chained; the torch and OpenCV threads are the caller's again after it."""
+    import os
+    import sys
+    import threading
+
+    import cv2
+
+    import scenegrad.recon.flowmap as flowmap
+
+    seen, original = [], flowmap._window_flows
+
+    def recorded(*args, **kwargs):
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if sys.platform.startswith("linux") else 0
+        seen.append((threading.current_thread() is threading.main_thread(), nice, cv2.getNumThreads()))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(flowmap, "_window_flows", recorded)
     frames = walk[3]
-    before = torch.get_num_threads()
+    before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
     config = FlowMapConfig.fast(window=6, overlap=2, steps=6, refine_steps=3, focal_search_steps=3,
                                 track_refine=False, fit_threads=2, progress=False)
     result = fit(frames, config)
-    assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before and cv2.getNumThreads() == cv_before
+    assert sorted(main for main, _, _ in seen) == [False, False, False, True]
+    assert all(threads == 1 for _, _, threads in seen)
+    main_nice = next(nice for main, nice, _ in seen if main)
+    if sys.platform.startswith("linux") and main_nice < 19:
+        assert all(nice > main_nice for main, nice, _ in seen if not main)
     assert result.windows == [(0, 6), (4, 10), (8, 14), (10, 16)]  # a short tail extends back
     assert list(result.background) == ["flow"] and 0 < result.background["flow"] < result.seconds
     assert torch.isfinite(result.cameras.R).all() and torch.isfinite(result.depths).all()
