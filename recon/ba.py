@@ -685,14 +685,16 @@ def _solve(nq: _Normal, struct: _Structure, lam: float, rhs_c: Tensor, rhs_p: Te
     H, cmap = _dense_cameras(nq.U, struct)
     diag = H.diagonal().clone()  # Marquardt scaling: the diagonal of U, before the elimination
     H = H - terms
-    H = H + lam * torch.diag(diag)
+    H.diagonal().add_(lam * diag)
     b = H.new_zeros(S).index_add_(0, cmap.reshape(-1), rhs_c.reshape(-1))
     b = b.index_add_(0, cmap[cam].reshape(-1), -Fp.reshape(-1))
-    # fixed parameters and parameters no observation touches: unit diagonal, zero right-hand side
+    # fixed parameters and parameters no observation touches: unit diagonal, zero right-hand side (their rows
+    # and columns set in place: the [S, S] matrix is written once, not masked whole)
     free = H.new_zeros(S, dtype=torch.bool).index_fill_(0, cmap[struct.cam_free()], True)
-    dead = ~free | (diag <= 0)
-    H = torch.where(dead[:, None] | dead[None, :], torch.zeros_like(H), H) + torch.diag(dead.to(H.dtype))
-    b = torch.where(dead, torch.zeros_like(b), b)
+    dead = torch.nonzero(~free | (diag <= 0))[:, 0]
+    H.index_fill_(0, dead, 0.0).index_fill_(1, dead, 0.0)
+    H[dead, dead] = 1.0
+    b = b.index_fill(0, dead, 0.0)
     L, info = torch.linalg.cholesky_ex(H)
     if int(info) != 0:
         return None

@@ -44,14 +44,16 @@ class Tracks:
 
 
 def klt_tracks(frames: np.ndarray, max_points: int = 4000, quality: float = 1e-4, min_distance: int = 3,
-               fb_px: float = 0.5, redetect_every: int = 3, min_length: int = 3) -> Tracks:
+               fb_px: float = 0.5, redetect_every: int = 3, min_length: int = 3, window: int = 21,
+               levels: int = 3) -> Tracks:
     """Follow corners through ``frames [N, H, W, 3]`` (uint8, or float in ``[0, 1]``) in order.
 
     Corners (Shi-Tomasi, ``quality`` relative to the strongest, ``min_distance`` pixels apart) are
     detected in the first frame and every ``redetect_every`` frames away from live tracks, up to
     ``max_points`` live; each is followed frame to frame by pyramidal Lucas-Kanade and dropped when
     tracking it back misses its start by more than ``fb_px`` pixels or it leaves the image. Tracks
-    shorter than ``min_length`` frames are left out.
+    shorter than ``min_length`` frames are left out. ``window``: the tracker's window (pixels, square);
+    ``levels``: its pyramid levels above the image.
     """
     import cv2
 
@@ -62,7 +64,8 @@ def klt_tracks(frames: np.ndarray, max_points: int = 4000, quality: float = 1e-4
         frames = (np.clip(frames, 0, 1) * 255 + 0.5).astype(np.uint8)
     greys = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
     H, W = greys[0].shape
-    lk = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+    lk = dict(winSize=(window, window), maxLevel=levels,
+              criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
     obs_frame: list[int] = []
     obs_track: list[int] = []
     obs_uv: list[np.ndarray] = []
