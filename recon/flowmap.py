@@ -427,16 +427,45 @@ class _Window:
     focal_history: list[float]
 
 
-def _sampling_table(flows: FlowPairs) -> tuple[Tensor, Tensor]:
-    """What :func:`_sample_pairs` draws from, on the CPU: ``order [P, H * W]``, each pair's pixels with a
-    positive flow weight first, and ``count [P]``, how many (all pixels for a pair without any). A draw is
-    then one uniform index per sample: ``torch.multinomial`` over the weights walks all ``H * W`` of every
-    pair on every call (a third of FlowMap's time at 192 px) and a binary search per draw is no faster."""
-    weight = flows.weight.cpu().reshape(flows.weight.shape[0], -1)
+@dataclass
+class _SamplingTable:
+    """What :func:`_sample_pairs` draws from: each pair's drawable pixels (those with a positive flow weight,
+    all of them for a pair without any), pair after pair, on the flows' device: ``uv [T, 2]`` pixel centres,
+    ``flow [T, 2]`` and ``weight [T]`` (zeroed at 0.05 and below), float32; ``start [P]`` and ``count [P]``
+    (int64, CPU): each pair's first entry and its number of entries. A draw is one uniform index per sample:
+    ``torch.multinomial`` over the weights walks all ``H * W`` of every pair on every call (a third of
+    FlowMap's time at 192 px). Each (x, y) pair is read as one 8-byte element: a lookup of rows of a
+    ``[T, 5]`` table, or of pixel indices and then of their flow and weight in ``[P, H * W]`` tables, is
+    slower."""
+
+    uv: Tensor
+    flow: Tensor
+    weight: Tensor
+    start: Tensor
+    count: Tensor
+
+    def subset(self, keep: Tensor) -> _SamplingTable:
+        """The table of the pairs ``keep`` (``[P]`` bool, CPU) only."""
+        return _SamplingTable(self.uv, self.flow, self.weight, self.start[keep], self.count[keep])
+
+
+def _sampling_table(flows: FlowPairs, device: torch.device | str = "cpu") -> _SamplingTable:
+    """The :class:`_SamplingTable` of ``flows`` (built on the CPU, moved to ``device``)."""
+    P, H, W = flows.weight.shape
+    weight = flows.weight.cpu().reshape(P, -1)
     positive = weight > 0
-    order = torch.argsort((~positive).to(torch.uint8), dim=1, stable=True)
+    order = torch.argsort((~positive).to(torch.uint8), dim=1, stable=True)  # positive pixels first, in order
     count = positive.sum(1)
-    return order, torch.where(count > 0, count, weight.shape[1])
+    count = torch.where(count > 0, count, H * W)
+    # each pair's first count pixels, pair after pair
+    pixel = order[torch.arange(H * W, device="cpu")[None] < count[:, None]]
+    flat = torch.arange(P, device="cpu").repeat_interleave(count) * (H * W) + pixel
+    row = pixel // W
+    uv = torch.stack([(pixel - row * W).float() + 0.5, row.float() + 0.5], 1)
+    w = weight.reshape(-1)[flat]
+    flow = flows.flow.cpu().reshape(-1, 2)[flat]
+    return _SamplingTable(uv.to(device), flow.to(device), torch.where(w > 0.05, w, 0.0).to(device),
+                          torch.cumsum(count, 0) - count, count)
 
 
 def _flows_on(flows: FlowPairs, device: torch.device) -> FlowPairs:
@@ -444,30 +473,24 @@ def _flows_on(flows: FlowPairs, device: torch.device) -> FlowPairs:
 
 
 def _sample_pairs(flows: FlowPairs, samples: int, g: torch.Generator,
-                  table: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                  table: _SamplingTable | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``(uv_i, uv_j, w)`` for every pair: ``[P, S, 2]`` pixel positions in frames ``i`` and ``j`` and
     ``[P, S]`` weights. Pixels are drawn uniformly among those with a positive flow weight and keep that
     weight (zeroed at 0.05 and below): an unbiased estimate of the weighted loss over all of them. Where
     flow is computed above the working resolution (``FlowMapConfig.flow_side``, the default) the weights
     are 0 or about 1 (:func:`scenegrad.recon.flow.compute_flow_pairs`), and this is the draw in proportion
     to the weight. The draw runs on the CPU with the CPU generator ``g`` from ``table``
-    (:func:`_sampling_table`, computed here when None); the pixel indices then move to the flows' device."""
-    Pn, H, W = flows.weight.shape
-    order, count = _sampling_table(flows) if table is None else table
-    pick = (torch.rand(Pn, samples, generator=g, device="cpu") * count[:, None]).long().clamp_max_(count[:, None] - 1)
-    # lookups in the flattened tables by index_select: gather along dim 1 of [P, H * W] (or take) is several
-    # times slower on the CPU
-    rows_start = torch.arange(Pn, device="cpu")[:, None] * (H * W)
-    idx = order.view(-1).index_select(0, (pick + rows_start).view(-1)).view(Pn, samples)  # pixel in its pair
-    idx = idx.to(flows.flow.device)
-    flat = (idx + rows_start.to(idx.device)).view(-1)
-    row = torch.floor((idx.double() + 0.5) / W)  # exact, unlike float32 for large images; int64 division is slow
-    uv_i = torch.stack([idx.double() - row * W + 0.5, row + 0.5], -1).float()
-    # each pixel's (x, y) flow read as one 8-byte element
-    flow = flows.flow.reshape(-1, 2).view(torch.float64)[:, 0].index_select(0, flat).view(torch.float32)
-    flow = flow.reshape(Pn, samples, 2)
-    w = flows.weight.reshape(-1).index_select(0, flat).view(Pn, samples)
-    return uv_i, uv_i + flow, torch.where(w > 0.05, w, 0.0)
+    (:func:`_sampling_table`, computed here when None); the table is then read on its device."""
+    table = _sampling_table(flows, flows.flow.device) if table is None else table
+    Pn, count = len(table.count), table.count[:, None]
+    pick = (torch.rand(Pn, samples, generator=g, device="cpu") * count).long().clamp_max_(count - 1)
+    index = (pick + table.start[:, None]).view(-1).to(table.uv.device)
+
+    def pairs_of(x: Tensor) -> Tensor:  # [T, 2] float32 read as [T] 8-byte elements
+        return x.view(torch.float64)[:, 0].index_select(0, index).view(torch.float32).view(Pn, samples, 2)
+
+    uv_i = pairs_of(table.uv)
+    return uv_i, uv_i + pairs_of(table.flow), table.weight.index_select(0, index).view(Pn, samples)
 
 
 def _points(field: DepthField, flows: FlowPairs, uv_i: Tensor, uv_j: Tensor, focal: Tensor) -> tuple[XYZ, XYZ]:
@@ -521,14 +544,14 @@ def _reprojection(X_i: XYZ, uv_j: Tensor, w: Tensor, R: Tensor, t: Tensor, flows
     return ((per + behind) * w).sum((-1, -2)) / w.sum().clamp_min(1)
 
 
-def _search_focal(images: Tensor, flows: FlowPairs, table: tuple[Tensor, Tensor], config: FlowMapConfig,
+def _search_focal(images: Tensor, flows: FlowPairs, table: _SamplingTable, config: FlowMapConfig,
                   consecutive: Tensor, edges: list[Tensor], depth_scale: float, g: torch.Generator,
                   steps: int, bar) -> tuple[float, DepthField, list]:
     """Fit one depth field per candidate focal length (fields of view ``config.fov_range``), all at once, for
     ``steps`` Procrustes steps on the first ``config.search_frames`` frames; then a softmin over the
     candidates' smoothed losses (temperature ``focal_temperature``, relative to the best) gives the focal
     length (a weighted geometric mean) and the best candidate's depth starts the main fit.
-    Returns ``(focal, field, loss history)``. ``flows`` are on the device, ``table`` their CPU sampling table."""
+    Returns ``(focal, field, loss history)``. ``flows`` are on the device, ``table`` their sampling table."""
     n, h, w = images.shape[:3]
     device = images.device
     C = config.focal_candidates
@@ -546,7 +569,7 @@ def _search_focal(images: Tensor, flows: FlowPairs, table: tuple[Tensor, Tensor]
     if m < n:  # the first m frames only
         keep = flows.pairs[:, 1] < m
         flows = FlowPairs(flows.pairs[keep], flows.flow[keep], flows.weight[keep])
-        table = tuple(x[keep.cpu()] for x in table)
+        table = table.subset(keep.cpu())
         consecutive = torch.nonzero(flows.pairs[:, 1] - flows.pairs[:, 0] == 1)[:, 0]
         consecutive = consecutive[torch.argsort(flows.pairs[consecutive, 0])]
     offsets = (torch.arange(C, device=device) * n)[:, None]
@@ -602,7 +625,7 @@ def _fit_window(images: Tensor, flows: FlowPairs, config: FlowMapConfig, focal_i
 
     n, h, w = images.shape[:3]
     device = images.device
-    table = _sampling_table(flows)  # what the CPU draws index
+    table = _sampling_table(flows, device)  # what the draws read
     flows = _flows_on(flows, device)
     keep = flows.pairs[:, 1] - flows.pairs[:, 0]
     consecutive = torch.nonzero(keep == 1)[:, 0]
