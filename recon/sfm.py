@@ -213,28 +213,36 @@ def match_features(a: Features, b: Features, ratio: float = 0.8, dtype: torch.dt
     ``[Da, Db]`` matrix). ``dtype=torch.bfloat16`` computes them in bfloat16 (about twice as fast on CPUs
     with AVX512-BF16 or AMX, much slower on CPUs without); the row candidates are then re-scored in float32,
     so the ratio test is exact and only the choice of the three candidates and the mutual check see the
-    rounding."""
+    rounding. In float32 the product's similarities are used as they are."""
     if len(a.desc) < 2 or len(b.desc) < 2:
         return np.zeros((0, 2), np.int64)
     da, db = torch.from_numpy(a.desc), torch.from_numpy(b.desc)
     db_low = db.to(dtype)
     k = min(3 if dtype != torch.float32 else 2, len(db))
-    cand, row_best = [], []
+    cand, row_best, values = [], [], []
     col_best = torch.full((len(db),), -2.0, dtype=dtype)
     for s in range(0, len(da), chunk):
         sim = da[s:s + chunk].to(dtype) @ db_low.T
         top = sim.topk(k, dim=1)
         cand.append(top.indices)
+        values.append(top.values)
         row_best.append(top.values[:, 0])
         col_best = torch.maximum(col_best, sim.amax(0))
     cand, row_best = torch.cat(cand), torch.cat(row_best)
     mutual = row_best >= col_best[cand[:, 0]]  # the row's best is also its column's best
-    exact, order = torch.einsum("nd,nkd->nk", da, db[cand]).sort(dim=1, descending=True)
-    cand = cand.gather(1, order)
+    if dtype == torch.float32:  # the similarities are exact already
+        exact, best_first = torch.cat(values), True
+    else:
+        exact, order = torch.einsum("nd,nkd->nk", da, db[cand]).sort(dim=1, descending=True)
+        cand = cand.gather(1, order)
+        best_first = order[:, 0] == 0  # the mutual check was made on this partner
     dist = (2 - 2 * exact[:, :2]).clamp_min(0).sqrt()
-    keep = (dist[:, 0] < ratio * dist[:, 1]) & mutual & (order[:, 0] == 0)  # mutual check made on this partner
+    keep = (dist[:, 0] < ratio * dist[:, 1]) & mutual & best_first
     i = torch.nonzero(keep)[:, 0].numpy()
-    pairs = np.unique(np.stack([a.loc[i], b.loc[cand[:, 0].numpy()[i]]], 1), axis=0)
+    la, lb = a.loc[i], b.loc[cand[:, 0].numpy()[i]]
+    stride = int(lb.max()) + 1 if len(lb) else 1
+    key = np.unique(la * stride + lb)  # location pairs, once each
+    pairs = np.stack([key // stride, key % stride], 1)
     # one partner per location: drop locations matched to two different ones (through two orientations)
     ok = np.ones(len(pairs), bool)
     for col in (0, 1):
