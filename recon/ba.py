@@ -475,8 +475,14 @@ def _rho(q: Tensor, loss: str, s: float) -> tuple[Tensor, Tensor, Tensor]:
 
 def _project(st: _State, struct: _Structure, with_jacobians: bool):
     """Residual-free projection of every observation: ``uv [O, 2]``, ``valid [O]`` and optionally
-    ``J_cam [O, 2, C]`` (pose then refined intrinsics) and ``J_pt [O, 2, 3]``."""
+    ``J_cam [O, 2, C]`` (pose then refined intrinsics) and ``J_pt [O, 2, 3]``. Without Jacobians by the native
+    kernel ``ba_project`` where :func:`_use_native` allows."""
     cam, pt = struct.cam, struct.pt
+    if not with_jacobians and _use_native(struct, st.R, st.t, st.X, st.fx):
+        dist = st.dist if st.dist is not None else st.R.new_zeros(struct.n_cams, 0)
+        return tuple(_backend.native_module().ba_project(
+            st.R.contiguous(), st.t.contiguous(), st.X.contiguous(), torch.stack([st.fx, st.fy, st.cx, st.cy], 1),
+            dist.contiguous(), cam, pt, struct.min_depth))
     R = st.R[cam]
     xr = (R @ st.X[pt][:, :, None])[:, :, 0]
     xc = xr + st.t[cam]

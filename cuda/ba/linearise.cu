@@ -1,4 +1,4 @@
-// CUDA launcher of the bundle adjustment's linearisation: one thread per point writes its V and g_p blocks
+// CUDA launchers of the bundle adjustment's projections (one thread per observation) and linearisation: one thread per point writes its V and g_p blocks
 // and its observations' W blocks, residuals and weights, and adds the camera blocks U and g_c by atomic adds
 // (a [N, C * C + C] buffer, split at the end). The math is linearise.h's.
 #include <c10/cuda/CUDAException.h>
@@ -44,7 +44,41 @@ __global__ void linearise_kernel(const double* __restrict__ R, const double* __r
     for (int k = 0; k < 3; ++k) g_p[p * 3 + k] = gp[k];
 }
 
+__global__ void project_kernel(const double* __restrict__ R, const double* __restrict__ t,
+                               const double* __restrict__ X, const double* __restrict__ intr,
+                               const double* __restrict__ dist, const int64_t* __restrict__ cam,
+                               const int64_t* __restrict__ pt, int64_t O, double min_depth, double* uv, bool* valid) {
+    const int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+    if (o >= O) return;
+    const int64_t j = cam[o];
+    const Projection p = project_point(R + j * 9, t + j * 3, X + pt[o] * 3, dist != nullptr ? dist + j * 5 : nullptr,
+                                       min_depth);
+    uv[2 * o] = intr[4 * j] * p.d[0] + intr[4 * j + 2];
+    uv[2 * o + 1] = intr[4 * j + 1] * p.d[1] + intr[4 * j + 3];
+    valid[o] = p.valid;
+}
+
 }  // namespace
+
+std::vector<torch::Tensor> ba_project_cuda(const torch::Tensor& R, const torch::Tensor& t, const torch::Tensor& X,
+                                           const torch::Tensor& intr, const torch::Tensor& dist,
+                                           const torch::Tensor& cam, const torch::Tensor& pt, double min_depth) {
+    check_project_inputs(R, t, X, intr, dist, cam, pt);
+    SG_CHECK_CUDA(R);
+    const c10::cuda::CUDAGuard guard(R.device());
+    const int64_t O = cam.size(0);
+    torch::Tensor uv = torch::zeros({O, 2}, R.options());
+    torch::Tensor valid = torch::zeros({O}, R.options().dtype(torch::kBool));
+    if (O > 0) {
+        cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+        project_kernel<<<blocks(O), kThreads, 0, stream>>>(
+            R.data_ptr<double>(), t.data_ptr<double>(), X.data_ptr<double>(), intr.data_ptr<double>(),
+            dist.size(1) == 5 ? dist.data_ptr<double>() : nullptr, cam.data_ptr<int64_t>(), pt.data_ptr<int64_t>(), O,
+            min_depth, uv.data_ptr<double>(), valid.data_ptr<bool>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    return {uv, valid};
+}
 
 std::vector<torch::Tensor> ba_linearise_cuda(const torch::Tensor& R, const torch::Tensor& t, const torch::Tensor& X,
                                              const torch::Tensor& intr, const torch::Tensor& dist,

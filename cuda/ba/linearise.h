@@ -50,6 +50,38 @@ struct ObservationTerms {
     double Jp[2][3];
 };
 
+// A point seen by a camera: x_r = R X, the normalised n = x_c[:2] / z (x_c = x_r + t) and its distorted d
+// (OpenCV (k1, k2, p1, p2, k3) in dist, or nullptr for a pinhole: d = n); valid: z above min_depth (else
+// 1 / z is taken as 1, as recon/ba.py's _project does).
+struct Projection {
+    double xr[3];
+    double inv_z;
+    double n[2];
+    double d[2];
+    bool valid;
+};
+
+SG_HD Projection project_point(const double* R, const double* t, const double* X, const double* dist,
+                               double min_depth) {
+    Projection p;
+    for (int i = 0; i < 3; ++i) p.xr[i] = R[3 * i] * X[0] + R[3 * i + 1] * X[1] + R[3 * i + 2] * X[2];
+    const double z = p.xr[2] + t[2];
+    p.valid = z > min_depth;
+    p.inv_z = 1.0 / (p.valid ? z : 1.0);
+    p.n[0] = (p.xr[0] + t[0]) * p.inv_z;
+    p.n[1] = (p.xr[1] + t[1]) * p.inv_z;
+    p.d[0] = p.n[0];
+    p.d[1] = p.n[1];
+    if (dist != nullptr) {
+        const double n0 = p.n[0], n1 = p.n[1], r2 = n0 * n0 + n1 * n1;
+        const double k1 = dist[0], k2 = dist[1], p1 = dist[2], p2 = dist[3], k3 = dist[4];
+        const double radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3));
+        p.d[0] = n0 * radial + 2 * p1 * n0 * n1 + p2 * (r2 + 2 * n0 * n0);
+        p.d[1] = n1 * radial + p1 * (r2 + 2 * n1 * n1) + 2 * p2 * n0 * n1;
+    }
+    return p;
+}
+
 // Projects point X [3] by the camera (R [3, 3] row-major, t [3], intr = (fx, fy, cx, cy), dist = OpenCV
 // (k1, k2, p1, p2, k3) or nullptr for a pinhole) against the observed pixel y [2] with confidence c.
 // cols [C - 6]: the refined intrinsics' codes; cam_free [C] and point_free: 1 or 0.
@@ -58,24 +90,17 @@ SG_HD void observation_terms(const double* R, const double* t, const double* X, 
                              const double* dist, const double* y, double c, const int64_t* cols,
                              const double* cam_free, double point_free, int64_t loss, double scale,
                              double min_depth, bool exact, ObservationTerms<C>& o) {
-    double xr[3], xc[3];
-    for (int i = 0; i < 3; ++i) {
-        xr[i] = R[3 * i] * X[0] + R[3 * i + 1] * X[1] + R[3 * i + 2] * X[2];
-        xc[i] = xr[i] + t[i];
-    }
-    const bool valid = xc[2] > min_depth;
-    const double inv_z = 1.0 / (valid ? xc[2] : 1.0);
-    const double n0 = xc[0] * inv_z, n1 = xc[1] * inv_z;
+    const Projection p = project_point(R, t, X, dist, min_depth);
+    const double* xr = p.xr;
+    const bool valid = p.valid;
+    const double inv_z = p.inv_z, n0 = p.n[0], n1 = p.n[1], d0 = p.d[0], d1 = p.d[1];
     const double fx = intr[0], fy = intr[1];
     const double r2 = n0 * n0 + n1 * n1;
-    double d0 = n0, d1 = n1;
     // d uv / d x_c = diag(f) (dd/dn) [[1/z, 0, -n_x/z], [0, 1/z, -n_y/z]]
     double A[2][3] = {{inv_z, 0.0, -n0 * inv_z}, {0.0, inv_z, -n1 * inv_z}};
     if (dist != nullptr) {
         const double k1 = dist[0], k2 = dist[1], p1 = dist[2], p2 = dist[3], k3 = dist[4];
         const double radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3));
-        d0 = n0 * radial + 2 * p1 * n0 * n1 + p2 * (r2 + 2 * n0 * n0);
-        d1 = n1 * radial + p1 * (r2 + 2 * n1 * n1) + 2 * p2 * n0 * n1;
         const double dradial = k1 + r2 * (2 * k2 + 3 * k3 * r2);
         const double j00 = radial + 2 * n0 * n0 * dradial + 2 * p1 * n1 + 6 * p2 * n0;
         const double j01 = 2 * n0 * n1 * dradial + 2 * p1 * n0 + 2 * p2 * n1;

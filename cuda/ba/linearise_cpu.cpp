@@ -1,7 +1,8 @@
-// CPU launcher of the bundle adjustment's linearisation: points are spread over threads (OpenMP, a static
-// schedule: the same sums for the same thread count); a thread writes its points' V and g_p blocks and
-// their observations' W blocks, residuals and weights, and sums the camera blocks U and g_c into its own
-// buffer, the buffers added in thread order at the end. The math is linearise.h's.
+// CPU launchers of the bundle adjustment's projections (observations spread over threads) and linearisation:
+// points are spread over threads (OpenMP, a static schedule: the same sums for the same thread count); a
+// thread writes its points' V and g_p blocks and their observations' W blocks, residuals and weights, and sums
+// the camera blocks U and g_c into its own buffer, the buffers added in thread order at the end. The math is
+// linearise.h's.
 #include <vector>
 
 #include "ba/linearise.h"
@@ -106,6 +107,38 @@ std::vector<torch::Tensor> ba_linearise_cpu(const torch::Tensor& R, const torch:
         }
     }
     return {U, V, W, g_c, g_p, r, w};
+}
+
+
+std::vector<torch::Tensor> ba_project_cpu(const torch::Tensor& R, const torch::Tensor& t, const torch::Tensor& X,
+                                          const torch::Tensor& intr, const torch::Tensor& dist,
+                                          const torch::Tensor& cam, const torch::Tensor& pt, double min_depth) {
+    check_project_inputs(R, t, X, intr, dist, cam, pt);
+    SG_CHECK_CPU(R);
+    const int64_t N = R.size(0), M = X.size(0), O = cam.size(0);
+    const int64_t* cm = cam.data_ptr<int64_t>();
+    const int64_t* pts = pt.data_ptr<int64_t>();
+    for (int64_t i = 0; i < O; ++i)
+        TORCH_CHECK(cm[i] >= 0 && cm[i] < N && pts[i] >= 0 && pts[i] < M, "ba_project: cam or pt out of range");
+    torch::Tensor uv = torch::empty({O, 2}, R.options());
+    torch::Tensor valid = torch::empty({O}, R.options().dtype(torch::kBool));
+    const double* Rp = R.data_ptr<double>();
+    const double* tp = t.data_ptr<double>();
+    const double* Xp = X.data_ptr<double>();
+    const double* ip = intr.data_ptr<double>();
+    const double* dp = dist.size(1) == 5 ? dist.data_ptr<double>() : nullptr;
+    double* uo = uv.data_ptr<double>();
+    bool* vo = valid.data_ptr<bool>();
+    SG_OMP(parallel for schedule(static) if (O >= 16384))
+    for (int64_t o = 0; o < O; ++o) {
+        const int64_t j = cm[o];
+        const Projection p = project_point(Rp + j * 9, tp + j * 3, Xp + pts[o] * 3, dp != nullptr ? dp + j * 5 : nullptr,
+                                           min_depth);
+        uo[2 * o] = ip[4 * j] * p.d[0] + ip[4 * j + 2];
+        uo[2 * o + 1] = ip[4 * j + 1] * p.d[1] + ip[4 * j + 3];
+        vo[o] = p.valid;
+    }
+    return {uv, valid};
 }
 
 }  // namespace ba

@@ -33,6 +33,37 @@ std::vector<torch::Tensor> ba_linearise_cuda(const torch::Tensor& R, const torch
                                              int64_t loss, double scale, double min_depth, bool exact);
 #endif
 
+// The projections alone (recon/ba.py, _project without Jacobians): R, t, X, intr, dist as ba_linearise takes
+// them, cam, pt [O] int64 -> {uv [O, 2] float64, valid [O] bool}.
+std::vector<torch::Tensor> ba_project_cpu(const torch::Tensor& R, const torch::Tensor& t, const torch::Tensor& X,
+                                          const torch::Tensor& intr, const torch::Tensor& dist,
+                                          const torch::Tensor& cam, const torch::Tensor& pt, double min_depth);
+#ifdef SCENEGRAD_WITH_CUDA
+std::vector<torch::Tensor> ba_project_cuda(const torch::Tensor& R, const torch::Tensor& t, const torch::Tensor& X,
+                                           const torch::Tensor& intr, const torch::Tensor& dist,
+                                           const torch::Tensor& cam, const torch::Tensor& pt, double min_depth);
+#endif
+
+inline void check_project_inputs(const torch::Tensor& R, const torch::Tensor& t, const torch::Tensor& X,
+                                 const torch::Tensor& intr, const torch::Tensor& dist, const torch::Tensor& cam,
+                                 const torch::Tensor& pt) {
+    const int64_t N = R.size(0), M = X.size(0), O = cam.size(0);
+    const std::vector<int64_t> shapes[] = {{N, 3, 3}, {N, 3}, {M, 3}, {N, 4}};
+    const torch::Tensor* floats[] = {&R, &t, &X, &intr};
+    for (int k = 0; k < 4; ++k)
+        TORCH_CHECK(floats[k]->sizes() == c10::IntArrayRef(shapes[k]) && floats[k]->scalar_type() == torch::kDouble &&
+                        floats[k]->is_contiguous() && floats[k]->device() == R.device(),
+                    "ba_project: R [N, 3, 3], t [N, 3], X [M, 3] and intr [N, 4] must be contiguous float64 tensors "
+                    "on one device, got ", floats[k]->sizes());
+    for (const torch::Tensor* x : {&cam, &pt})
+        TORCH_CHECK(x->dim() == 1 && x->size(0) == O && x->scalar_type() == torch::kLong && x->is_contiguous() &&
+                        x->device() == R.device(),
+                    "ba_project: cam and pt must be contiguous int64 [O] tensors on R's device");
+    TORCH_CHECK(dist.dim() == 2 && dist.size(0) == N && (dist.size(1) == 0 || dist.size(1) == 5) &&
+                    dist.scalar_type() == torch::kDouble && dist.is_contiguous() && dist.device() == R.device(),
+                "ba_project: dist must be a contiguous float64 [N, 5] or [N, 0] tensor on R's device");
+}
+
 inline void check_linearise_inputs(const torch::Tensor& R, const torch::Tensor& t, const torch::Tensor& X,
                                    const torch::Tensor& intr, const torch::Tensor& dist, const torch::Tensor& y,
                                    const torch::Tensor& c, const torch::Tensor& cam, const torch::Tensor& pt,

@@ -468,6 +468,33 @@ def test_native_linearisation_matches_the_reference(monkeypatch, refine, dist, l
     assert checked[0][1] >= 1  # the start has points behind a camera
 
 
+@pytest.mark.parametrize("dist", [None, (0.02, -0.01, 1e-3, -2e-3, 5e-3)])
+def test_native_projections_match_the_reference(monkeypatch, dist):
+    """Every projection of a solve's cost by the native kernel ``ba_project`` against the reference's, points
+    behind a camera included."""
+    import dataclasses
+
+    import scenegrad.recon.ba as ba
+
+    cams, X, obs, g = _scene(6, 80, per_point=3, noise=0.3, seed=13, dist=dist)
+    X = X.clone()
+    X[:2] = -(cams.R[obs.camera_idx[:1]].transpose(1, 2) @ cams.t[obs.camera_idx[:1], :, None])[0, :, 0] * 1.5
+    start, X0 = _perturb(cams, X, g, rot_deg=1.0, trans=0.05)
+    checked, original = [], ba._project
+
+    def both(st, struct, with_jacobians):
+        out = original(st, struct, with_jacobians)
+        if not with_jacobians and struct.backend == "native":
+            ref = original(st, dataclasses.replace(struct, backend="reference"), False)
+            assert torch.allclose(out[0], ref[0], rtol=1e-13, atol=1e-9) and torch.equal(out[1], ref[1])
+            checked.append(int((~out[1]).sum()))
+        return out
+
+    monkeypatch.setattr(ba, "_project", both)
+    bundle_adjust(start, X0, obs, options=BAOptions(max_iterations=5, backend="native"))
+    assert len(checked) >= 5 and checked[0] >= 1  # points behind the camera are not valid
+
+
 def test_native_linearisation_refuses_bad_inputs():
     from scenegrad.render.backend import native_module
 
@@ -478,6 +505,10 @@ def test_native_linearisation_refuses_bad_inputs():
             torch.tensor([0, 2, 3, 4]), torch.tensor([0]), torch.ones(N, 7, dtype=F64), torch.ones(M, dtype=F64)]
     out = native_module().ba_linearise(*args, 1, 1.0, 1e-6, False)
     assert [tuple(x.shape) for x in out] == [(2, 7, 7), (3, 3, 3), (4, 7, 3), (2, 7), (3, 3), (4, 2), (4,)]
+    uv, valid = native_module().ba_project(*args[:5], args[7], args[8], 1e-6)
+    assert tuple(uv.shape) == (4, 2) and valid.dtype == torch.bool
+    with pytest.raises(RuntimeError, match="out of range"):
+        native_module().ba_project(*args[:5], args[7], args[8] + 1, 1e-6)
     bad = list(args)
     bad[7] = torch.tensor([0, 1, 0, 2])
     with pytest.raises(RuntimeError, match="cam out of range"):
