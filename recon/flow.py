@@ -15,6 +15,7 @@ Nothing here is differentiable: flow is an observation.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -76,7 +77,8 @@ def texture_mask(gray: np.ndarray, threshold: float = 2e-5, window: int = 5) -> 
 
 
 def compute_flow_pairs(frames: np.ndarray, skips: tuple[int, ...] = (1, 2, 4), fb_threshold: float = 1.0,
-                       texture_threshold: float = 2e-5, size: tuple[int, int] | None = None) -> FlowPairs:
+                       texture_threshold: float = 2e-5, size: tuple[int, int] | None = None,
+                       workers: int = 1) -> FlowPairs:
     """Forward DIS flow for every pair ``(i, i + s)`` with its weight.
 
     Args:
@@ -87,12 +89,13 @@ def compute_flow_pairs(frames: np.ndarray, skips: tuple[int, ...] = (1, 2, 4), f
         texture_threshold: see :func:`texture_mask` (0 disables the texture mask).
         size: ``(w, h)`` of the returned flow (area-resized, vectors scaled): computing flow on larger frames
             than the working resolution makes it more precise. None: the frames' size.
+        workers: threads computing the pairs (OpenCV and numpy release the GIL); the result is the same.
 
     Returns:
         :class:`FlowPairs`.
     """
     if size is not None and (size[0], size[1]) != (frames.shape[2], frames.shape[1]):
-        big = compute_flow_pairs(frames, skips, fb_threshold, texture_threshold)
+        big = compute_flow_pairs(frames, skips, fb_threshold, texture_threshold, workers=workers)
         w, h = size
         sx, sy = w / frames.shape[2], h / frames.shape[1]
         flow = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in big.flow.numpy()])
@@ -106,8 +109,8 @@ def compute_flow_pairs(frames: np.ndarray, skips: tuple[int, ...] = (1, 2, 4), f
     tex = [texture_mask(g, texture_threshold) if texture_threshold > 0 else np.ones((H, W), np.float32)
            for g in gray]
     xs, ys = np.meshgrid(np.arange(W, dtype=np.float32) + 0.5, np.arange(H, dtype=np.float32) + 0.5)
-    pairs, flows, weights = [], [], []
-    for i, j in pair_indices(N, tuple(s for s in skips if 0 < s < N)):
+    def pair(ij: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        i, j = ij
         fwd = dis_flow(gray[i], gray[j])
         bwd = dis_flow(gray[j], gray[i])
         back = _warp(bwd, fwd)
@@ -116,10 +119,16 @@ def compute_flow_pairs(frames: np.ndarray, skips: tuple[int, ...] = (1, 2, 4), f
         w = np.clip(2.0 - 2.0 * err / tol, 0, 1)
         u, v = xs + fwd[..., 0], ys + fwd[..., 1]
         inside = (u > 0) & (u < W) & (v > 0) & (v < H)
-        w = w * inside * tex[i] * _warp(tex[j], fwd)
-        pairs.append((i, j))
-        flows.append(fwd)
-        weights.append(w.astype(np.float32))
+        return fwd, (w * inside * tex[i] * _warp(tex[j], fwd)).astype(np.float32)
+
+    pairs = pair_indices(N, tuple(s for s in skips if 0 < s < N))
+    if workers > 1 and len(pairs) > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="flow-pairs") as pool:
+            results = list(pool.map(pair, pairs))
+    else:
+        results = [pair(ij) for ij in pairs]
+    flows = [fwd for fwd, _ in results]
+    weights = [w for _, w in results]
     return FlowPairs(pairs=torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),
                      flow=torch.from_numpy(np.stack(flows)) if flows else torch.zeros(0, H, W, 2),
                      weight=torch.from_numpy(np.stack(weights)) if weights else torch.zeros(0, H, W))

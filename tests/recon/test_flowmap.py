@@ -253,3 +253,15 @@ def test_outputs(walk, tmp_path):
     assert (paths["depth"] / "frame_000000.png").is_file()
     s = to_scene(result, frames)
     assert len(s) == 16 and s.cameras is result.cameras and s.frames[3].image().shape == (192, 256, 3)
+
+
+def test_flow_pairs_on_threads_are_the_same(walk):
+    """The first window's flow runs on every core: pair by pair on threads, the same flow and weights."""
+    from scenegrad.recon.flow import compute_flow_pairs
+    from scenegrad.recon.flowmap import prepare_frames
+
+    full, _ = prepare_frames(walk[3][:6], 64)
+    one = compute_flow_pairs(full, (1, 2), size=(32, 24))
+    three = compute_flow_pairs(full, (1, 2), size=(32, 24), workers=3)
+    assert torch.equal(one.pairs, three.pairs) and len(one.pairs) == 9
+    assert torch.equal(one.flow, three.flow) and torch.equal(one.weight, three.weight)
