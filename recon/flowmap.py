@@ -741,17 +741,12 @@ def _torch_threads(n: int | None):
 
 def _opencv_threads(n: int):
     """Set OpenCV's worker threads to ``n`` (a process-wide setting); returns the function that restores the
-    previous setting (the first call does, later calls do nothing)."""
+    previous setting."""
     import cv2
 
-    before = [cv2.getNumThreads()]
+    before = cv2.getNumThreads()
     cv2.setNumThreads(n)
-
-    def restore() -> None:
-        if before:
-            cv2.setNumThreads(before.pop())
-
-    return restore
+    return lambda: cv2.setNumThreads(before)
 
 
 def _lower_priority() -> None:
@@ -854,15 +849,17 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
     focal = None if config.focal is None else config.focal * w / W
     bar = tqdm(total=(config.steps + config.refine_steps) * len(windows), disable=not config.progress,
                desc="flowmap", leave=False)
-    # OpenCV's work runs on two more threads while the gradient descent (torch) runs: the next window's flow
-    # on one; the KLT tracks and the SIFT matches of the final refinement, which need only the frames, on the
-    # other. On a 2-core machine with one torch thread that hides most of it (redkitchen, fast preset: 20 s).
-    # The first window's flow is computed here, as nothing can start before it.
-    # The gradient descent is the critical path: the two threads run at a lower priority (they take the cores'
-    # time it leaves) and OpenCV's own worker threads are off until their results are in (a KLT call spread
-    # over every core takes the descent's core too; redkitchen, fast preset: fit 41 -> 37 s).
+    # OpenCV's work runs on more threads while the gradient descent (torch) runs: the next window's flow on
+    # one; the KLT tracks and the SIFT matches of the final refinement, which need only the frames, on threads
+    # of their own (the matches on one per core: what is left of them when the descent ends runs on every core;
+    # apple video, 50 frames at 640 px: 17 s of waiting for the matches -> 8 s). The threads they start have
+    # their priority. On a 2-core machine with one torch thread that hides most of it.
+    # The first window's flow is computed here, on every core, as nothing can start before it.
+    # The gradient descent is the critical path: the other threads run at a lower priority (they take the
+    # cores' time it leaves) and OpenCV's own worker threads are off until the descent is over (a KLT call
+    # spread over every core takes the descent's core too; redkitchen, fast preset: fit 41 -> 37 s).
     flow_pool = ThreadPoolExecutor(1, thread_name_prefix="flowmap-flow", initializer=_lower_priority)
-    feature_pool = ThreadPoolExecutor(1, thread_name_prefix="flowmap-features", initializer=_lower_priority)
+    feature_pool = ThreadPoolExecutor(2, thread_name_prefix="flowmap-features", initializer=_lower_priority)
     restore_opencv = _opencv_threads(1)
     flow_jobs = [flow_pool.submit(_timed, _window_flows, flow_frames[a:b], config, (w, h)) for a, b in windows[1:2]]
     tracks_job = matches_job = None
@@ -870,7 +867,7 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
         tracks_job = feature_pool.submit(_timed, klt_tracks, full, config.track_points)
         if config.match_refine:
             matches_job = feature_pool.submit(_timed, sift_tracks, full, config.match_window,
-                                              max_features=config.match_features)
+                                              max_features=config.match_features, workers=min(8, os.cpu_count() or 1))
     background: dict[str, float] = {}
     # the windows' results are gathered (and chained) on the CPU
     R_all = torch.zeros(N, 3, 3, device="cpu")
@@ -921,14 +918,13 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
     except BaseException:
         for pool in (flow_pool, feature_pool):
             pool.shutdown(wait=False, cancel_futures=True)
-        restore_opencv()
         raise
     finally:
         bar.close()
+        restore_opencv()  # the descent is over: what is left of the jobs has OpenCV's threads again
     flow_pool.shutdown()
     if not config.track_refine:
         feature_pool.shutdown()
-        restore_opencv()
     f_in = focal * W / w
     cams = Cameras(fx=f_in, fy=f_in, cx=W / 2, cy=H / 2, R=R_all, t=t_all, width=W, height=H)
     depth_all, refinement = depth_all.detach(), None
@@ -946,7 +942,6 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
                 matches, background["sift matches"] = matches_job.result()
         finally:  # on an error in one job, the other's result is not waited for
             feature_pool.shutdown(wait=False, cancel_futures=True)
-            restore_opencv()
         if matches is not None and median_per_frame(matches.frame, N) < MATCHES_PER_FRAME:
             matches = None  # too few to adjust on: the tracks' adjustment is the result
         lap("waiting for tracks and matches")

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -518,20 +519,27 @@ def sequential_pairs(n: int, window: int, quadratic: bool = False) -> list[tuple
 
 
 def match_pairs(feats: list[Features], pairs: list[tuple[int, int]], ratio: float = 0.8,
-                dtype: torch.dtype = torch.float32, min_inliers: int = 15, verify_px: float = 1.5
-                ) -> dict[tuple[int, int], np.ndarray]:
+                dtype: torch.dtype = torch.float32, min_inliers: int = 15, verify_px: float = 1.5,
+                workers: int = 1) -> dict[tuple[int, int], np.ndarray]:
     """Verified matches ``{(i, j): [K, 2] keypoint pairs}`` of the image ``pairs``: :func:`match_features`,
     then a fundamental matrix by MAGSAC++ (``verify_px``); pairs left with fewer than ``min_inliers``
-    inliers are dropped."""
-    matches: dict[tuple[int, int], np.ndarray] = {}
-    for i, j in pairs:
+    inliers are dropped. ``workers``: threads matching pairs (torch and OpenCV release the GIL); the result
+    is the same."""
+
+    def verified(ij: tuple[int, int]) -> np.ndarray | None:
+        i, j = ij
         m = match_features(feats[i], feats[j], ratio, dtype)
         if len(m) < min_inliers:
-            continue
+            return None
         inl = _verify(feats[i].xy[m[:, 0]], feats[j].xy[m[:, 1]], verify_px)
-        if inl is not None and inl.sum() >= min_inliers:
-            matches[(i, j)] = m[inl]
-    return matches
+        return m[inl] if inl is not None and inl.sum() >= min_inliers else None
+
+    if workers > 1 and len(pairs) > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="match-pairs") as pool:
+            found = list(pool.map(verified, pairs))
+    else:
+        found = [verified(ij) for ij in pairs]
+    return {ij: m for ij, m in zip(pairs, found, strict=True) if m is not None}
 
 
 def _match_pairs(feats: list[Features], opt: SfMOptions) -> dict[tuple[int, int], np.ndarray]:

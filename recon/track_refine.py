@@ -107,7 +107,7 @@ def klt_tracks(frames: np.ndarray, max_points: int = 4000, quality: float = 1e-4
 
 
 def sift_tracks(frames: np.ndarray, window: int = 10, quadratic: bool = True, max_features: int = 4096,
-                contrast_threshold: float = 0.02, min_inliers: int = 15) -> Tracks:
+                contrast_threshold: float = 0.02, min_inliers: int = 15, workers: int = 1) -> Tracks:
     """Tracks of SIFT features matched between frames of a video (``frames [N, H, W, 3]``, uint8 or float
     in ``[0, 1]``), as COLMAP's sequential matching makes them.
 
@@ -118,14 +118,22 @@ def sift_tracks(frames: np.ndarray, window: int = 10, quadratic: bool = True, ma
     a corner from frame to frame, these tie frames that are far apart in the video when they see the same
     place again: the loop of a camera walking around a room, or the two sides of a frame where frame-to-frame
     tracking broke. ``contrast_threshold`` is OpenCV's (0.02 finds about as many features as COLMAP's
-    default)."""
+    default). ``workers``: threads extracting and matching (the result is the same)."""
     from scenegrad.recon.sfm import _tracks, extract_features, match_pairs, sequential_pairs
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [N, H, W, 3], got {list(frames.shape)}")
-    feats = [extract_features(f, max_features, contrast_threshold) for f in frames]
-    matches = match_pairs(feats, sequential_pairs(len(frames), window, quadratic), min_inliers=min_inliers)
+    def extract(frame: np.ndarray):
+        return extract_features(frame, max_features, contrast_threshold)
+
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="sift") as pool:
+            feats = list(pool.map(extract, frames))
+    else:
+        feats = [extract(f) for f in frames]
+    matches = match_pairs(feats, sequential_pairs(len(frames), window, quadratic), min_inliers=min_inliers,
+                          workers=workers)
     track, image, kp = _tracks([len(f.xy) for f in feats], matches)
     if len(track) == 0:
         empty = torch.zeros(0, dtype=torch.int64)
