@@ -111,7 +111,11 @@ class FlowMapConfig:
         search_samples:
         correspondences per pair and step in the search (None: ``samples``).
     focal: a known focal length in input pixels (skips the search and keeps it fixed); None: estimate.
-    window, overlap: frames per window and frames shared by consecutive windows (long videos).
+    window, overlap: frames per window and frames shared by consecutive windows (long videos). A video of up
+        to ``window`` frames is fitted in one window, whose steps cost more (more pairs) but are fewer than
+        several windows' (redkitchen, 100 frames, in one window rather than three of 40: fast preset 42 s
+        against 50 s in all, ATE 0.048 m for three seeds either way; default preset 101-108 s against 146 s,
+        0.048 m; two windows of 54 or 60 frames ended at 0.15 m).
     min_flow_px: the median flow (working pixels) over the longest skip below which the camera is
         considered static and :func:`fit` raises.
     track_refine: finish with a bundle adjustment of the poses and the focal length on KLT point tracks
@@ -161,7 +165,7 @@ class FlowMapConfig:
     search_levels: int = 2
     search_samples: int | None = 256
     focal: float | None = None
-    window: int = 40
+    window: int = 100
     overlap: int = 8
     min_flow_px: float = 0.3
     track_refine: bool = True
@@ -181,12 +185,9 @@ class FlowMapConfig:
 
     @staticmethod
     def fast(**kw) -> FlowMapConfig:
-        """Fewer steps and samples at a lower resolution (tests, previews), and windows of 100 frames: a video of
-        up to 100 frames is fitted in one window, whose steps cost more (more pairs) but are a third as many as
-        three 40-frame windows' (redkitchen, 100 frames: 42 s in all against 50 s, ATE 0.048 m for three
-        seeds either way; two windows of 54 or 60 frames ended at 0.15 m)."""
+        """Fewer steps and samples at a lower resolution (tests, previews)."""
         base = dict(name="fast", max_side=128, steps=200, refine_steps=150, samples=512, grid=(6, 12, 24),
-                    focal_search_steps=80, search_samples=None, window=100)
+                    focal_search_steps=80, search_samples=None)
         base.update(kw)
         return FlowMapConfig(**base)
 
