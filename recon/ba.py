@@ -479,10 +479,7 @@ def _project(st: _State, struct: _Structure, with_jacobians: bool):
     kernel ``ba_project`` where :func:`_use_native` allows."""
     cam, pt = struct.cam, struct.pt
     if not with_jacobians and _use_native(struct, st.R, st.t, st.X, st.fx):
-        dist = st.dist if st.dist is not None else st.R.new_zeros(struct.n_cams, 0)
-        return tuple(_backend.native_module().ba_project(
-            st.R.contiguous(), st.t.contiguous(), st.X.contiguous(), torch.stack([st.fx, st.fy, st.cx, st.cy], 1),
-            dist.contiguous(), cam, pt, struct.min_depth))
+        return tuple(_backend.native_module().ba_project(*_native_state(st, struct), cam, pt, struct.min_depth))
     R = st.R[cam]
     xr = (R @ st.X[pt][:, :, None])[:, :, 0]
     xc = xr + st.t[cam]
@@ -613,13 +610,18 @@ def _linearise_native(st: _State, struct: _Structure, y: Tensor, c: Tensor,
                       exact: bool) -> tuple[_Normal, Tensor, Tensor]:
     _, order, starts = struct.schur_index()
     cols, cam_free, point_free = struct.native_masks()
-    dist = st.dist if st.dist is not None else st.R.new_zeros(struct.n_cams, 0)
-    intr = torch.stack([st.fx, st.fy, st.cx, st.cy], 1)
     U, V, W, g_c, g_p, r, w = _backend.native_module().ba_linearise(
-        st.R.contiguous(), st.t.contiguous(), st.X.contiguous(), intr, dist.contiguous(), y.contiguous(),
-        c.contiguous(), struct.cam, struct.pt, order, starts, cols, cam_free, point_free, _LOSS_CODES[struct.loss],
-        struct.scale, struct.min_depth, exact)
+        *_native_state(st, struct), y.contiguous(), c.contiguous(), struct.cam, struct.pt, order, starts, cols,
+        cam_free, point_free, _LOSS_CODES[struct.loss], struct.scale, struct.min_depth, exact)
     return _Normal(U, V, W, g_c, g_p), r, w
+
+
+def _native_state(st: _State, struct: _Structure) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(R, t, X, intr [N, 4] = (fx, fy, cx, cy), dist [N, 5] or [N, 0])``, contiguous, as the native
+    kernels ``ba_project`` and ``ba_linearise`` take the state."""
+    dist = st.dist if st.dist is not None else st.R.new_zeros(struct.n_cams, 0)
+    return (st.R.contiguous(), st.t.contiguous(), st.X.contiguous(), torch.stack([st.fx, st.fy, st.cx, st.cy], 1),
+            dist.contiguous())
 
 
 def _dense_cameras(blocks: Tensor, struct: _Structure) -> tuple[Tensor, Tensor]:

@@ -15,13 +15,14 @@ Nothing here is differentiable: flow is an observation.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
+
+from scenegrad.recon.threads import thread_map
 
 __all__ = ["FlowPairs", "compute_flow_pairs", "dis_flow", "texture_mask", "pair_indices"]
 
@@ -122,11 +123,7 @@ def compute_flow_pairs(frames: np.ndarray, skips: tuple[int, ...] = (1, 2, 4), f
         return fwd, (w * inside * tex[i] * _warp(tex[j], fwd)).astype(np.float32)
 
     pairs = pair_indices(N, tuple(s for s in skips if 0 < s < N))
-    if workers > 1 and len(pairs) > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="flow-pairs") as pool:
-            results = list(pool.map(pair, pairs))
-    else:
-        results = [pair(ij) for ij in pairs]
+    results = thread_map(pair, pairs, workers, "flow-pairs")
     flows = [fwd for fwd, _ in results]
     weights = [w for _, w in results]
     return FlowPairs(pairs=torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),

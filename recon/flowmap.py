@@ -68,6 +68,7 @@ from torch import Tensor
 
 from scenegrad.datasets.scene import Frame, Points, Scene
 from scenegrad.recon.flow import FlowPairs, compute_flow_pairs
+from scenegrad.recon.threads import cores
 from scenegrad.recon.track_refine import (
     MATCHES_PER_FRAME,
     TrackRefinement,
@@ -868,7 +869,7 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
         tracks_job = feature_pool.submit(_timed, klt_tracks, full, config.track_points)
         if config.match_refine:
             matches_job = feature_pool.submit(_timed, sift_tracks, full, config.match_window,
-                                              max_features=config.match_features, workers=min(8, os.cpu_count() or 1))
+                                              max_features=config.match_features, workers=cores())
     background: dict[str, float] = {}
     # the windows' results are gathered (and chained) on the CPU
     R_all = torch.zeros(N, 3, 3, device="cpu")
@@ -883,7 +884,7 @@ def fit(frames, config: FlowMapConfig | None = None) -> FlowMapResult:
                 if prev is not None:  # start the new window at the previous one's depth scale
                     scale0 = float(depth_all[a:prev[1]].median())
                 if wi == 0:  # nothing runs before it: on as many threads as there are cores
-                    flows = _window_flows(flow_frames[a:b], config, (w, h), workers=min(8, os.cpu_count() or 1))
+                    flows = _window_flows(flow_frames[a:b], config, (w, h), workers=cores())
                 else:
                     flows, seconds = flow_jobs[wi - 1].result()
                     background["flow"] = background.get("flow", 0.0) + seconds

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,6 +57,7 @@ from torch import Tensor
 
 from scenegrad.datasets.scene import Frame, Points, Scene
 from scenegrad.recon.ba import BAOptions, Observations, bundle_adjust
+from scenegrad.recon.threads import thread_map
 from scenegrad.render.cameras import Cameras, _distort_opencv, _undistort_opencv
 
 __all__ = ["CAMERA_MODELS", "SfMOptions", "SfMResult", "Features", "extract_features", "match_features",
@@ -220,19 +220,18 @@ def match_features(a: Features, b: Features, ratio: float = 0.8, dtype: torch.dt
     da, db = torch.from_numpy(a.desc), torch.from_numpy(b.desc)
     db_low = db.to(dtype)
     k = min(3 if dtype != torch.float32 else 2, len(db))
-    cand, row_best, values = [], [], []
+    cand, values = [], []
     col_best = torch.full((len(db),), -2.0, dtype=dtype)
     for s in range(0, len(da), chunk):
         sim = da[s:s + chunk].to(dtype) @ db_low.T
         top = sim.topk(k, dim=1)
         cand.append(top.indices)
         values.append(top.values)
-        row_best.append(top.values[:, 0])
         col_best = torch.maximum(col_best, sim.amax(0))
-    cand, row_best = torch.cat(cand), torch.cat(row_best)
-    mutual = row_best >= col_best[cand[:, 0]]  # the row's best is also its column's best
+    cand, values = torch.cat(cand), torch.cat(values)
+    mutual = values[:, 0] >= col_best[cand[:, 0]]  # the row's best is also its column's best
     if dtype == torch.float32:  # the similarities are exact already
-        exact, best_first = torch.cat(values), True
+        exact, best_first = values, True
     else:
         exact, order = torch.einsum("nd,nkd->nk", da, db[cand]).sort(dim=1, descending=True)
         cand = cand.gather(1, order)
@@ -534,11 +533,7 @@ def match_pairs(feats: list[Features], pairs: list[tuple[int, int]], ratio: floa
         inl = _verify(feats[i].xy[m[:, 0]], feats[j].xy[m[:, 1]], verify_px)
         return m[inl] if inl is not None and inl.sum() >= min_inliers else None
 
-    if workers > 1 and len(pairs) > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="match-pairs") as pool:
-            found = list(pool.map(verified, pairs))
-    else:
-        found = [verified(ij) for ij in pairs]
+    found = thread_map(verified, pairs, workers, "match-pairs")
     return {ij: m for ij, m in zip(pairs, found, strict=True) if m is not None}
 
 

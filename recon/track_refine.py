@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from scenegrad.recon.threads import cores, thread_map
 from scenegrad.render.cameras import Cameras
 
 __all__ = ["Tracks", "klt_tracks", "sift_tracks", "triangulate_tracks", "refine_with_tracks", "refine_with_matches",
@@ -124,14 +123,8 @@ def sift_tracks(frames: np.ndarray, window: int = 10, quadratic: bool = True, ma
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [N, H, W, 3], got {list(frames.shape)}")
-    def extract(frame: np.ndarray):
-        return extract_features(frame, max_features, contrast_threshold)
-
-    if workers > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="sift") as pool:
-            feats = list(pool.map(extract, frames))
-    else:
-        feats = [extract(f) for f in frames]
+    feats = thread_map(lambda frame: extract_features(frame, max_features, contrast_threshold), frames, workers,
+                       "sift")
     matches = match_pairs(feats, sequential_pairs(len(frames), window, quadratic), min_inliers=min_inliers,
                           workers=workers)
     track, image, kp = _tracks([len(f.xy) for f in feats], matches)
@@ -276,8 +269,7 @@ def repair_pose_breaks(cameras: Cameras, tracks: Tracks, *, min_tracks: int = 30
 
     # the pairs' fits do not depend on each other (a repair keeps the later pairs' relative poses): on threads
     # (OpenCV releases the GIL), in order
-    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="repair") as pool:
-        fits = list(pool.map(two_view, range(N - 1)))
+    fits = thread_map(two_view, range(N - 1), cores(4), "repair")
     repaired: list[int] = []
     for i, fit in enumerate(fits):
         if fit is None:

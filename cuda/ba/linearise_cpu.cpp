@@ -7,6 +7,7 @@
 
 #include "ba/linearise.h"
 #include "ba/linearise_ops.h"
+#include "ba/schur_ops.h"
 #include "common/checks.h"
 
 #ifdef SCENEGRAD_OPENMP
@@ -30,15 +31,8 @@ std::vector<torch::Tensor> ba_linearise_cpu(const torch::Tensor& R, const torch:
     const int64_t* st = starts.data_ptr<int64_t>();
     const int64_t* ord = order.data_ptr<int64_t>();
     const int64_t* cm = cam.data_ptr<int64_t>();
-    const int64_t* pts = pt.data_ptr<int64_t>();
     const int64_t* cl = cols.data_ptr<int64_t>();
-    TORCH_CHECK(st[0] == 0 && st[M] == O, "ba_linearise: starts must run from 0 to the observation count ", O);
-    for (int64_t p = 0; p < M; ++p) {
-        TORCH_CHECK(st[p] <= st[p + 1], "ba_linearise: starts must not decrease (point ", p, ")");
-        for (int64_t i = st[p]; i < st[p + 1]; ++i)
-            TORCH_CHECK(ord[i] >= 0 && ord[i] < O && pts[ord[i]] == p, "ba_linearise: order does not group the "
-                        "observations by point (position ", i, ")");
-    }
+    check_point_groups_cpu(pt, order, starts, "ba_linearise");
     for (int64_t i = 0; i < O; ++i) TORCH_CHECK(cm[i] >= 0 && cm[i] < N, "ba_linearise: cam out of range");
     for (int q = 0; q < C - 6; ++q)
         TORCH_CHECK(cl[q] >= kColF && cl[q] <= kColP2, "ba_linearise: unknown intrinsic column code ", cl[q]);

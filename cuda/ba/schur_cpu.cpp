@@ -25,14 +25,7 @@ torch::Tensor ba_schur_cpu(const torch::Tensor& W, const torch::Tensor& V_inv, c
     const int64_t* st = starts.data_ptr<int64_t>();
     const int64_t* ord = order.data_ptr<int64_t>();
     const int64_t* ps = pos.data_ptr<int64_t>();
-    const int64_t* pts = pt.data_ptr<int64_t>();
-    TORCH_CHECK(st[0] == 0 && st[M] == O, "ba_schur: starts must run from 0 to the observation count ", O);
-    for (int64_t p = 0; p < M; ++p) {
-        TORCH_CHECK(st[p] <= st[p + 1], "ba_schur: starts must not decrease (point ", p, ")");
-        for (int64_t i = st[p]; i < st[p + 1]; ++i)
-            TORCH_CHECK(ord[i] >= 0 && ord[i] < O && pts[ord[i]] == p, "ba_schur: order does not group the "
-                        "observations by point (position ", i, ")");
-    }
+    check_point_groups_cpu(pt, order, starts, "ba_schur");
     for (int64_t i = 0; i < O * C; ++i) TORCH_CHECK(ps[i] >= 0 && ps[i] < S, "ba_schur: pos out of range");
 
     torch::Tensor out = torch::zeros({S, S}, W.options());

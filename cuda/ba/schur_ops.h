@@ -45,5 +45,22 @@ inline void check_schur_inputs(const torch::Tensor& W, const torch::Tensor& V_in
     TORCH_CHECK(size >= 1 && size < (int64_t(1) << 31), "ba_schur: size out of range: ", size);
 }
 
+// CPU tensors only (reads them on the host): starts [M + 1] runs from 0 to O without decreasing and
+// order [O] lists each point's observations (pt [O]) in its range; else an error naming op.
+inline void check_point_groups_cpu(const torch::Tensor& pt, const torch::Tensor& order, const torch::Tensor& starts,
+                                   const char* op) {
+    const int64_t O = pt.size(0), M = starts.size(0) - 1;
+    const int64_t* st = starts.data_ptr<int64_t>();
+    const int64_t* ord = order.data_ptr<int64_t>();
+    const int64_t* pts = pt.data_ptr<int64_t>();
+    TORCH_CHECK(st[0] == 0 && st[M] == O, op, ": starts must run from 0 to the observation count ", O);
+    for (int64_t p = 0; p < M; ++p) {
+        TORCH_CHECK(st[p] <= st[p + 1], op, ": starts must not decrease (point ", p, ")");
+        for (int64_t i = st[p]; i < st[p + 1]; ++i)
+            TORCH_CHECK(ord[i] >= 0 && ord[i] < O && pts[ord[i]] == p, op, ": order does not group the "
+                        "observations by point (position ", i, ")");
+    }
+}
+
 }  // namespace ba
 }  // namespace scenegrad
