@@ -170,8 +170,9 @@ class TrackRefinement:
     """What :func:`refine_with_tracks` did: tracks and observations used (in the last adjustment: after
     the outlier filter, if it ran), reprojection RMSE (pixels) before and after, the depth scale
     applied, whether the refined cameras were kept, the consecutive pairs ``(i, i + 1)`` whose relative
-    pose :func:`repair_pose_breaks` replaced (by ``i``), and the mean reprojection error after (pixels;
-    the figure COLMAP reports as its mean reprojection error)."""
+    pose :func:`repair_pose_breaks` replaced (by ``i``), the mean reprojection error after (pixels;
+    the figure COLMAP reports as its mean reprojection error), and the adjustment rounds run
+    (:func:`refine_with_matches`)."""
 
     tracks: int
     observations: int
@@ -182,6 +183,7 @@ class TrackRefinement:
     reason: str
     repaired: tuple[int, ...] = ()
     mean_error_final: float = float("nan")
+    rounds: int = 0
 
 
 def _pair_tracks(tracks: Tracks, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -444,8 +446,14 @@ def _inliers(cams: Cameras, tracks: Tracks, max_error_px: float) -> tuple[Tensor
     return points, within(points)
 
 
+#: :func:`refine_with_matches` tightens its threshold once the observations within it change by at most this
+#: fraction of them between rounds, or after this many rounds at it.
+LEVEL_CHANGE, LEVEL_ROUNDS = 0.01, 3
+
+
 def refine_with_matches(cameras: Cameras, tracks: Tracks, *, refine_intrinsics: tuple[str, ...] = ("focal",),
-                        rounds: int = 8, max_error_px: float = 4.0, loss_scale_px: float = 1.0,
+                        rounds: int = 8, max_error_px: float = 4.0, initial_error_px: float = 16.0,
+                        loss_scale_px: float = 1.0,
                         max_iterations: int = 10, min_tracks: int = 50,
                         min_per_frame: int = MATCHES_PER_FRAME) -> tuple[Cameras, TrackRefinement]:
     """Bundle-adjust ``cameras`` (``N`` cameras sharing one focal length, already close: after
@@ -453,15 +461,24 @@ def refine_with_matches(cameras: Cameras, tracks: Tracks, *, refine_intrinsics: 
     from the cameras, as an incremental SfM's last global adjustments do.
 
     Each of up to ``rounds`` rounds triangulates every track in the current cameras
-    (:func:`triangulate_tracks`), keeps the observations within ``max_error_px`` (COLMAP's 4 px) and
-    adjusts poses, points and the shared intrinsics on them (Huber loss, ``loss_scale_px``; at most
-    ``max_iterations`` each: the next round goes on from there). Later rounds
-    re-admit observations that the previous cameras placed too far (a loop closing once the drift that
-    hid it is adjusted away); the rounds stop when the set of observations no longer changes. Short rounds
-    until then are what matters: on redkitchen (fast preset) 3 rounds of 30 iterations stopped at ATE
-    0.054 m from one start and 0.048 m from another, 8 rounds of 10 reach 0.048 m from both (5-7 rounds
-    run), in about the same time; each round's triangulation moves the points further than the
-    adjustment's last iterations do.
+    (:func:`triangulate_tracks`), keeps the observations within a threshold of it and adjusts poses,
+    points and the shared intrinsics on them (Huber loss, ``loss_scale_px``; at most ``max_iterations``
+    each: the next round goes on from there). Later rounds re-admit observations that the previous
+    cameras placed too far (a loop closing once the drift that hid it is adjusted away). Short rounds are
+    what matters: on redkitchen (fast preset) 3 rounds of 30 iterations stopped at ATE 0.054 m from one
+    start and 0.048 m from another, 8 rounds of 10 reach 0.048 m from both, in about the same time; each
+    round's triangulation moves the points further than the adjustment's last iterations do.
+
+    The threshold starts at ``initial_error_px`` and halves down to ``max_error_px`` (COLMAP's 4 px) once
+    the set of observations within it changes by at most :data:`LEVEL_CHANGE` of them (or after
+    :data:`LEVEL_ROUNDS` rounds); at ``max_error_px`` the rounds stop when the set no longer changes.
+    Starting wide is what pulls back a run of frames that the tracks' adjustment left turned by a few
+    degrees against the rest: at 4 px the matches that would tie them to their neighbours are all
+    dropped, and the adjustment settles with them turned (redkitchen, fast preset, a FlowMap start in two
+    windows of 54 frames: ATE 0.156 m with 4 px from the first round, 0.048 m from 16 px; eight FlowMap
+    starts, windows of 30 to 100 frames and two seeds: 0.048 m from each).
+    The rounds are accepted on the robust cost, not the RMSE: with wide thresholds the Huber loss lowers
+    the first while the admitted outliers raise the second.
     ``refine_intrinsics``: ``("focal",)`` (SIMPLE_PINHOLE) or ``("focal", "k1")`` (SIMPLE_RADIAL: the
     cameras become ``"opencv"`` with ``k1`` shared by all).
 
@@ -484,13 +501,20 @@ def refine_with_matches(cameras: Cameras, tracks: Tracks, *, refine_intrinsics: 
     options = BAOptions(loss="huber", loss_scale=loss_scale_px, max_iterations=max_iterations, ftol=1e-6)
     groups = torch.zeros(len(cams), dtype=torch.long)
     previous = None
+    threshold, at_level, converged = max(initial_error_px, max_error_px), 0, False
     for _ in range(rounds):
-        points, keep = _inliers(cams, tracks, max_error_px)
+        points, keep = _inliers(cams, tracks, threshold)
+        # a threshold is done once its adjustment converged on the same observations as the round before
+        # (or nearly: LEVEL_CHANGE), or after LEVEL_ROUNDS rounds: on to half of it
+        while threshold > max_error_px and previous is not None and (at_level >= LEVEL_ROUNDS or (
+                converged and int((keep != previous).sum()) <= LEVEL_CHANGE * len(keep))):
+            threshold, at_level = max(max_error_px, threshold / 2), 0
+            points, keep = _inliers(cams, tracks, threshold)
+        if converged and threshold == max_error_px and previous is not None and torch.equal(keep, previous):
+            break
         ids, pt = torch.unique(tracks.track[keep], return_inverse=True)
         if len(ids) < min_tracks:
-            info.reason = f"{len(ids)} tracks within {max_error_px} px (< {min_tracks})"
-            break
-        if previous is not None and torch.equal(keep, previous):
+            info.reason = f"{len(ids)} tracks within {threshold} px (< {min_tracks})"
             break
         per_frame = median_per_frame(tracks.frame[keep], len(cams))
         if not info.accepted and per_frame < min_per_frame:
@@ -499,16 +523,16 @@ def refine_with_matches(cameras: Cameras, tracks: Tracks, *, refine_intrinsics: 
         obs = Observations(tracks.frame[keep], pt, tracks.uv[keep].double())
         result = bundle_adjust(cams, points[ids], obs, refine_intrinsics=refine_intrinsics, intrinsic_groups=groups,
                                options=options)
-        if not result.rmse_final <= result.rmse_initial or not torch.isfinite(result.points).all():
+        if not result.cost_final <= result.cost_initial or not torch.isfinite(result.points).all():
             info.reason = f"adjustment rejected ({result.reason})"
             break
         if not info.accepted:
             info.rmse_initial = result.rmse_initial
-        cams, previous = result.cameras, keep
+        cams, previous, converged, at_level = result.cameras, keep, result.converged, at_level + 1
         err = result.residuals.norm(dim=1)[result.weights > 0]
         info.tracks, info.observations, info.rmse_final, info.reason = len(ids), len(pt), result.rmse_final, \
             result.reason
-        info.mean_error_final, info.accepted = float(err.mean()), True
+        info.mean_error_final, info.accepted, info.rounds = float(err.mean()), True, info.rounds + 1
     if not info.accepted:
         return cameras, info
 
