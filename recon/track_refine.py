@@ -452,7 +452,7 @@ LEVEL_CHANGE, LEVEL_ROUNDS = 0.01, 3
 
 
 def refine_with_matches(cameras: Cameras, tracks: Tracks, *, refine_intrinsics: tuple[str, ...] = ("focal",),
-                        rounds: int = 8, max_error_px: float = 4.0, initial_error_px: float = 16.0,
+                        rounds: int = 12, max_error_px: float = 4.0, initial_error_px: float = 32.0,
                         loss_scale_px: float = 1.0,
                         max_iterations: int = 10, min_tracks: int = 50,
                         min_per_frame: int = MATCHES_PER_FRAME) -> tuple[Cameras, TrackRefinement]:
@@ -470,13 +470,15 @@ def refine_with_matches(cameras: Cameras, tracks: Tracks, *, refine_intrinsics: 
     round's triangulation moves the points further than the adjustment's last iterations do.
 
     The threshold starts at ``initial_error_px`` and halves down to ``max_error_px`` (COLMAP's 4 px) once
-    the set of observations within it changes by at most :data:`LEVEL_CHANGE` of them (or after
-    :data:`LEVEL_ROUNDS` rounds); at ``max_error_px`` the rounds stop when the set no longer changes.
+    the adjustment at it has converged on the same observations, give or take :data:`LEVEL_CHANGE` of
+    them (or after :data:`LEVEL_ROUNDS` rounds); at ``max_error_px`` the rounds stop once the adjustment
+    converged and the observations no longer change.
     Starting wide is what pulls back a run of frames that the tracks' adjustment left turned by a few
     degrees against the rest: at 4 px the matches that would tie them to their neighbours are all
     dropped, and the adjustment settles with them turned (redkitchen, fast preset, a FlowMap start in two
-    windows of 54 frames: ATE 0.156 m with 4 px from the first round, 0.048 m from 16 px; eight FlowMap
-    starts, windows of 30 to 100 frames and two seeds: 0.048 m from each).
+    windows of 54 frames: ATE 0.156 m with 4 px from the first round, 0.048 m from 16 px; from a start
+    turned by up to 14 degrees at frames 4-8 only 32 px brought it back; eight FlowMap starts, windows of
+    30 to 100 frames and two seeds: 0.048 m from each with 32 px and 12 rounds).
     The rounds are accepted on the robust cost, not the RMSE: with wide thresholds the Huber loss lowers
     the first while the admitted outliers raise the second.
     ``refine_intrinsics``: ``("focal",)`` (SIMPLE_PINHOLE) or ``("focal", "k1")`` (SIMPLE_RADIAL: the

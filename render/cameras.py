@@ -396,9 +396,15 @@ def _undistort_opencv(dist: Tensor, xyd: Tensor) -> Tensor:
     # its value is the converged solution and its gradient the exact implicit-function gradient.
     with torch.no_grad():
         d, target, xy = dist.detach(), xyd.detach(), xyd.detach().clone()
+        eps = 4 * torch.finfo(xy.dtype).eps
         for _ in range(_NEWTON_ITERS):
             new = xy - _solve_sym2(_opencv_jacobian(d, xy), _distort_opencv(d, xy) - target)
-            xy = torch.where(torch.isfinite(new), new, xy)
+            new = torch.where(torch.isfinite(new), new, xy)
+            # converged (to the last bits: Newton's steps shrink quadratically): the remaining ones change nothing
+            done = bool(((new - xy).abs() <= eps * (1 + xy.abs())).all())
+            xy = new
+            if done:
+                break
     jacobian = _opencv_jacobian(dist.detach(), xy)
     return xy - _solve_sym2(jacobian, _distort_opencv(dist, xy) - xyd)
 
