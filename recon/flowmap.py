@@ -94,9 +94,9 @@ class FlowMapConfig:
     refine_steps: then steps with the poses as free parameters (initialised from the Procrustes solution,
         optimised jointly with depth and focal length, learning rates decaying 10x): a dense bundle adjustment.
         With the track and match adjustments after it, the fit is their start, and more steps buy nothing
-        there (redkitchen, 100 frames: default preset 600 + 300 steps 62 s, 300 + 150 37 s, 160 + 80 27 s;
-        fast preset 200 + 150 24 s, 120 + 60 20 s; ATE 0.048 m and a median depth error of 18-21 % after a
-        per-frame scale for each).
+        there (redkitchen, 100 frames: default preset 600 + 300 steps 62 s, 300 + 150 37 s, 160 + 80 27 s,
+        120 + 60 22.5 s; fast preset 200 + 150 24 s, 120 + 60 20 s; ATE 0.047-0.048 m and a median depth
+        error of 18-21 % after a per-frame scale for each). The presets differ in the depth's resolution.
     lr: learning rate of the coarsest depth level, times ``level_lr_decay`` per finer level (Adam moves every
         parameter at about the same rate: fine levels must move slower); focal_lr: of the log focal length;
         pose_lr: of the free poses.
@@ -148,8 +148,8 @@ class FlowMapConfig:
     name: str = "default"
     max_side: int = 192
     skips: tuple[int, ...] = (1, 2, 4)
-    steps: int = 160
-    refine_steps: int = 80
+    steps: int = 120
+    refine_steps: int = 60
     lr: float = 0.01
     focal_lr: float = 0.01
     pose_lr: float = 0.003

@@ -388,11 +388,14 @@ def test_refinement_on_matches_pulls_back_a_run_of_turned_frames(walk):
     R[:5], t[:5] = turn @ R[:5], t[:5] @ turn.T  # turned about their centres
     start = type(truth)(fx=truth.fx, fy=truth.fy, cx=truth.cx, cy=truth.cy, R=R, t=t, width=truth.width,
                         height=truth.height)
-    narrow, info_narrow = refine_with_matches(start, tracks, initial_error_px=4.0)
-    cams, info = refine_with_matches(start, tracks)
-    print(info_narrow, info)
+    # with a Huber scale of 1 px, the threshold alone makes the difference
+    narrow, _ = refine_with_matches(start, tracks, initial_error_px=4.0, loss_scale_px=1.0)
+    wide, info_wide = refine_with_matches(start, tracks, loss_scale_px=1.0)
+    cams, info = refine_with_matches(start, tracks)  # the defaults: wide, and a 0.2 px scale
+    print(info_wide, info)
     assert pose_errors(start, truth).rot_mean_deg > 3.0
     assert pose_errors(narrow, truth).rot_mean_deg > 2.0
+    assert pose_errors(wide, truth).rot_mean_deg < 0.3 and info_wide.observations == len(tracks.frame)
     assert pose_errors(cams, truth).rot_mean_deg < 0.3 and info.observations == len(tracks.frame)
 
 
