@@ -446,8 +446,8 @@ def _inliers(cams: Cameras, tracks: Tracks, max_error_px: float) -> tuple[Tensor
     return points, within(points)
 
 
-#: :func:`refine_with_matches` tightens its threshold once the observations within it change by at most this
-#: fraction of them between rounds, or after this many rounds at it.
+#: :func:`refine_with_matches` tightens its threshold once the adjustment at it converged and the observations
+#: within it changed by at most this fraction of them since the round before, or after this many rounds at it.
 LEVEL_CHANGE, LEVEL_ROUNDS = 0.01, 3
 
 
@@ -494,7 +494,7 @@ def refine_with_matches(cameras: Cameras, tracks: Tracks, *, refine_intrinsics: 
     a median frame seeing fewer than ``min_per_frame`` of them (a few matches per frame constrain the
     focal length less than the tracks the cameras came from: on the rendered room's walk, 27 per frame
     took the focal length from 2.0 % to 3.8 % off; redkitchen has 270), or when the first adjustment does
-    not lower the reprojection error.
+    not lower the robust cost.
     """
     from scenegrad.recon.ba import BAOptions, Observations, bundle_adjust
 

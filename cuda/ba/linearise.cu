@@ -1,6 +1,7 @@
-// CUDA launchers of the bundle adjustment's projections (one thread per observation) and linearisation: one thread per point writes its V and g_p blocks
-// and its observations' W blocks, residuals and weights, and adds the camera blocks U and g_c by atomic adds
-// (a [N, C * C + C] buffer, split at the end). The math is linearise.h's.
+// CUDA launchers of the bundle adjustment's projections (one thread per observation) and linearisation (one
+// thread per point writes its V and g_p blocks and its observations' W blocks, residuals and weights, and adds
+// the camera blocks U and g_c by atomic adds: a [N, C * C + C] buffer, split at the end). The math is
+// linearise.h's.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -49,13 +50,7 @@ __global__ void project_kernel(const double* __restrict__ R, const double* __res
                                const double* __restrict__ dist, const int64_t* __restrict__ cam,
                                const int64_t* __restrict__ pt, int64_t O, double min_depth, double* uv, bool* valid) {
     const int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-    if (o >= O) return;
-    const int64_t j = cam[o];
-    const Projection p = project_point(R + j * 9, t + j * 3, X + pt[o] * 3, dist != nullptr ? dist + j * 5 : nullptr,
-                                       min_depth);
-    uv[2 * o] = intr[4 * j] * p.d[0] + intr[4 * j + 2];
-    uv[2 * o + 1] = intr[4 * j + 1] * p.d[1] + intr[4 * j + 3];
-    valid[o] = p.valid;
+    if (o < O) project_observation(R, t, X, intr, dist, cam, pt, o, min_depth, uv, valid);
 }
 
 }  // namespace

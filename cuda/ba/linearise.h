@@ -82,6 +82,19 @@ SG_HD Projection project_point(const double* R, const double* t, const double* X
     return p;
 }
 
+// Observation o's pixel (uv[2 o], uv[2 o + 1]) and validity valid[o]: point pt[o] seen by camera cam[o]
+// (R [N, 3, 3], t [N, 3], X [M, 3], intr [N, 4] = (fx, fy, cx, cy), dist [N, 5] or nullptr for pinholes).
+SG_HD void project_observation(const double* R, const double* t, const double* X, const double* intr,
+                               const double* dist, const int64_t* cam, const int64_t* pt, int64_t o,
+                               double min_depth, double* uv, bool* valid) {
+    const int64_t j = cam[o];
+    const Projection p = project_point(R + j * 9, t + j * 3, X + pt[o] * 3, dist != nullptr ? dist + j * 5 : nullptr,
+                                       min_depth);
+    uv[2 * o] = intr[4 * j] * p.d[0] + intr[4 * j + 2];
+    uv[2 * o + 1] = intr[4 * j + 1] * p.d[1] + intr[4 * j + 3];
+    valid[o] = p.valid;
+}
+
 // Projects point X [3] by the camera (R [3, 3] row-major, t [3], intr = (fx, fy, cx, cy), dist = OpenCV
 // (k1, k2, p1, p2, k3) or nullptr for a pinhole) against the observed pixel y [2] with confidence c.
 // cols [C - 6]: the refined intrinsics' codes; cam_free [C] and point_free: 1 or 0.

@@ -103,7 +103,6 @@ std::vector<torch::Tensor> ba_linearise_cpu(const torch::Tensor& R, const torch:
     return {U, V, W, g_c, g_p, r, w};
 }
 
-
 std::vector<torch::Tensor> ba_project_cpu(const torch::Tensor& R, const torch::Tensor& t, const torch::Tensor& X,
                                           const torch::Tensor& intr, const torch::Tensor& dist,
                                           const torch::Tensor& cam, const torch::Tensor& pt, double min_depth) {
@@ -124,14 +123,7 @@ std::vector<torch::Tensor> ba_project_cpu(const torch::Tensor& R, const torch::T
     double* uo = uv.data_ptr<double>();
     bool* vo = valid.data_ptr<bool>();
     SG_OMP(parallel for schedule(static) if (O >= 16384))
-    for (int64_t o = 0; o < O; ++o) {
-        const int64_t j = cm[o];
-        const Projection p = project_point(Rp + j * 9, tp + j * 3, Xp + pts[o] * 3, dp != nullptr ? dp + j * 5 : nullptr,
-                                           min_depth);
-        uo[2 * o] = ip[4 * j] * p.d[0] + ip[4 * j + 2];
-        uo[2 * o + 1] = ip[4 * j + 1] * p.d[1] + ip[4 * j + 3];
-        vo[o] = p.valid;
-    }
+    for (int64_t o = 0; o < O; ++o) project_observation(Rp, tp, Xp, ip, dp, cm, pts, o, min_depth, uo, vo);
     return {uv, valid};
 }
 
