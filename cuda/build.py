@@ -135,9 +135,11 @@ def openmp_flags() -> list[str]:
 
 
 def _cflags(openmp: list[str]) -> list[str]:
-    # torch adds its own -std (C++20 for torch 2.13). -fno-math-errno -fno-trapping-math: loops with sqrt,
-    # comparisons and selects can become SIMD code (nothing reads errno or traps floating-point exceptions).
-    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+    # The kernels are C++20 (std::popcount, std::endian, ...). torch puts its own -std before these flags
+    # (C++17 before torch 2.13, C++20 since) and the last one wins. -fno-math-errno -fno-trapping-math:
+    # loops with sqrt, comparisons and selects can become SIMD code (nothing reads errno or traps
+    # floating-point exceptions).
+    flags = ["-std=c++20", "-O3", "-fno-math-errno", "-fno-trapping-math"]
     if openmp:
         flags += [f for f in openmp if f != "-lomp"]
         flags.append("-DSCENEGRAD_OPENMP")
@@ -151,7 +153,8 @@ def _ldflags(openmp: list[str]) -> list[str]:
 
 
 def _cuda_cflags() -> list[str]:
-    return ["-O3", "-lineinfo"]
+    # With a -std of ours, torch adds none to nvcc's flags (it would add C++17 before torch 2.13).
+    return ["-std=c++20", "-O3", "-lineinfo"]
 
 
 def build_key(with_cuda: bool, openmp: list[str]) -> str:
