@@ -31,10 +31,10 @@ BACKENDS = ("auto", "native", "reference")
 
 #: Areas with a dispatch point, and the external adapters each one knows (module names).
 AREAS: dict[str, tuple[str, ...]] = {
-    "mesh": (),
+    "mesh": ("nvdiffrast",),  # rasterize, interpolate, texture, antialias (CUDA only)
     "gaussians": ("gsplat",),  # rasterize_gaussians only
     "iso": (),
-    "spheres": (),
+    "spheres": ("pytorch3d",),  # PyTorch3D's Pulsar, render_spheres only
     "ba": (),  # the bundle adjustment's Schur complement (scenegrad.recon.ba)
 }
 

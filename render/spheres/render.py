@@ -100,7 +100,10 @@ def render_spheres(
         n_ids: how many strongest contributors to report per pixel (``>= 0``).
         tile_size: tile side of the native kernels' binning, 1 to 32.
         tolerance: the native kernels' early stop, in ``[0, 1)`` (see above; the reference ignores it).
-        backend: ``"auto"``, ``"native"`` or ``"reference"`` (:mod:`scenegrad.render.backend`).
+        backend: ``"auto"``, ``"native"`` or ``"reference"`` (:mod:`scenegrad.render.backend`), or
+            ``"pytorch3d"``: PyTorch3D's Pulsar renders the same scene where it is installed, with its
+            own blending and outputs (float32, ``1e-5 <= gamma <= 1``;
+            :mod:`~scenegrad.render.spheres.pulsar_adapter` says what differs).
 
     All float inputs share the cameras' dtype (float32 or float64) and device.
 
@@ -125,10 +128,17 @@ def render_spheres(
         opacities = torch.ones_like(radii) if isinstance(radii, Tensor) else radii
     _check_inputs(positions, radii, features, cameras, opacities, background, near, far, gamma, n_ids, tile_size,
                   tolerance)
+    which = _backend.resolve(_AREA, backend, positions.device)
+    if which == "pytorch3d":  # Pulsar itself
+        from . import pulsar_adapter
+
+        return pulsar_adapter.render_spheres(
+            positions, radii, features, opacities, cameras, near=float(near), far=float(far), gamma=float(gamma),
+            background=background, n_ids=int(n_ids), tolerance=float(tolerance), bg_eps=BG_EPS,
+        )
     centers = world_to_camera(cameras, positions)  # [B, N, 3], differentiable w.r.t. R, t, positions
     intrinsics = torch.stack([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1)
     width, height = int(cameras.width[0]), int(cameras.height[0])
-    which = _backend.resolve(_AREA, backend, positions.device)
     scalars = (float(near), float(far), float(gamma), BG_EPS)
     if which == "native":
         cut = -math.log(tolerance) if tolerance > 0 else 1e30  # a pixel stops 'cut' below log W
@@ -142,7 +152,7 @@ def render_spheres(
             centers, radii, features, opacities, intrinsics, width, height, *scalars[:3], background, BG_EPS,
             int(n_ids),
         )
-    else:  # pragma: no cover - no adapters are registered for this area
+    else:  # pragma: no cover - resolve() returns one of the names above
         raise ValueError(f"backend {which!r} is not available for render_spheres")
     return SphereRender(feats, alpha, depth, ids, weights)
 
