@@ -37,7 +37,8 @@ def antialias(
         tri: ``[T, 3]`` the triangles given to :func:`rasterize`.
         topology: ``[T, 3]`` int32 from :func:`antialias_topology`; computed on every call when
             omitted, so pass it when the same mesh is drawn many times.
-        backend: ``"auto"``, ``"native"`` or ``"reference"`` (:mod:`scenegrad.render.backend`).
+        backend: ``"auto"``, ``"native"``, ``"reference"`` (:mod:`scenegrad.render.backend`) or
+            ``"nvdiffrast"`` (CUDA, float32; :mod:`~scenegrad.render.mesh.nvdiffrast_adapter`).
 
     Returns:
         ``[B, H, W, C]`` (unbatched in, unbatched out): ``color`` where each pair of neighbouring
@@ -80,6 +81,10 @@ def antialias(
     which = _backend.resolve("mesh", backend, color.device)
     if which == "native":
         out = _AntialiasNative.apply(color.contiguous(), rast.contiguous(), pos.contiguous(), tri, topology)
+    elif which == "nvdiffrast":
+        from . import nvdiffrast_adapter
+
+        out = nvdiffrast_adapter.antialias(color, rast, pos, tri)
     else:
         out = _reference.antialias(color, rast, pos, tri, topology)
     return out[0] if unbatched else out

@@ -44,7 +44,8 @@ def interpolate(
         rast_db: ``[B, H, W, 4]`` from :func:`rasterize`; needed only with ``diff_attrs``.
         diff_attrs: attribute indices whose screen-space derivatives to return, ``"all"``, or
             ``None`` (none; ``out_da`` is then ``[B, H, W, 0]``).
-        backend: ``"auto"``, ``"native"`` or ``"reference"`` (:mod:`scenegrad.render.backend`).
+        backend: ``"auto"``, ``"native"``, ``"reference"`` (:mod:`scenegrad.render.backend`) or
+            ``"nvdiffrast"`` (CUDA, float32; :mod:`~scenegrad.render.mesh.nvdiffrast_adapter`).
 
     Returns:
         ``Interpolated(out, out_da)``: ``out[b, y, x] = u a[i0] + v a[i1] + (1 - u - v) a[i2]`` on
@@ -104,6 +105,10 @@ def interpolate(
         out, out_da = _InterpolateNative.apply(
             attr.contiguous(), rast.contiguous(), tri, rast_db.contiguous() if rast_db is not None else None, diff_t
         )
+    elif which == "nvdiffrast":
+        from . import nvdiffrast_adapter
+
+        out, out_da = nvdiffrast_adapter.interpolate(attr, rast, tri, rast_db, diff)
     else:
         out, out_da = _reference.interpolate(attr, rast, tri, rast_db, diff)
     if unbatched:

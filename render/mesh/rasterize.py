@@ -40,8 +40,9 @@ def rasterize(
         tri: ``[T, 3]`` vertex indices (int32; other integer types are converted). Both windings
             are drawn (no back-face culling).
         resolution: ``(height, width)`` in pixels.
-        backend: ``"auto"`` (default; ``$SCENEGRAD_BACKEND`` overrides), ``"native"`` or
-            ``"reference"``; see :mod:`scenegrad.render.backend`.
+        backend: ``"auto"`` (default; ``$SCENEGRAD_BACKEND`` overrides), ``"native"``,
+            ``"reference"`` (see :mod:`scenegrad.render.backend`) or ``"nvdiffrast"`` (CUDA, float32;
+            :mod:`~scenegrad.render.mesh.nvdiffrast_adapter`).
 
     Returns:
         ``Rasterized(rast, rast_db)``, each ``[B, H, W, 4]`` (``[H, W, 4]`` for unbatched ``pos``):
@@ -86,6 +87,10 @@ def rasterize(
     which = _backend.resolve("mesh", backend, pos.device)
     if which == "native":
         rast, rast_db = _RasterizeNative.apply(pos, tri, height, width)
+    elif which == "nvdiffrast":
+        from . import nvdiffrast_adapter
+
+        rast, rast_db = nvdiffrast_adapter.rasterize(pos, tri, height, width)
     else:
         rast, rast_db = _reference.rasterize(pos, tri, (height, width))
     if unbatched:

@@ -94,7 +94,8 @@ def texture(
             ``torch.where(rast[..., 3:] > 0, texture(...), 0.0)`` gives, without sampling the
             background and without that ``where`` (with its backward, 1–2 ms of a 512² render on
             2 CPU cores).
-        backend: ``"auto"``, ``"native"`` or ``"reference"`` (:mod:`scenegrad.render.backend`).
+        backend: ``"auto"``, ``"native"``, ``"reference"`` (:mod:`scenegrad.render.backend`) or
+            ``"nvdiffrast"`` (CUDA, float32; :mod:`~scenegrad.render.mesh.nvdiffrast_adapter`).
 
     Returns:
         ``[B, Ho, Wo, C]`` (unbatched ``uv``: ``[Ho, Wo, C]``).
@@ -151,7 +152,12 @@ def texture(
     boundary, filt = BOUNDARY_MODES[boundary_mode], FILTER_MODES[filter_mode]
 
     which = _backend.resolve("mesh", backend, uv.device)
-    if which == "native":
+    if which == "nvdiffrast":
+        from . import nvdiffrast_adapter
+
+        out = nvdiffrast_adapter.texture(tex, uv, uv_da, filter_mode=filter_mode, boundary_mode=boundary_mode,
+                                         mip_level_bias=mip_level_bias, max_mip_level=max_mip_level, mask=mask)
+    elif which == "native":
         bias = None
         if mip and mip_level_bias is not None:
             bias = torch.as_tensor(mip_level_bias, dtype=uv.dtype, device=uv.device)
