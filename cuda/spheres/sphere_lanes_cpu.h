@@ -25,19 +25,24 @@ SG_LANES_TARGET inline void store_top(const int32_t (*top_id)[kFwdLanes], const 
         }
 }
 
-// The rays of pixels (x0 + l, y), l < L, of the camera with intrinsics in = (fx, fy, cx, cy).
+// The rays of pixels (x0 + l, y), l < L, of the camera with intrinsics in = (fx, fy, cx, cy):
+// directions (a, b, 1), inv_dd and origins (ox, oy, 0); persp as Blend's.
 template <typename T, int L>
-SG_LANES_TARGET inline void lane_rays(int x0, int y, const T* in, T* a, T* b, T* inv_dd) {
+SG_LANES_TARGET inline void lane_rays(int x0, int y, const T* in, T persp, T* a, T* b, T* inv_dd, T* ox, T* oy) {
     SG_OMP(simd)
     for (int l = 0; l < L; ++l) {
-        const Ray<T> r = pixel_ray<T>(x0 + l, y, in[0], in[1], in[2], in[3]);
+        const Ray<T> r = pixel_ray<T>(x0 + l, y, in[0], in[1], in[2], in[3], persp);
         a[l] = r.a;
         b[l] = r.b;
         inv_dd[l] = r.inv_dd;
+        ox[l] = r.ox;
+        oy[l] = r.oy;
     }
 }
 
-template <typename T, int FD>
+// Ortho: the camera's projection (Blend::persp == 0), fixed at compile time so that perspective lanes
+// carry no ray origins.
+template <typename T, int FD, bool Ortho>
 SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& local, const int32_t* ids, int64_t n,
                                    int cam, int y, int x0, int nx, const FwdOut<T>& o) {
     constexpr int L = kFwdLanes;
@@ -45,11 +50,11 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
     const Blend<T>& p = g.p;
     const int D = FD > 0 ? FD : d.D, K = d.K;
     const T* in = g.intrinsics + 4 * cam;
-    alignas(64) T a[L], b[L], inv_dd[L], M[L], sw[L], swz[L], wbg[L], relog[L], stop[L];
+    alignas(64) T a[L], b[L], inv_dd[L], ox[L], oy[L], M[L], sw[L], swz[L], wbg[L], relog[L], stop[L];
     alignas(64) T acc[FD > 0 ? FD : kMaxFeatures][L], top_w[kMaxIds][L];
     alignas(64) int32_t top_id[kMaxIds][L], lasthit[L];
     alignas(64) T hm[L], hs[L], zs[L], es[L], ws[L], scale[L];
-    lane_rays<T, L>(x0, y, in, a, b, inv_dd);
+    lane_rays<T, L>(x0, y, in, p.persp, a, b, inv_dd, ox, oy);
     const T M0 = p.bg_exp, stop0 = M0 - p.cut, never = std::numeric_limits<T>::infinity();
     for (int l = 0; l < L; ++l) {
         M[l] = M0;  // PixelBlend::init
@@ -82,7 +87,8 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
         SG_OMP(simd reduction(| : any))
         for (int l = 0; l < L; ++l) {
             T k;
-            const T h = sphere_h(X, Y, Z, inv_r2, a[l], b[l], inv_dd[l], k);
+            const T h = Ortho ? sphere_h(X - ox[l], Y - oy[l], Z, inv_r2, a[l], b[l], inv_dd[l], k)
+                              : sphere_h(X, Y, Z, inv_r2, a[l], b[l], inv_dd[l], k);
             const T z = sphere_z(r2, h, k, inv_dd[l]);
             const bool hit = is_hit(h, z, p) & (bound >= stop[l]);
             hm[l] = hit ? T(1) : T(0);
@@ -193,7 +199,7 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
 // The backward pass of kBwdLanes pixels (x0 + l, y), l < nx: every hit the forward blended (those before
 // the pixel's `last`), PixelGrad::hit_grads per lane in one vectorised loop, the lanes' sums added to
 // the sphere's row of `grads` [n, row]; the gradients to the rays' (a, b) go to the intrinsics gi.
-template <typename T, int FD>
+template <typename T, int FD, bool Ortho>
 SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, const TileSpheres<T>& local, int64_t n,
                                     int cam, int y, int x0, int nx, T* grads, T* gi) {
     constexpr int L = kBwdLanes;
@@ -201,11 +207,12 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
     const Blend<T>& p = g.p;
     const int D = FD > 0 ? FD : d.D;
     const T* in = g.intrinsics + 4 * cam;
-    alignas(64) T a[L], bb[L], inv_dd[L], M[L], inv_W[L], A[L], Z[L], inv_sw[L], gA[L], gZ[L], ga[L], gb[L];
+    alignas(64) T a[L], bb[L], inv_dd[L], ox[L], oy[L], M[L], inv_W[L], A[L], Z[L], inv_sw[L], gA[L], gZ[L], ga[L],
+        gb[L];
     alignas(64) T F[FD > 0 ? FD : kMaxFeatures][L], gF[FD > 0 ? FD : kMaxFeatures][L], wW[L];
     alignas(64) int32_t last[L];
     const int64_t pix0 = ((int64_t)cam * d.H + y) * d.W + x0;
-    lane_rays<T, L>(x0, y, in, a, bb, inv_dd);
+    lane_rays<T, L>(x0, y, in, p.persp, a, bb, inv_dd, ox, oy);
     for (int l = 0; l < L; ++l) ga[l] = gb[l] = T(0);
     // Lane l reads pixel pix(l): pix0 + l, or for lanes past the row its last pixel (they replay
     // nothing). The loader is instantiated for whole segments apart, whose consecutive pixels the
@@ -249,7 +256,8 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
         SG_OMP(simd reduction(+ : sX, sY, sZ, sr, so) reduction(| : any))
         for (int l = 0; l < L; ++l) {
             T k;
-            const T h = sphere_h(s.X, s.Y, s.Z, s.inv_r2, a[l], bb[l], inv_dd[l], k);
+            const T h = Ortho ? sphere_h(s.X - ox[l], s.Y - oy[l], s.Z, s.inv_r2, a[l], bb[l], inv_dd[l], k)
+                              : sphere_h(s.X, s.Y, s.Z, s.inv_r2, a[l], bb[l], inv_dd[l], k);
             const T z = sphere_z(s.r2, h, k, inv_dd[l]);
             const bool hit = is_hit(h, z, p) & (jj < last[l]);
             const T de = depth_exponent(z, p) - M[l];
@@ -267,7 +275,8 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
             pg.gF = &gF[0][l];
             pg.D = D;
             pg.stride = L;
-            const Ray<T> ray{a[l], bb[l], inv_dd[l]};
+            const Ray<T> ray = Ortho ? Ray<T>{a[l], bb[l], inv_dd[l], ox[l], oy[l], T(0)}
+                                     : Ray<T>{a[l], bb[l], inv_dd[l], T(0), T(0), T(1)};
             const HitRowGrad<T> r = pg.hit_grads(s, ray, hit ? h : T(1), k, hit ? z : T(0), E, f);
             sX += hit ? r.g.X : T(0);
             sY += hit ? r.g.Y : T(0);
@@ -293,14 +302,14 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
             row[5 + c] += sf;
         }
     }
-    // a = (u - cx) / fx, b = (v - cy) / fy
+    // u = a + ox = (x - cx) / fx, v = b + oy = (y - cy) / fy
     // (lanes past the row hit nothing: their ga, gb are 0)
     const T fx = in[0], fy = in[1];
     T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     SG_OMP(simd reduction(+ : s0, s1, s2, s3))
     for (int l = 0; l < L; ++l) {
-        s0 += ga[l] * a[l] / fx;
-        s1 += gb[l] * bb[l] / fy;
+        s0 += ga[l] * (Ortho ? ox[l] : a[l]) / fx;
+        s1 += gb[l] * (Ortho ? oy[l] : bb[l]) / fy;
         s2 += ga[l] / fx;
         s3 += gb[l] / fy;
     }

@@ -11,7 +11,8 @@ namespace scenegrad {
 namespace spheres {
 
 // centers [B, N, 3] (camera frame), radii [N], features [N, D], opacities [N], intrinsics [B, 4]
-// (fx, fy, cx, cy), background [D] or undefined, cut = -log(tolerance) of the early stop ->
+// (fx, fy, cx, cy), background [D] or undefined, cut = -log(tolerance) of the early stop, projection
+// (spheres.h's Projection: 0 perspective, 1 orthographic) ->
 // {features [B, H, W, D], alpha [B, H, W], depth [B, H, W], ids [B, H, W, K] int32, weights [B, H, W, K],
 //  tile_offsets [B * tiles + 1] int64, flatten_ids [M] int32 (sorted by (tile, Z - r, index)),
 //  pix_state [B, H, W, 2] (M, W: the max exponent and the total weight relative to it),
@@ -20,7 +21,7 @@ namespace spheres {
     const torch::Tensor &centers, const torch::Tensor &radii, const torch::Tensor &features,               \
         const torch::Tensor &opacities, const torch::Tensor &intrinsics, const torch::Tensor &background,  \
         int64_t width, int64_t height, double near, double far, double gamma, double bg_eps, double cut,    \
-        int64_t n_ids, int64_t tile_size
+        int64_t n_ids, int64_t tile_size, int64_t projection
 // The forward inputs and saved outputs plus v_features [B, H, W, D], v_alpha, v_depth [B, H, W] ->
 // {v_centers [B, N, 3], v_radii [N], v_features [N, D], v_opacities [N], v_intrinsics [B, 4]}.
 #define SG_SPHERE_BWD_ARGS                                                                                   \
@@ -30,7 +31,7 @@ namespace spheres {
         const torch::Tensor &tile_offsets, const torch::Tensor &flatten_ids, const torch::Tensor &out_features, \
         const torch::Tensor &out_alpha, const torch::Tensor &out_depth, const torch::Tensor &pix_state,     \
         const torch::Tensor &last, const torch::Tensor &v_features, const torch::Tensor &v_alpha,           \
-        const torch::Tensor &v_depth
+        const torch::Tensor &v_depth, int64_t projection
 
 std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS);
 std::vector<torch::Tensor> sphere_render_bwd_cpu(SG_SPHERE_BWD_ARGS);

@@ -114,7 +114,7 @@ __global__ void render_kernel(const T* centers, const T* radii, const T* feature
     const int64_t cam_base = (int64_t)th.cam * d.N;
     const int D = d.D, K = d.K;
     const T* in = intrinsics + 4 * th.cam;
-    const Ray<T> ray = pixel_ray<T>(th.x, th.y, in[0], in[1], in[2], in[3]);
+    const Ray<T> ray = pixel_ray<T>(th.x, th.y, in[0], in[1], in[2], in[3], p.persp);
     T acc[kMaxFeatures];
     for (int k = 0; k < D; ++k) acc[k] = T(0);
     PixelBlend<T> pb;
@@ -159,7 +159,7 @@ __global__ void render_backward_kernel(const T* centers, const T* radii, const T
     const int D = d.D, row = 5 + D;
     const int64_t pix = th.pix;
     const T* in = intrinsics + 4 * th.cam;
-    const Ray<T> ray = pixel_ray<T>(th.x, th.y, in[0], in[1], in[2], in[3]);
+    const Ray<T> ray = pixel_ray<T>(th.x, th.y, in[0], in[1], in[2], in[3], p.persp);
     const int64_t stop = th.inside ? (int64_t)last[pix] : 0;
     const PixelGrad<T> pg(pix, D, out_f, out_a, out_z, state, v_f, v_a, v_z, p);
     T ga = T(0), gb = T(0);
@@ -184,8 +184,8 @@ __global__ void render_backward_kernel(const T* centers, const T* radii, const T
     if (!th.inside || stop == 0) return;
     const T fx = in[0], fy = in[1];
     T* vi = v_intrinsics + 4 * th.cam;
-    atomicAdd(vi, -ga * ray.a / fx);
-    atomicAdd(vi + 1, -gb * ray.b / fy);
+    atomicAdd(vi, -ga * (ray.a + ray.ox) / fx);  // u = a + ox = (x - cx) / fx
+    atomicAdd(vi + 1, -gb * (ray.b + ray.oy) / fy);
     atomicAdd(vi + 2, -ga / fx);
     atomicAdd(vi + 3, -gb / fy);
 }
@@ -221,7 +221,7 @@ std::vector<torch::Tensor> sphere_render_fwd_cuda(SG_SPHERE_FWD_ARGS) {
     torch::Tensor tile_offsets, flatten_ids;
     AT_DISPATCH_FLOATING_TYPES(centers.scalar_type(), "sphere_render_fwd_cuda", [&] {
         using T = scalar_t;
-        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps, cut);
+        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps, cut, projection);
         const T *cp = centers.data_ptr<T>(), *rp = radii.data_ptr<T>(), *ip = intrinsics.data_ptr<T>();
         auto counts = torch::zeros({BN}, i64);
         if (BN > 0)
@@ -273,7 +273,7 @@ std::vector<torch::Tensor> sphere_render_bwd_cuda(SG_SPHERE_BWD_ARGS) {
             using T = scalar_t;
             render_backward_kernel<T><<<grid, block, staging_bytes<T>(d), stream>>>(
                 centers.data_ptr<T>(), radii.data_ptr<T>(), features.data_ptr<T>(), opacities.data_ptr<T>(),
-                intrinsics.data_ptr<T>(), d, make_blend<T>(near, far, gamma, bg_eps, 0.0),
+                intrinsics.data_ptr<T>(), d, make_blend<T>(near, far, gamma, bg_eps, 0.0, projection),
                 tile_offsets.data_ptr<int64_t>(), flatten_ids.data_ptr<int32_t>(), out_features.data_ptr<T>(),
                 out_alpha.data_ptr<T>(), out_depth.data_ptr<T>(), pix_state.data_ptr<T>(),
                 last.data_ptr<int32_t>(), v_features.data_ptr<T>(), v_alpha.data_ptr<T>(), v_depth.data_ptr<T>(),

@@ -168,7 +168,7 @@ inline bool lanes_avx2() {
     return cpu_has_avx2() && !(env && std::string(env) == "portable");
 }
 
-template <typename T, int FD>
+template <typename T, int FD, bool Ortho>
 void forward_tile(const Common<T>& g, int64_t t, int32_t* ids, const T* keys, const FwdOut<T>& o,
                   TileScratch<T>& scratch, bool avx) {
     const SphereDims& d = g.d;
@@ -187,15 +187,15 @@ void forward_tile(const Common<T>& g, int64_t t, int32_t* ids, const T* keys, co
     for (int y = tc.y0; y < tc.y1; ++y)
         for (int x = tc.x0; x < tc.x1; x += kFwdLanes)
             if (avx)
-                avx2::forward_lanes<T, FD>(g, local, ids + start, n, tc.cam, y, x, std::min(kFwdLanes, tc.x1 - x),
-                                           o);
+                avx2::forward_lanes<T, FD, Ortho>(g, local, ids + start, n, tc.cam, y, x,
+                                                  std::min(kFwdLanes, tc.x1 - x), o);
             else
-                portable::forward_lanes<T, FD>(g, local, ids + start, n, tc.cam, y, x,
-                                               std::min(kFwdLanes, tc.x1 - x), o);
+                portable::forward_lanes<T, FD, Ortho>(g, local, ids + start, n, tc.cam, y, x,
+                                                      std::min(kFwdLanes, tc.x1 - x), o);
 }
 
 
-template <typename T, int FD>
+template <typename T, int FD, bool Ortho>
 void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t, TileScratch<T>& scratch, bool avx) {
     const SphereDims& d = g.d;
     const int D = FD > 0 ? FD : d.D;
@@ -216,11 +216,11 @@ void backward_tile(const Common<T>& g, const BwdArgs<T>& b, int64_t t, TileScrat
     for (int y = tc.y0; y < tc.y1; ++y)
         for (int x = tc.x0; x < tc.x1; x += kBwdLanes)
             if (avx)
-                avx2::backward_lanes<T, FD>(g, b, local, n, tc.cam, y, x, std::min(kBwdLanes, tc.x1 - x),
-                                            grads.data(), gi);
+                avx2::backward_lanes<T, FD, Ortho>(g, b, local, n, tc.cam, y, x, std::min(kBwdLanes, tc.x1 - x),
+                                                   grads.data(), gi);
             else
-                portable::backward_lanes<T, FD>(g, b, local, n, tc.cam, y, x, std::min(kBwdLanes, tc.x1 - x),
-                                                grads.data(), gi);
+                portable::backward_lanes<T, FD, Ortho>(g, b, local, n, tc.cam, y, x,
+                                                       std::min(kBwdLanes, tc.x1 - x), grads.data(), gi);
     const auto adder = b.scatter->local();
     T* target = adder.data();
     for (int64_t j = 0; j < n; ++j) {
@@ -265,7 +265,7 @@ std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
     torch::Tensor flatten_ids;
     AT_DISPATCH_FLOATING_TYPES(centers.scalar_type(), "sphere_render_fwd_cpu", [&] {
         using T = scalar_t;
-        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps, cut);
+        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps, cut, projection);
         const T* cp = centers.data_ptr<T>();
         const T* rp = radii.data_ptr<T>();
         const T* ip = intrinsics.data_ptr<T>();
@@ -325,10 +325,13 @@ std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
             TileScratch<T> scratch;
             SG_OMP(for schedule(dynamic, 1))
             for (int64_t t = 0; t < n_tiles; ++t) {
-                if (d.D == 3)
-                    forward_tile<T, 3>(g, t, ids, kp, o, scratch, avx);
+                // The lanes are compiled per projection, so that the perspective ones have no ray origins.
+                if (g.p.persp == T(0))
+                    forward_tile<T, 0, true>(g, t, ids, kp, o, scratch, avx);
+                else if (d.D == 3)
+                    forward_tile<T, 3, false>(g, t, ids, kp, o, scratch, avx);
                 else
-                    forward_tile<T, 0>(g, t, ids, kp, o, scratch, avx);
+                    forward_tile<T, 0, false>(g, t, ids, kp, o, scratch, avx);
             }
         }
     });
@@ -347,7 +350,7 @@ std::vector<torch::Tensor> sphere_render_bwd_cpu(SG_SPHERE_BWD_ARGS) {
     auto v_intrinsics = torch::zeros({d.B, 4}, centers.options());
     AT_DISPATCH_FLOATING_TYPES(centers.scalar_type(), "sphere_render_bwd_cpu", [&] {
         using T = scalar_t;
-        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps, 0.0);
+        const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps, 0.0, projection);
         std::vector<int32_t> boxes;
         const std::vector<Sphere<T>> spheres = load_spheres(d, centers.data_ptr<T>(), radii.data_ptr<T>(),
                                                             opacities.data_ptr<T>(), intrinsics.data_ptr<T>(), p,
@@ -366,10 +369,12 @@ std::vector<torch::Tensor> sphere_render_bwd_cpu(SG_SPHERE_BWD_ARGS) {
             TileScratch<T> scratch;
             SG_OMP(for schedule(dynamic, 1))
             for (int64_t t = 0; t < n_tiles; ++t) {
-                if (d.D == 3)
-                    backward_tile<T, 3>(g, b, t, scratch, avx);
+                if (g.p.persp == T(0))
+                    backward_tile<T, 0, true>(g, b, t, scratch, avx);
+                else if (d.D == 3)
+                    backward_tile<T, 3, false>(g, b, t, scratch, avx);
                 else
-                    backward_tile<T, 0>(g, b, t, scratch, avx);
+                    backward_tile<T, 0, false>(g, b, t, scratch, avx);
             }
         }
         if (parallel) scatter.reduce();

@@ -1,9 +1,11 @@
 // Per-sphere and per-pixel math of Pulsar-style sphere rendering (render/spheres/render.py), shared
 // by the CPU and CUDA launchers. The formulas are stated in render/_reference/spheres.py:
 //
-// A pixel's ray is s (a, b, 1) in the camera frame, a = (u - cx) / fx, b = (v - cy) / fy at the pixel
-// centre (u, v). For a sphere with camera-frame centre c = (X, Y, Z) and radius r:
-//     dd = a^2 + b^2 + 1,  k = (a X + b Y + Z) / dd,  dist2 = |c - k (a, b, 1)|^2,  h = 1 - dist2 / r^2
+// A pixel's ray is o + s (a, b, 1) in the camera frame. With u = (x - cx) / fx, v = (y - cy) / fy at
+// the pixel centre (x, y): perspective cameras have o = 0 and (a, b) = (u, v); orthographic ones
+// o = (u, v, 0) (fx, fy in pixels per unit length) and (a, b) = 0. For a sphere with camera-frame
+// centre c = (X, Y, Z) and radius r, with c' = c - o:
+//     dd = a^2 + b^2 + 1,  k = (a X' + b Y' + Z) / dd,  dist2 = |c' - k (a, b, 1)|^2,  h = 1 - dist2 / r^2
 //     z  = k - sqrt(r^2 h / dd)                         (front intersection, camera-frame depth)
 //     hit: h > 0 and near <= z <= far;  e = (1 - (z - near) / (far - near)) / gamma
 //     w  = opacity h exp(e - M)      (M: the pixel's largest exponent, at least bg_eps / gamma)
@@ -36,15 +38,19 @@ struct SphereDims {
     int tiles_y;  // ceil(H / tile)
 };
 
+enum Projection { kPerspective = 0, kOrthographic = 1 };
+
 template <typename T>
 struct Blend {
     T near, far, inv_range, inv_gamma, bg_exp, cut;  // inv_range = 1 / (far - near), bg_exp = bg_eps / gamma
+    T persp;  // the camera's projection: 1 perspective, 0 orthographic (a factor of the rays' directions)
 };
 
 // cut = -log(tolerance) of the early stop (the backward replays the forward's stops and ignores it).
 template <typename T>
-Blend<T> make_blend(double near, double far, double gamma, double bg_eps, double cut) {
+Blend<T> make_blend(double near, double far, double gamma, double bg_eps, double cut, int64_t projection) {
     Blend<T> p;
+    p.persp = projection == kOrthographic ? T(0) : T(1);
     p.near = T(near);
     p.far = T(far);
     p.inv_range = T(1.0 / (far - near));
@@ -77,19 +83,30 @@ SG_HD Sphere<T> load_sphere(const T* centers, const T* radii, const T* opacities
     return s;
 }
 
-// The ray of a pixel centre.
+// The ray of a pixel centre: origin (ox, oy, 0), direction (a, b, 1).
 template <typename T>
 struct Ray {
     T a, b, inv_dd;  // inv_dd = 1 / (a^2 + b^2 + 1)
+    T ox, oy;
+    T persp;  // 1 perspective, 0 orthographic
 };
 
+// The ray through normalised image coordinates (u, v); persp as Blend's. u = a + ox, v = b + oy.
 template <typename T>
-SG_HD Ray<T> pixel_ray(int x, int y, T fx, T fy, T cx, T cy) {
+SG_HD Ray<T> ray_at(T u, T v, T persp) {
     Ray<T> r;
-    r.a = (T(x) + T(0.5) - cx) / fx;
-    r.b = (T(y) + T(0.5) - cy) / fy;
+    r.a = persp * u;
+    r.b = persp * v;
+    r.ox = u - r.a;  // exactly 0 or u
+    r.oy = v - r.b;
     r.inv_dd = T(1) / (r.a * r.a + r.b * r.b + T(1));
+    r.persp = persp;
     return r;
+}
+
+template <typename T>
+SG_HD Ray<T> pixel_ray(int x, int y, T fx, T fy, T cx, T cy, T persp) {
+    return ray_at((T(x) + T(0.5) - cx) / fx, (T(y) + T(0.5) - cy) / fy, persp);
 }
 
 // h = 1 - dist2 / r^2 and k (the ray's closest point to the centre is k (a, b, 1)); written on
@@ -126,12 +143,13 @@ SG_HD bool sphere_depth(T r2, T h, T k, T inv_dd, const Blend<T>& p, T& z, T& e)
 // Whether the ray hits the sphere (h > 0, near <= z <= far); then h, k, z and the exponent e.
 template <typename T>
 SG_HD bool sphere_hit(const Sphere<T>& s, const Ray<T>& ray, const Blend<T>& p, T& h, T& k, T& z, T& e) {
-    h = sphere_h(s.X, s.Y, s.Z, s.inv_r2, ray.a, ray.b, ray.inv_dd, k);
+    h = sphere_h(s.X - ray.ox, s.Y - ray.oy, s.Z, s.inv_r2, ray.a, ray.b, ray.inv_dd, k);
     if (!(h > T(0))) return false;
     return sphere_depth(s.r2, h, k, ray.inv_dd, p, z, e);
 }
 
-// Gradients of one hit to the sphere (X, Y, Z, r) and the ray (a, b), given dL/dh and dL/dz.
+// Gradients of one hit to the sphere (X, Y, Z, r) and to the ray's normalised image coordinates
+// (u, v) (a, b here), given dL/dh and dL/dz.
 template <typename T>
 struct HitGrad {
     T X, Y, Z, r, a, b;
@@ -141,7 +159,8 @@ struct HitGrad {
 template <typename T>
 SG_HD HitGrad<T> sphere_hit_backward(const Sphere<T>& s, const Ray<T>& ray, T h, T k, T gh, T gz) {
     const T a = ray.a, b = ray.b, inv_dd = ray.inv_dd;
-    const T px = s.X - k * a, py = s.Y - k * b, pz = s.Z - k;  // c - k d
+    const T X = s.X - ray.ox, Y = s.Y - ray.oy;                // c - o
+    const T px = X - k * a, py = Y - k * b, pz = s.Z - k;      // c - o - k d
     const T q = s.r2 * h * inv_dd;                              // (r^2 - dist2) / dd > 0 on a hit
     const T sq = sg_sqrt(q);
     // h so small that q underflows (a measure-zero grazing ray): no gradient. Branch-free (a select at
@@ -159,8 +178,12 @@ SG_HD HitGrad<T> sphere_hit_backward(const Sphere<T>& s, const Ray<T>& ray, T h,
     g.Y = -ghr * d2Y + gz * (b * inv_dd + d2Y * inv2sqdd);
     g.Z = -ghr * d2Z + gz * (inv_dd + d2Z * inv2sqdd);
     g.r = T(2) * ghr * (T(1) - h) * s.r - gz * s.r * inv_sq * inv_dd;
-    g.a = -ghr * d2a + gz * ((s.X - T(2) * a * k) * inv_dd + (d2a + T(2) * a * q) * inv2sqdd);
-    g.b = -ghr * d2b + gz * ((s.Y - T(2) * b * k) * inv_dd + (d2b + T(2) * b * q) * inv2sqdd);
+    g.a = -ghr * d2a + gz * ((X - T(2) * a * k) * inv_dd + (d2a + T(2) * a * q) * inv2sqdd);
+    g.b = -ghr * d2b + gz * ((Y - T(2) * b * k) * inv_dd + (d2b + T(2) * b * q) * inv2sqdd);
+    // (u, v) move the direction (perspective) or the origin (orthographic: d/d(ox, oy) = -d/d(X, Y))
+    const bool persp = ray.persp != T(0);
+    g.a = persp ? g.a : -g.X;
+    g.b = persp ? g.b : -g.Y;
     if (!ok) g = HitGrad<T>{T(0), T(0), T(0), T(0), T(0), T(0)};
     return g;
 }
@@ -330,12 +353,20 @@ struct PixelGrad {
 };
 
 // The screen-space box of a sphere's projection (pixel coordinates, before clamping): the tangent
-// planes through the camera's y (x) axis. Returns false when the sphere cannot be hit (outside
-// [near, far]); a sphere reaching the z <= 0 half-space covers the whole image.
+// planes through the camera's y (x) axis (orthographic: the centre's image +- r f). Returns false
+// when the sphere cannot be hit (outside [near, far]); under perspective, a sphere reaching the z <= 0
+// half-space covers the whole image.
 template <typename T>
 SG_HD bool sphere_screen_box(T X, T Y, T Z, T r, T fx, T fy, T cx, T cy, const Blend<T>& p, int W, int H, T& u0,
                              T& u1, T& v0, T& v1) {
     if (!(Z + r >= p.near) || !(Z - r <= p.far) || !(r > T(0))) return false;
+    if (p.persp == T(0)) {
+        u0 = fx * (X - r) + cx;
+        u1 = fx * (X + r) + cx;
+        v0 = fy * (Y - r) + cy;
+        v1 = fy * (Y + r) + cy;
+        return true;
+    }
     const T den = Z * Z - r * r;
     if (!(Z > r) || !(den > T(1e-6) * Z * Z)) {
         u0 = v0 = T(0);

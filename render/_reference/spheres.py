@@ -1,10 +1,12 @@
 """Pure-PyTorch Pulsar-style sphere rendering, the twin of ``cuda/spheres/``.
 
-Everything happens in the camera frame (OpenCV axes). Pixel ``(x, y)`` looks along the ray
-``s * d`` with ``d = ((x + 0.5 - cx) / fx, (y + 0.5 - cy) / fy, 1)``, so the parameter ``s`` is the
-camera-frame depth of the point ``s * d``. For a sphere with centre ``c`` and radius ``r``::
+Everything happens in the camera frame (OpenCV axes). With ``u = (x + 0.5 - cx) / fx`` and
+``v = (y + 0.5 - cy) / fy``, pixel ``(x, y)`` looks along the ray ``o + s * d``: perspective cameras
+have ``o = 0`` and ``d = (u, v, 1)``; orthographic ones ``o = (u, v, 0)`` (``fx``, ``fy`` in pixels
+per unit length) and ``d = (0, 0, 1)``. Either way the parameter ``s`` is the camera-frame depth of
+the point ``o + s * d``. For a sphere with centre ``c`` and radius ``r``, with ``c' = c - o``::
 
-    k     = (d.c) / |d|^2;  dist2 = |c - k d|^2      squared distance from the ray to the centre
+    k     = (d.c') / |d|^2;  dist2 = |c' - k d|^2    squared distance from the ray to the centre
     h     = 1 - dist2 / r^2                          1 at the centre, 0 on the silhouette
     z     = k - sqrt(r^2 h / |d|^2)                 depth of the front intersection
     hit   = h > 0  and  near <= z <= far
@@ -40,13 +42,18 @@ CHUNK_ELEMENTS = 1 << 22  # B * P * N elements per pixel chunk
 
 
 def _pixel_chunk(
-    a: Tensor, b: Tensor, centers: Tensor, radii: Tensor, features: Tensor, opacities: Tensor,
-    background: Tensor, near: float, far: float, gamma: float, bg_eps: float,
+    u: Tensor, v: Tensor, centers: Tensor, radii: Tensor, features: Tensor, opacities: Tensor,
+    background: Tensor, near: float, far: float, gamma: float, bg_eps: float, orthographic: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Rays ``a, b [B, P]`` (``d = (a, b, 1)``) -> weights ``w [B, P, N]`` (shifted), ``W [B, P]``,
-    ``features [B, P, D]``, ``alpha [B, P]``, ``depth [B, P]``."""
+    """Pixels' normalised coordinates ``u, v [B, P]`` -> weights ``w [B, P, N]`` (shifted),
+    ``W [B, P]``, ``features [B, P, D]``, ``alpha [B, P]``, ``depth [B, P]``."""
     X, Y, Z = (centers[..., k][:, None, :] for k in range(3))  # [B, 1, N]
-    a, b = a[..., None], b[..., None]  # [B, P, 1]
+    u, v = u[..., None], v[..., None]  # [B, P, 1]
+    if orthographic:  # origin (u, v, 0), direction (0, 0, 1)
+        X, Y = X - u, Y - v
+        a, b = torch.zeros_like(u), torch.zeros_like(v)
+    else:  # origin 0, direction (u, v, 1)
+        a, b = u, v
     r2 = (radii * radii)[None, None, :]
     dd = a * a + b * b + 1
     k = (a * X + b * Y + Z) / dd  # the ray's closest point to the centre is k (a, b, 1)
@@ -75,7 +82,7 @@ def _pixel_chunk(
 def render_spheres(
     centers: Tensor, radii: Tensor, features: Tensor, opacities: Tensor, intrinsics: Tensor,
     width: int, height: int, near: float, far: float, gamma: float, background: Tensor | None,
-    bg_eps: float, n_ids: int,
+    bg_eps: float, n_ids: int, orthographic: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Camera-frame spheres -> images (the formulas in the module docstring).
 
@@ -84,6 +91,7 @@ def render_spheres(
         radii: ``[N]`` (> 0), features ``[N, D]``, opacities ``[N]``.
         intrinsics: ``[B, 4]`` ``(fx, fy, cx, cy)``.
         background: ``[D]`` or ``None`` (zeros).
+        orthographic: orthographic cameras (see the module docstring) instead of perspective ones.
 
     Returns:
         ``features [B, H, W, D]``, ``alpha [B, H, W]``, ``depth [B, H, W]``, ``ids [B, H, W, K]``
@@ -107,9 +115,9 @@ def render_spheres(
     )
     outs: list[list[Tensor]] = [[], [], [], [], []]
     for p0 in range(0, P, step):
-        a = (xs[None, p0 : p0 + step] - cx) / fx
-        b = (ys[None, p0 : p0 + step] - cy) / fy
-        args = (a, b, centers, radii, features, opacities, background, near, far, gamma, bg_eps)
+        u = (xs[None, p0 : p0 + step] - cx) / fx
+        v = (ys[None, p0 : p0 + step] - cy) / fy
+        args = (u, v, centers, radii, features, opacities, background, near, far, gamma, bg_eps, orthographic)
         if grad:  # recomputed in backward: only the chunk's outputs stay in memory
             w, W, feats, alpha, depth = checkpoint(_pixel_chunk, *args, use_reentrant=False)
         else:

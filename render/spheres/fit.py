@@ -96,14 +96,15 @@ def points_to_spheres(points: Tensor, features: Tensor | None = None, *, radius:
 
 
 def sphere_contributions(spheres: SphereCloud, cameras: Cameras, *, near: float, far: float, gamma: float,
-                         n_ids: int = 4, backend: str | None = None) -> Tensor:
+                         n_ids: int = 4, projection: str = "perspective", backend: str | None = None) -> Tensor:
     """``[N]`` each sphere's largest normalised weight ``w_i / W`` among the ``n_ids`` strongest
     contributors of any pixel of any camera (0 where it is never among them)."""
     best = spheres.radii.new_zeros(len(spheres))
     with torch.no_grad():
         for b in range(len(cameras)):
             out = render_spheres(spheres.positions, spheres.radii, spheres.features, cameras[b], near=near, far=far,
-                                 opacities=spheres.opacities, gamma=gamma, n_ids=n_ids, backend=backend)
+                                 opacities=spheres.opacities, gamma=gamma, n_ids=n_ids, projection=projection,
+                                 backend=backend)
             ids, weights = out.ids.reshape(-1).long(), out.weights.reshape(-1)
             hit = ids >= 0
             best.scatter_reduce_(0, ids[hit], weights[hit], reduce="amax")
@@ -129,6 +130,7 @@ def fit_spheres(
     prune_below: float = 1e-3,
     seed: int = 0,
     tile_size: int = 16,
+    projection: str = "perspective",
     backend: str | None = None,
     callback: Callable[[int, float, SphereCloud], None] | None = None,
 ) -> SphereFit:
@@ -141,7 +143,8 @@ def fit_spheres(
 
     Args:
         images: ``[B, H, W, D]`` target images in ``[0, 1]``, one per camera.
-        cameras: ``B`` pinhole cameras of size ``W x H``.
+        cameras: ``B`` pinhole cameras of size ``W x H`` (perspective or, with
+            ``projection="orthographic"``, orthographic).
         near, far, gamma, background: as in :func:`~scenegrad.render.spheres.render_spheres`.
         init: the starting spheres, or ``None``: ``n_spheres`` spheres uniformly at random in
             ``bounds = (lo [3], hi [3])`` (required then), radii ``0.6 (volume / n)^(1/3)``, grey,
@@ -152,8 +155,8 @@ def fit_spheres(
             ``lr`` times the scene's extent (the diagonal of ``bounds`` or of the initial positions).
         views_per_step: views rendered per step (a random subset), or ``None``: all.
         seed: the random initialisation and view sampling.
-        tile_size, backend: passed to :func:`~scenegrad.render.spheres.render_spheres` (small tiles
-            suit small images and small spheres).
+        tile_size, projection, backend: passed to :func:`~scenegrad.render.spheres.render_spheres`
+            (small tiles suit small images and small spheres).
         callback: called as ``callback(iteration, loss, spheres)`` after every step.
 
     Returns:
@@ -207,7 +210,8 @@ def fit_spheres(
     def prune() -> int:
         nonlocal optimizer
         with torch.no_grad():
-            score = sphere_contributions(current(), cameras, near=near, far=far, gamma=gamma, backend=backend)
+            score = sphere_contributions(current(), cameras, near=near, far=far, gamma=gamma, projection=projection,
+                                         backend=backend)
             keep = score >= prune_below
             removed = int((~keep).sum())
             if removed:
@@ -223,7 +227,8 @@ def fit_spheres(
         cams = cameras[views]
         s = current()
         out = render_spheres(s.positions, s.radii, s.features, cams, near=near, far=far, opacities=s.opacities,
-                             gamma=gamma, background=background, n_ids=0, tile_size=tile_size, backend=backend)
+                             gamma=gamma, background=background, n_ids=0, tile_size=tile_size, projection=projection,
+                             backend=backend)
         loss = (out.features - images[views]).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -48,8 +48,11 @@ _RENDERERS: dict[tuple, object] = {}
 
 def render_spheres(positions: Tensor, radii: Tensor, features: Tensor, opacities: Tensor, cameras: Cameras, *,
                    near: float, far: float, gamma: float, background: Tensor | None, n_ids: int,
-                   tolerance: float, bg_eps: float) -> SphereRender:
+                   tolerance: float, bg_eps: float, projection: str) -> SphereRender:
     """Checked arguments of :func:`render_spheres` -> Pulsar's ``_Render`` -> a :class:`SphereRender`."""
+    if projection != "perspective":
+        raise ValueError("backend 'pytorch3d' renders perspective cameras only here (Pulsar's orthographic mode "
+                         "puts the principal point at the image centre and has square pixels)")
     if cameras.dtype != torch.float32:
         raise ValueError(f"backend 'pytorch3d' renders float32 only (Pulsar's kernels), got {cameras.dtype}")
     if not 1e-5 <= gamma <= 1.0:

@@ -18,12 +18,13 @@ from scenegrad.render import backend as _backend
 from scenegrad.render._reference import spheres as _reference
 from scenegrad.render.cameras import Cameras, world_to_camera
 
-__all__ = ["SphereRender", "render_spheres", "BG_EPS", "MAX_FEATURES", "TOLERANCE"]
+__all__ = ["SphereRender", "render_spheres", "BG_EPS", "MAX_FEATURES", "TOLERANCE", "PROJECTIONS"]
 
 _AREA = "spheres"
 BG_EPS = 1e-4  #: background exponent: the background weighs exp(BG_EPS / gamma)
 MAX_FEATURES = 32
 TOLERANCE = 1e-2  #: default early-stop tolerance (as Pulsar's default percent_allowed_difference)
+PROJECTIONS = {"perspective": 0, "orthographic": 1}  #: the kernels' codes (cuda/spheres/spheres.h)
 
 
 @dataclass(eq=False)
@@ -61,6 +62,7 @@ def render_spheres(
     n_ids: int = 4,
     tile_size: int = 16,
     tolerance: float = TOLERANCE,
+    projection: str = "perspective",
     backend: str | None = None,
 ) -> SphereRender:
     """Render spheres with Pulsar's blending: every pixel mixes the spheres its ray hits.
@@ -90,8 +92,7 @@ def render_spheres(
         positions: ``[N, 3]`` world-space centres.
         radii: ``[N]`` world-space radii, ``> 0``.
         features: ``[N, D]``, ``1 <= D <= 32`` (RGB or any feature vector).
-        cameras: ``B`` cameras sharing one image size; ``model="pinhole"`` only (scenegrad's
-            :class:`~scenegrad.render.cameras.Cameras` has no orthographic model).
+        cameras: ``B`` cameras sharing one image size; ``model="pinhole"`` only (undistorted).
         near, far: the depth range ``0 < near < far``; hits outside it are ignored and depths are
             normalised over it (the occlusion sharpness depends on ``(far - near) * gamma``).
         opacities: ``[N]`` in ``[0, 1]``, or ``None`` (all 1).
@@ -100,6 +101,12 @@ def render_spheres(
         n_ids: how many strongest contributors to report per pixel (``>= 0``).
         tile_size: tile side of the native kernels' binning, 1 to 32.
         tolerance: the native kernels' early stop, in ``[0, 1)`` (see above; the reference ignores it).
+        projection: ``"perspective"`` (rays from the camera centre through the pixels) or
+            ``"orthographic"``: every ray runs along the camera's ``+z`` from the point
+            ``((x + 0.5 - cx) / fx, (y + 0.5 - cy) / fy, 0)`` of the camera frame, so ``fx``, ``fy``
+            are pixels per unit length and ``(cx, cy)`` is where the camera's ``z`` axis meets the
+            image; depths are still camera-frame ``z`` (``near`` may then be any value below the
+            scene, 0 < near).
         backend: ``"auto"``, ``"native"`` or ``"reference"`` (:mod:`scenegrad.render.backend`), or
             ``"pytorch3d"``: PyTorch3D's Pulsar renders the same scene where it is installed, with its
             own blending and outputs (float32, ``1e-5 <= gamma <= 1``;
@@ -128,6 +135,8 @@ def render_spheres(
         opacities = torch.ones_like(radii) if isinstance(radii, Tensor) else radii
     _check_inputs(positions, radii, features, cameras, opacities, background, near, far, gamma, n_ids, tile_size,
                   tolerance)
+    if projection not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {list(PROJECTIONS)}, got {projection!r}")
     which = _backend.resolve(_AREA, backend, positions.device)
     if which == "pytorch3d":  # Pulsar itself
         from . import pulsar_adapter
@@ -135,6 +144,7 @@ def render_spheres(
         return pulsar_adapter.render_spheres(
             positions, radii, features, opacities, cameras, near=float(near), far=float(far), gamma=float(gamma),
             background=background, n_ids=int(n_ids), tolerance=float(tolerance), bg_eps=BG_EPS,
+            projection=projection,
         )
     centers = world_to_camera(cameras, positions)  # [B, N, 3], differentiable w.r.t. R, t, positions
     intrinsics = torch.stack([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1)
@@ -145,12 +155,12 @@ def render_spheres(
         feats, alpha, depth, ids, weights = _SphereRenderNative.apply(
             centers.contiguous(), radii.contiguous(), features.contiguous(), opacities.contiguous(),
             intrinsics.contiguous(), background.contiguous() if background is not None else None,
-            width, height, *scalars, cut, int(n_ids), int(tile_size),
+            width, height, *scalars, cut, int(n_ids), int(tile_size), PROJECTIONS[projection],
         )
     elif which == "reference":
         feats, alpha, depth, ids, weights = _reference.render_spheres(
             centers, radii, features, opacities, intrinsics, width, height, *scalars[:3], background, BG_EPS,
-            int(n_ids),
+            int(n_ids), orthographic=projection == "orthographic",
         )
     else:  # pragma: no cover - resolve() returns one of the names above
         raise ValueError(f"backend {which!r} is not available for render_spheres")
@@ -218,16 +228,16 @@ class _SphereRenderNative(torch.autograd.Function):
     @staticmethod
     def forward(ctx, centers: Tensor, radii: Tensor, features: Tensor, opacities: Tensor, intrinsics: Tensor,
                 background: Tensor | None, width: int, height: int, near: float, far: float, gamma: float,
-                bg_eps: float, cut: float, n_ids: int, tile_size: int):
+                bg_eps: float, cut: float, n_ids: int, tile_size: int, projection: int):
         feats, alpha, depth, ids, weights, tile_offsets, flatten_ids, pix_state, last = (
             _backend.native_module().sphere_render_fwd(
                 centers, radii, features, opacities, intrinsics, background, width, height, near, far, gamma,
-                bg_eps, cut, n_ids, tile_size,
+                bg_eps, cut, n_ids, tile_size, projection,
             )
         )
         ctx.save_for_backward(centers, radii, features, opacities, intrinsics, background, tile_offsets,
                               flatten_ids, feats, alpha, depth, pix_state, last)
-        ctx.dims = (width, height, near, far, gamma, bg_eps, tile_size)  # the backward replays the stops (last)
+        ctx.dims = (width, height, near, far, gamma, bg_eps, tile_size, projection)  # the backward replays the stops
         ctx.mark_non_differentiable(ids, weights)
         # Outputs the loss does not use come to backward as None: autograd would otherwise fill zero
         # tensors for them on every step (ids and weights alone are 8 MiB at 512^2 with n_ids = 4).
@@ -238,15 +248,15 @@ class _SphereRenderNative(torch.autograd.Function):
     def backward(ctx, v_feats: Tensor | None, v_alpha: Tensor | None, v_depth: Tensor | None, _v_ids, _v_weights):
         (centers, radii, features, opacities, intrinsics, background, tile_offsets, flatten_ids, feats, alpha,
          depth, pix_state, last) = ctx.saved_tensors
-        width, height, near, far, gamma, bg_eps, tile_size = ctx.dims
+        width, height, near, far, gamma, bg_eps, tile_size, projection = ctx.dims
         v_feats, v_alpha, v_depth = (_backend.zeros_for_kernel(x.shape, x) if v is None else v.contiguous()
                                      for v, x in ((v_feats, feats), (v_alpha, alpha), (v_depth, depth)))
         v_centers, v_radii, v_features, v_opacities, v_intrinsics = _backend.native_module().sphere_render_bwd(
             centers, radii, features, opacities, intrinsics, width, height, near, far, gamma, bg_eps, tile_size,
-            tile_offsets, flatten_ids, feats, alpha, depth, pix_state, last, v_feats, v_alpha, v_depth,
+            tile_offsets, flatten_ids, feats, alpha, depth, pix_state, last, v_feats, v_alpha, v_depth, projection,
         )
         v_background = None
         if background is not None and ctx.needs_input_grad[5]:
             v_background = (v_feats * (1 - alpha)[..., None]).sum((0, 1, 2))  # w_bg / W = 1 - alpha
         return (v_centers, v_radii, v_features, v_opacities, v_intrinsics, v_background,
-                None, None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None, None, None)

@@ -132,6 +132,49 @@ def test_reference_gradcheck():
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["reference", "native"])
+def test_orthographic_single_sphere_silhouette_and_depth_are_analytic(backend, request):
+    # every ray runs along +z from ((x + 0.5 - cx) / f, (y + 0.5 - cy) / f, 0): the sphere's image is a
+    # disk of radius f r around (f X + cx, f Y + cy), its depth Z - sqrt(r^2 - d^2)
+    if backend == "native":
+        request.getfixturevalue("native")
+    W, H, f = 40, 30, 9.0
+    cams = Cameras(f, f, 20.0, 15.0, torch.eye(3, dtype=torch.float64)[None], torch.zeros(1, 3, dtype=torch.float64),
+                   W, H)
+    c, r = torch.tensor([[0.4, -0.3, 5.0]], dtype=torch.float64), torch.tensor([1.1], dtype=torch.float64)
+    out = render_spheres(c, r, torch.ones(1, 1, dtype=torch.float64), cams, near=0.5, far=10.0, gamma=1e-3,
+                         projection="orthographic", backend=backend)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
+                            indexing="ij")
+    d2 = ((xs - 20.0) / f - 0.4) ** 2 + ((ys - 15.0) / f + 0.3) ** 2
+    disk = d2 < 1.1**2
+    assert torch.equal(out.alpha[0] > 0, disk)
+    z = 5.0 - (1.1**2 - d2).clamp(min=0).sqrt()
+    torch.testing.assert_close(out.depth[0][disk], z[disk], atol=1e-10, rtol=0)
+    assert bool((out.depth[0][~disk] == 0).all())
+    assert bool((out.ids[0, ..., 0][disk] == 0).all()) and bool((out.ids[0, ..., 0][~disk] == -1).all())
+    # the same sphere farther away: an orthographic image does not shrink
+    far_out = render_spheres(c + torch.tensor([0.0, 0.0, 3.0], dtype=torch.float64), r,
+                             torch.ones(1, 1, dtype=torch.float64), cams, near=0.5, far=10.0, gamma=1e-3,
+                             projection="orthographic", backend=backend)
+    assert torch.equal(far_out.alpha[0] > 0, disk)
+
+
+def test_reference_gradcheck_orthographic():
+    pos, radii, feats, opac = random_scene(4, 2, seed=2)
+    cams = camera(width=7, height=6, f=2.5)
+    bg = torch.tensor([0.1, 0.7], dtype=torch.float64)
+
+    def fn(pos, radii, feats, opac, t, fx, cx):
+        c = Cameras(fx, cams.fy, cx, cams.cy, cams.R, t, 7, 6)
+        out = render_spheres(pos, radii, feats, c, near=0.5, far=6.0, opacities=opac, gamma=0.3, background=bg,
+                             projection="orthographic", backend="reference")
+        return out.features, out.alpha, out.depth
+
+    inputs = [x.clone().requires_grad_(True) for x in (pos, radii, feats, opac, cams.t, cams.fx, cams.cx)]
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+
+
 def test_input_errors():
     pos, radii, feats, opac = random_scene(3, 3)
     cams = camera()
@@ -141,6 +184,8 @@ def test_input_errors():
         render_spheres(pos, radii, torch.zeros(3, 33, dtype=torch.float64), cams, near=0.1, far=5.0)
     with pytest.raises(ValueError, match="near < far"):
         render_spheres(pos, radii, feats, cams, near=2.0, far=1.0)
+    with pytest.raises(ValueError, match="projection must be one of"):
+        render_spheres(pos, radii, feats, cams, near=0.1, far=5.0, projection="fisheye")
     with pytest.raises(ValueError, match="pinhole"):
         distorted = Cameras(10.0, 10.0, 5.0, 5.0, cams.R, cams.t, 10, 10, model="opencv")
         render_spheres(pos, radii, feats, distorted, near=0.1, far=5.0)
@@ -207,6 +252,24 @@ def test_native_matches_reference(native, lanes, d, gamma, tile):
     kw = dict(near=0.5, far=8.0, gamma=gamma, n_ids=3, tile_size=tile, tolerance=0.0)  # every hit, as the reference
     out_n, grads_n = run("native", pos, radii, feats, opac, bg, cams, **kw)
     out_r, grads_r = run("reference", pos, radii, feats, opac, bg, cams, **kw)
+    for name in ("features", "alpha", "depth", "weights"):
+        torch.testing.assert_close(getattr(out_n, name), getattr(out_r, name), atol=1e-9, rtol=1e-9, msg=name)
+    assert torch.equal(out_n.ids, out_r.ids)
+    names = ("positions", "radii", "features", "opacities", "background", "t", "R", "fx", "fy", "cx", "cy")
+    for name, gn, gr in zip(names, grads_n, grads_r, strict=True):
+        torch.testing.assert_close(gn, gr, atol=1e-8, rtol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("gamma, tile", [(0.1, 16), (0.02, 5)])
+def test_native_matches_reference_orthographic(native, lanes, gamma, tile):
+    pos, radii, feats, opac = hard_scene(40, 3, seed=11)
+    bg = torch.rand(3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    cams = two_cameras()
+    cams = Cameras(cams.fx * 0.4, cams.fy * 0.4, cams.cx, cams.cy, cams.R, cams.t, cams.width, cams.height)
+    kw = dict(near=0.5, far=8.0, gamma=gamma, n_ids=3, tile_size=tile, tolerance=0.0, projection="orthographic")
+    out_n, grads_n = run("native", pos, radii, feats, opac, bg, cams, **kw)
+    out_r, grads_r = run("reference", pos, radii, feats, opac, bg, cams, **kw)
+    assert out_r.alpha.gt(0.5).float().mean() > 0.3  # the scene fills the view
     for name in ("features", "alpha", "depth", "weights"):
         torch.testing.assert_close(getattr(out_n, name), getattr(out_r, name), atol=1e-9, rtol=1e-9, msg=name)
     assert torch.equal(out_n.ids, out_r.ids)
@@ -314,12 +377,14 @@ def test_native_early_stop_tolerance(native, tolerance):
 
 
 @requires_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_matches_cpu(native, dtype):
+@pytest.mark.parametrize("dtype, projection", [(torch.float32, "perspective"), (torch.float64, "perspective"),
+                                               (torch.float64, "orthographic")])
+def test_cuda_matches_cpu(native, dtype, projection):
     pos, radii, feats, opac = hard_scene(200, 3, dtype=dtype, seed=4)
     bg = torch.tensor([0.1, 0.2, 0.3], dtype=dtype)
     cams = two_cameras(dtype)
-    kw = dict(near=0.5, far=8.0, gamma=0.05, n_ids=4, tolerance=0.0 if dtype == torch.float32 else 1e-2)
+    kw = dict(near=0.5, far=8.0, gamma=0.05, n_ids=4, tolerance=0.0 if dtype == torch.float32 else 1e-2,
+              projection=projection)
     out_c, grads_c = run("native", pos, radii, feats, opac, bg, cams, **kw)
     moved = [x.cuda() for x in (pos, radii, feats, opac, bg)]
     out_g, grads_g = run("native", *moved, cams.to("cuda"), **kw)
