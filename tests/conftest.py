@@ -3,6 +3,9 @@ a failed build fails them."""
 
 from __future__ import annotations
 
+import importlib.machinery
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,15 @@ def native():
         pytest.skip("no C++ compiler on this machine: native kernels cannot be built")
     module = build.native()
     assert module is not None, f"native build failed: {build.state().error}"
+    return module
+
+
+def fake_module(monkeypatch: pytest.MonkeyPatch, name: str) -> types.ModuleType:
+    """An empty module importable (and found by importlib.util.find_spec) as ``name`` for the test:
+    an adapter's checks before it calls the library then run where the library is absent."""
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    monkeypatch.setitem(sys.modules, name, module)
     return module
 
 

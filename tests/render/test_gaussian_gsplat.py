@@ -3,16 +3,15 @@ render against scenegrad's native one where gsplat and a GPU exist."""
 
 from __future__ import annotations
 
-import importlib.machinery
 import importlib.util
-import sys
-import types
 
 import pytest
 import torch
 
 from scenegrad.render.gaussians import project_gaussians, rasterize_gaussians, rasterize_to_pixels
 from scenegrad.render.gaussians.gsplat_adapter import to_render
+
+from ..conftest import fake_module
 
 HAS_GSPLAT = importlib.util.find_spec("gsplat") is not None
 
@@ -32,10 +31,7 @@ def _scene(n=300, device="cpu", seed=0):
 
 @pytest.fixture
 def fake_gsplat(monkeypatch):
-    module = types.ModuleType("gsplat")
-    module.__spec__ = importlib.machinery.ModuleSpec("gsplat", None)
-    monkeypatch.setitem(sys.modules, "gsplat", module)
-    return module
+    return fake_module(monkeypatch, "gsplat")
 
 
 @pytest.mark.skipif(HAS_GSPLAT, reason="gsplat is installed")

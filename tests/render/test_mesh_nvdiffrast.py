@@ -3,29 +3,28 @@ scenegrad's native CUDA kernels where nvdiffrast and a GPU exist."""
 
 from __future__ import annotations
 
-import importlib.machinery
 import importlib.util
-import sys
-import types
 
 import pytest
 import torch
 
 from scenegrad.render.mesh import antialias, interpolate, rasterize, texture
 
-from ..conftest import requires_cuda
+from ..conftest import fake_module, requires_cuda
 from .test_rasterize import random_scene
 
 HAS_NVDIFFRAST = importlib.util.find_spec("nvdiffrast") is not None
 needs_nvdiffrast = pytest.mark.skipif(not HAS_NVDIFFRAST, reason="nvdiffrast is not installed")
 
 
+def gpu_comparison(test):
+    """A comparison with native CUDA: needs a GPU and nvdiffrast, marked ``cuda``."""
+    return requires_cuda(needs_nvdiffrast(pytest.mark.cuda(test)))
+
+
 @pytest.fixture
 def fake_nvdiffrast(monkeypatch):
-    module = types.ModuleType("nvdiffrast")
-    module.__spec__ = importlib.machinery.ModuleSpec("nvdiffrast", None)
-    monkeypatch.setitem(sys.modules, "nvdiffrast", module)
-    return module
+    return fake_module(monkeypatch, "nvdiffrast")
 
 
 @pytest.mark.skipif(HAS_NVDIFFRAST, reason="nvdiffrast is installed")
@@ -55,9 +54,7 @@ def _scene(B=2, T=300, H=96, W=128, seed=3):
     return pos.cuda(), tri.cuda(), H, W
 
 
-@requires_cuda
-@needs_nvdiffrast
-@pytest.mark.cuda
+@gpu_comparison
 def test_nvdiffrast_rasterize_and_interpolate_match_native():
     pos, tri, H, W = _scene()
     ours, ours_db = rasterize(pos, tri, (H, W), backend="native")
@@ -75,9 +72,7 @@ def test_nvdiffrast_rasterize_and_interpolate_match_native():
     torch.testing.assert_close(b_da, a_da, rtol=1e-4, atol=1e-4)
 
 
-@requires_cuda
-@needs_nvdiffrast
-@pytest.mark.cuda
+@gpu_comparison
 def test_nvdiffrast_texture_and_antialias_match_native():
     pos, tri, H, W = _scene()
     rast, rast_db = rasterize(pos, tri, (H, W), backend="native")

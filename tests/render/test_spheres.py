@@ -235,6 +235,16 @@ def two_cameras(dtype=torch.float64, width=37, height=29):
     return camera(width=width, height=height, dtype=dtype, n=2, R=R, t=t)
 
 
+def assert_same_render(out_n, grads_n, out_r, grads_r):
+    """run()'s outputs and gradients of two implementations agree to float64 rounding."""
+    for name in ("features", "alpha", "depth", "weights"):
+        torch.testing.assert_close(getattr(out_n, name), getattr(out_r, name), atol=1e-9, rtol=1e-9, msg=name)
+    assert torch.equal(out_n.ids, out_r.ids)
+    names = ("positions", "radii", "features", "opacities", "background", "t", "R", "fx", "fy", "cx", "cy")
+    for name, gn, gr in zip(names, grads_n, grads_r, strict=True):
+        torch.testing.assert_close(gn, gr, atol=1e-8, rtol=1e-7, msg=name)
+
+
 @pytest.fixture(params=["default", "portable"])
 def lanes(request, monkeypatch):
     """The CPU kernel's per-pixel loops: the AVX2 ones where the CPU has them (default), and the
@@ -252,12 +262,7 @@ def test_native_matches_reference(native, lanes, d, gamma, tile):
     kw = dict(near=0.5, far=8.0, gamma=gamma, n_ids=3, tile_size=tile, tolerance=0.0)  # every hit, as the reference
     out_n, grads_n = run("native", pos, radii, feats, opac, bg, cams, **kw)
     out_r, grads_r = run("reference", pos, radii, feats, opac, bg, cams, **kw)
-    for name in ("features", "alpha", "depth", "weights"):
-        torch.testing.assert_close(getattr(out_n, name), getattr(out_r, name), atol=1e-9, rtol=1e-9, msg=name)
-    assert torch.equal(out_n.ids, out_r.ids)
-    names = ("positions", "radii", "features", "opacities", "background", "t", "R", "fx", "fy", "cx", "cy")
-    for name, gn, gr in zip(names, grads_n, grads_r, strict=True):
-        torch.testing.assert_close(gn, gr, atol=1e-8, rtol=1e-7, msg=name)
+    assert_same_render(out_n, grads_n, out_r, grads_r)
 
 
 @pytest.mark.parametrize("gamma, tile", [(0.1, 16), (0.02, 5)])
@@ -270,12 +275,7 @@ def test_native_matches_reference_orthographic(native, lanes, gamma, tile):
     out_n, grads_n = run("native", pos, radii, feats, opac, bg, cams, **kw)
     out_r, grads_r = run("reference", pos, radii, feats, opac, bg, cams, **kw)
     assert out_r.alpha.gt(0.5).float().mean() > 0.3  # the scene fills the view
-    for name in ("features", "alpha", "depth", "weights"):
-        torch.testing.assert_close(getattr(out_n, name), getattr(out_r, name), atol=1e-9, rtol=1e-9, msg=name)
-    assert torch.equal(out_n.ids, out_r.ids)
-    names = ("positions", "radii", "features", "opacities", "background", "t", "R", "fx", "fy", "cx", "cy")
-    for name, gn, gr in zip(names, grads_n, grads_r, strict=True):
-        torch.testing.assert_close(gn, gr, atol=1e-8, rtol=1e-7, msg=name)
+    assert_same_render(out_n, grads_n, out_r, grads_r)
 
 
 def test_native_float32_close_to_float64(native, lanes):
