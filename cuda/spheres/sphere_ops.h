@@ -14,7 +14,7 @@ namespace spheres {
 // (fx, fy, cx, cy), background [D] or undefined, cut = -log(tolerance) of the early stop, projection
 // (spheres.h's Projection: 0 perspective, 1 orthographic) ->
 // {features [B, H, W, D], alpha [B, H, W], depth [B, H, W], ids [B, H, W, K] int32, weights [B, H, W, K],
-//  tile_offsets [B * tiles + 1] int64, flatten_ids [M] int32 (sorted by (tile, Z - r, index)),
+//  tile_offsets [B * tiles + 1] int64, flatten_ids [M] int32 (sorted by (tile, sort key, index)),
 //  pix_state [B, H, W, 2] (M, W: the max exponent and the total weight relative to it),
 //  last [B, H, W] int32 (entries of the pixel's tile list examined before it stopped)}.
 #define SG_SPHERE_FWD_ARGS                                                                                  \

