@@ -94,7 +94,7 @@ SG_LANES_TARGET void forward_lanes(const Common<T>& g, const TileSpheres<T>& loc
             hm[l] = hit ? T(1) : T(0);
             hs[l] = hit ? h : T(0);
             zs[l] = hit ? z : T(0);
-            es[l] = hit ? opacity * depth_exponent(z, p) : M[l];
+            es[l] = hit ? depth_exponent(z, opacity, p) : M[l];
             any |= hit ? 1 : 0;
         }
         if (!any) continue;
@@ -244,7 +244,7 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
     int32_t max_last = 0;
     for (int l = 0; l < L; ++l) max_last = sg_max(max_last, last[l]);
     if (max_last == 0) return;
-    const T dz_de = -p.inv_range * p.inv_gamma, e_at0 = (T(1) + p.near * p.inv_range) * p.inv_gamma;
+    const ExponentLine<T> line = exponent_line(p);
     const int x1 = x0 + nx - 1;
     for (int64_t j = 0; j < max_last; ++j) {
         if (local.misses(j, y, x0, x1)) continue;
@@ -260,7 +260,7 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
                               : sphere_h(s.X, s.Y, s.Z, s.inv_r2, a[l], bb[l], inv_dd[l], k);
             const T z = sphere_z(s.r2, h, k, inv_dd[l]);
             const bool hit = is_hit(h, z, p) & (jj < last[l]);
-            const T de = s.opacity * depth_exponent(z, p) - M[l];
+            const T de = depth_exponent(z, s.opacity, p) - M[l];
             const T E = lane_exp(hit ? de : T(0));
             PixelGrad<T> pg;
             pg.M = M[l];
@@ -270,8 +270,8 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
             pg.inv_sw = inv_sw[l];
             pg.gA = gA[l];
             pg.gZ = gZ[l];
-            pg.dz_de = dz_de;
-            pg.e_at0 = e_at0;
+            pg.dz_de = line.dz_de;
+            pg.e_at0 = line.e_at0;
             pg.F = &F[0][l];
             pg.gF = &gF[0][l];
             pg.D = D;

@@ -61,12 +61,29 @@ Blend<T> make_blend(double near, double far, double gamma, double bg_eps, double
     return p;
 }
 
+// The blending exponent e of a hit at depth z on a sphere of this opacity (the opacity scales it, as in
+// Pulsar); branch-free, so that the CPU launcher can evaluate it for many pixels in one vectorised loop.
+template <typename T>
+SG_HD T depth_exponent(T z, T opacity, const Blend<T>& p) {
+    return opacity * ((T(1) - (z - p.near) * p.inv_range) * p.inv_gamma);
+}
+
+// e / opacity as a line in z, e / opacity = e_at0 + z dz_de, for the backward's derivatives.
+template <typename T>
+struct ExponentLine {
+    T dz_de, e_at0;
+};
+
+template <typename T>
+SG_HD ExponentLine<T> exponent_line(const Blend<T>& p) {
+    return {-p.inv_range * p.inv_gamma, (T(1) + p.near * p.inv_range) * p.inv_gamma};
+}
+
 // A tile list's sort key of a sphere (camera-frame centre depth Z, radius r): minus the largest
 // exponent e any of its hits can have, so that the bounds decrease along the sorted list.
 template <typename T>
 SG_HD T sphere_sort_key(T Z, T r, T opacity, const Blend<T>& p) {
-    const T zmin = sg_max(Z - r, p.near);
-    return -opacity * ((T(1) - (zmin - p.near) * p.inv_range) * p.inv_gamma);
+    return -depth_exponent(sg_max(Z - r, p.near), opacity, p);
 }
 
 // A sphere as the pixels of one camera see it.
@@ -127,14 +144,10 @@ SG_HD T sphere_h(T X, T Y, T Z, T inv_r2, T a, T b, T inv_dd, T& k) {
     return T(1) - dist2 * inv_r2;
 }
 
-// The front intersection's depth given h > 0 and k (NaN for h < 0), and the blending exponent of a
-// depth; branch-free, so that the CPU launcher can evaluate them for many pixels in one vectorised loop.
+// The front intersection's depth given h > 0 and k (NaN for h < 0); branch-free, so that the CPU
+// launcher can evaluate it for many pixels in one vectorised loop.
 template <typename T>
 SG_HD T sphere_z(T r2, T h, T k, T inv_dd) { return k - sg_sqrt(r2 * h * inv_dd); }
-
-// The blending exponent of a hit at depth z, before the sphere's opacity scales it: e = opacity * this.
-template <typename T>
-SG_HD T depth_exponent(T z, const Blend<T>& p) { return (T(1) - (z - p.near) * p.inv_range) * p.inv_gamma; }
 
 // Whether h and z make a hit: h > 0 and near <= z <= far (false for NaN).
 template <typename T>
@@ -145,7 +158,7 @@ template <typename T>
 SG_HD bool sphere_depth(T r2, T h, T k, T inv_dd, T opacity, const Blend<T>& p, T& z, T& e) {
     z = sphere_z(r2, h, k, inv_dd);
     if (!is_hit(h, z, p)) return false;
-    e = opacity * depth_exponent(z, p);
+    e = depth_exponent(z, opacity, p);
     return true;
 }
 
@@ -331,8 +344,9 @@ struct PixelGrad {
         gZ = v_z[pix];
         F = out_f + pix * D;
         gF = v_f + pix * D;
-        dz_de = -p.inv_range * p.inv_gamma;  // d(e / opacity) / dz
-        e_at0 = (T(1) + p.near * p.inv_range) * p.inv_gamma;
+        const ExponentLine<T> line = exponent_line(p);
+        dz_de = line.dz_de;
+        e_at0 = line.e_at0;
     }
 
     // A hit (h, k, z as the forward found them, E = exp(e - M) of its exponent e) of sphere s with

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scenegrad.render.cameras import Cameras
+from scenegrad.render.cameras import Cameras, pixel_rays
 
 from .render import SphereRender
 
@@ -78,7 +78,7 @@ def render_spheres(positions: Tensor, radii: Tensor, features: Tensor, opacities
     )
     ids = _C.pulsar_sphere_ids_from_result_info_nograd(info)
     ids = ids[..., :n_ids].to(torch.int32).contiguous()
-    depth = _nearest_depth(info, cameras, width, height)
+    depth = _nearest_depth(info, cameras)
     weights = torch.full(ids.shape, float("nan"), dtype=features.dtype, device=features.device)
     return SphereRender(image[..., :D], image[..., D], depth, ids, weights)
 
@@ -90,9 +90,8 @@ def pulsar_camera(cameras: Cameras, near: float) -> tuple[Tensor, Tensor, Tensor
     centre ``-R^T t``, the world position of pixel (0, 0)'s centre on a sensor ``sensor = near / 2``
     in front of it, and the world steps to the next pixel centre along the image's ``x`` and ``y``.
     """
-    R, t = cameras.R, cameras.t
-    centre = -(R.transpose(1, 2) @ t[..., None])[..., 0]
-    axis_x, axis_y, axis_z = R[:, 0], R[:, 1], R[:, 2]  # camera axes in world coordinates
+    centre = cameras.centers
+    axis_x, axis_y, axis_z = cameras.R[:, 0], cameras.R[:, 1], cameras.R[:, 2]  # camera axes in world coordinates
     sensor = torch.full_like(cameras.fx, 0.5 * near)
     px, py = sensor / cameras.fx, sensor / cameras.fy  # world size of a pixel on the sensor
     step_x, step_y = px[:, None] * axis_x, py[:, None] * axis_y
@@ -101,17 +100,14 @@ def pulsar_camera(cameras: Cameras, near: float) -> tuple[Tensor, Tensor, Tensor
     return centre, pixel00, step_x, step_y, sensor
 
 
-def _nearest_depth(info: Tensor, cameras: Cameras, width: int, height: int) -> Tensor:
+def _nearest_depth(info: Tensor, cameras: Cameras) -> Tensor:
     """Camera-frame depth ``[B, H, W]`` of the nearest hit from Pulsar's forward info (channel 4 is the
     distance along the ray to it, -1 where nothing is hit)."""
     distance = info[..., 4].detach()
-    dev, dt = info.device, info.dtype
-    u = torch.arange(width, device=dev, dtype=dt) + 0.5
-    v = torch.arange(height, device=dev, dtype=dt) + 0.5
-    fx, fy, cx, cy = (x.detach()[:, None, None] for x in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
-    dx, dy = (u[None, None, :] - cx) / fx, (v[None, :, None] - cy) / fy
-    ray_length = torch.sqrt(1.0 + dx * dx + dy * dy)  # of the ray direction with unit z
-    return torch.where(distance > 0, distance / ray_length, torch.zeros_like(distance))
+    with torch.no_grad():
+        _, directions = pixel_rays(cameras)  # unit, world frame
+        cos_z = (directions * cameras.R[:, None, None, 2]).sum(-1)  # their camera-frame z
+    return torch.where(distance > 0, distance * cos_z, torch.zeros_like(distance))
 
 
 def _renderer(width: int, height: int, n: int, channels: int, n_track: int, bg_eps: float, device: torch.device):

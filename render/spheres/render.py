@@ -80,8 +80,9 @@ def render_spheres(
     Small ``gamma`` (down to about 1e-5) makes the nearest hit dominate (hard occlusion); large
     (about 1) blends all hits almost equally. The normalisation makes the result independent of the
     order of the spheres. As in Pulsar, the opacity scales the exponent as well as the weight: a
-    sphere fading out also falls behind the others and, at opacity 0, behind the background, so
-    fitting can clear spheres from empty space at any ``gamma``. Exact formulas and numerics:
+    sphere fading out also falls behind the others and, at opacity 0, behind the background (with
+    the opacity as a factor alone, a sphere would need about ``exp(-1 / gamma)`` to let the
+    background show). Exact formulas and numerics:
     :mod:`scenegrad.render._reference.spheres`.
     The native kernels sort each tile's spheres by the largest exponent a hit can have
     (``opacity (1 - (max(Z - r, near) - near) / (far - near)) / gamma``, camera frame) and stop a
