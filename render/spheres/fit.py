@@ -3,8 +3,9 @@
 - :func:`points_to_spheres`: one sphere per point, the radius from the distances to its nearest
   neighbours;
 - :func:`fit_spheres`: Adam on positions, radii, features and opacities so that
-  :func:`~scenegrad.render.spheres.render_spheres` reproduces posed images, pruning spheres that
-  contribute to no pixel.
+  :func:`~scenegrad.render.spheres.render_spheres` reproduces posed images, with a sharpening
+  blend, an opacity entropy, splitting (densification) and pruning;
+- :func:`render_cloud`: a :class:`SphereCloud`'s features, optionally supersampled.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from scenegrad.render.cameras import Cameras
+from scenegrad.render.cameras import Cameras, resize
 
 from .render import render_spheres
 
-__all__ = ["SphereCloud", "SphereFit", "points_to_spheres", "fit_spheres", "sphere_contributions", "psnr"]
+__all__ = [
+    "SphereCloud", "SphereFit", "points_to_spheres", "fit_spheres", "sphere_contributions", "render_cloud", "psnr",
+]
 
 
 @dataclass(eq=False)
@@ -96,19 +100,36 @@ def points_to_spheres(points: Tensor, features: Tensor | None = None, *, radius:
 
 
 def sphere_contributions(spheres: SphereCloud, cameras: Cameras, *, near: float, far: float, gamma: float,
-                         n_ids: int = 4, projection: str = "perspective", backend: str | None = None) -> Tensor:
+                         n_ids: int = 4, tile_size: int = 16, projection: str = "perspective",
+                         backend: str | None = None) -> Tensor:
     """``[N]`` each sphere's largest normalised weight ``w_i / W`` among the ``n_ids`` strongest
     contributors of any pixel of any camera (0 where it is never among them)."""
     best = spheres.radii.new_zeros(len(spheres))
     with torch.no_grad():
         for b in range(len(cameras)):
             out = render_spheres(spheres.positions, spheres.radii, spheres.features, cameras[b], near=near, far=far,
-                                 opacities=spheres.opacities, gamma=gamma, n_ids=n_ids, projection=projection,
-                                 backend=backend)
+                                 opacities=spheres.opacities, gamma=gamma, n_ids=n_ids, tile_size=tile_size,
+                                 projection=projection, backend=backend)
             ids, weights = out.ids.reshape(-1).long(), out.weights.reshape(-1)
             hit = ids >= 0
             best.scatter_reduce_(0, ids[hit], weights[hit], reduce="amax")
     return best
+
+
+def render_cloud(spheres: SphereCloud, cameras: Cameras, *, supersample: int = 1, **kwargs) -> Tensor:
+    """``[B, H, W, D]`` features of ``spheres`` seen by ``cameras`` (``W x H``), rendered at
+    ``supersample`` times the resolution and averaged over each pixel's ``supersample^2`` samples
+    (as a camera integrates light over a pixel: partial coverage at silhouettes and edges).
+    ``kwargs`` go to :func:`~scenegrad.render.spheres.render_spheres` (``near``, ``far``, ``gamma``, ...)."""
+    if supersample < 1:
+        raise ValueError(f"supersample must be >= 1, got {supersample}")
+    cams = resize(cameras, float(supersample)) if supersample > 1 else cameras
+    kwargs.setdefault("n_ids", 0)
+    out = render_spheres(spheres.positions, spheres.radii, spheres.features, cams, opacities=spheres.opacities,
+                         **kwargs).features
+    if supersample == 1:
+        return out
+    return F.avg_pool2d(out.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
 
 
 def fit_spheres(
@@ -118,16 +139,24 @@ def fit_spheres(
     near: float,
     far: float,
     init: SphereCloud | None = None,
-    n_spheres: int = 5000,
-    init_opacity: float = 0.1,
+    n_spheres: int = 4000,
+    init_opacity: float = 0.5,
     bounds: tuple[Tensor, Tensor] | None = None,
-    iters: int = 300,
-    lr: float = 0.01,
-    gamma: float = 1e-2,
+    iters: int = 600,
+    lr: float = 0.1,
+    position_lr: float = 3e-3,
+    lr_final: float = 0.1,
+    gamma: float = 3e-3,
+    gamma_start: float | None = 0.1,
+    opacity_entropy: float = 0.01,
     background: Tensor | None = None,
     views_per_step: int | None = None,
     prune_every: int = 100,
     prune_below: float = 1e-3,
+    densify_every: int = 100,
+    densify_fraction: float = 0.2,
+    densify_until: float = 0.6,
+    supersample: int = 1,
     seed: int = 0,
     tile_size: int = 16,
     projection: str = "perspective",
@@ -137,24 +166,43 @@ def fit_spheres(
     """Fit spheres to posed images by gradient descent (Adam) on the mean squared error.
 
     Optimised: positions, radii (as ``log r``), features (as logits: features stay in ``(0, 1)``, so
-    images must be in ``[0, 1]``) and opacities (as logits). Every ``prune_every`` iterations (and at
-    the end) the spheres whose largest normalised weight over all pixels of all views
-    (:func:`sphere_contributions`) is below ``prune_below`` are removed.
+    images must be in ``[0, 1]``) and opacities (as logits). The schedule, each part of which the
+    fitting test needs (on a textured torus, 16 views at 64 x 64, dropping any one of them costs 1.5
+    to 6 dB of held-out PSNR):
+
+    - ``gamma`` falls log-linearly from ``gamma_start`` to ``gamma``: soft blending first, so every
+      sphere along a ray gets gradients, then hard occlusion, so the surfaces agree between views;
+    - the step sizes fall exponentially to ``lr_final`` times their start;
+    - ``opacity_entropy`` weighs the mean binary entropy of the opacities: spheres become opaque
+      (their depth decides what is in front) or fade and are pruned, instead of semi-transparent
+      clouds that explain each training view differently;
+    - every ``densify_every`` iterations during the first ``densify_until`` of the fit, the
+      ``densify_fraction`` of the spheres with the largest accumulated position gradient are split in
+      two (each moved half a radius along a random direction, radii times 0.7), as 3D Gaussian
+      splatting densifies;
+    - every ``prune_every`` iterations (and at the end) the spheres whose largest normalised weight
+      over all pixels of all views (:func:`sphere_contributions`) is below ``prune_below`` are
+      removed.
 
     Args:
         images: ``[B, H, W, D]`` target images in ``[0, 1]``, one per camera.
         cameras: ``B`` pinhole cameras of size ``W x H`` (perspective or, with
             ``projection="orthographic"``, orthographic).
-        near, far, gamma, background: as in :func:`~scenegrad.render.spheres.render_spheres`.
+        near, far, background: as in :func:`~scenegrad.render.spheres.render_spheres`.
         init: the starting spheres, or ``None``: ``n_spheres`` spheres uniformly at random in
             ``bounds = (lo [3], hi [3])`` (required then), radii ``0.6 (volume / n)^(1/3)``, grey,
-            opacity ``init_opacity`` (low: a sphere weighs ``opacity exp(opacity (1 - z_norm) / gamma)``
-            against the background's ``exp(BG_EPS / gamma)``, so misplaced opaque spheres are slow
-            to fade).
-        iters: Adam steps; ``lr``: the step size of the logits and ``log r``; positions move with
-            ``lr`` times the scene's extent (the diagonal of ``bounds`` or of the initial positions).
+            opacity ``init_opacity``.
+        iters: Adam steps. ``lr``: the step size of the logits and ``log r``; ``position_lr``: that of
+            the positions as a fraction of the scene's extent (the diagonal of ``bounds`` or of the
+            initial positions).
+        gamma, gamma_start: the blending sharpness at the end and at the start (``None``: ``gamma``
+            throughout).
         views_per_step: views rendered per step (a random subset), or ``None``: all.
-        seed: the random initialisation and view sampling.
+        densify_every: ``0`` turns splitting off; ``prune_every``: ``0`` turns pruning off.
+        supersample: render at this many times the images' resolution and average (see
+            :func:`render_cloud`); 2 suits antialiased images or photographs, whose silhouette pixels
+            are partly covered (render the fit's novel views the same way).
+        seed: the random initialisation, view sampling and splitting.
         tile_size, projection, backend: passed to :func:`~scenegrad.render.spheres.render_spheres`
             (small tiles suit small images and small spheres).
         callback: called as ``callback(iteration, loss, spheres)`` after every step.
@@ -167,6 +215,10 @@ def fit_spheres(
     B, H, W, D = images.shape
     if int(cameras.width[0]) != W or int(cameras.height[0]) != H:
         raise ValueError(f"images are {W} x {H} but the cameras are {int(cameras.width[0])} x {int(cameras.height[0])}")
+    if not 0 <= densify_fraction <= 1:
+        raise ValueError(f"densify_fraction must be in [0, 1], got {densify_fraction}")
+    if gamma_start is not None and not gamma_start > 0:
+        raise ValueError(f"gamma_start must be > 0, got {gamma_start}")
     g = torch.Generator().manual_seed(seed)
     dtype, device = cameras.dtype, cameras.device
     if init is None:
@@ -183,6 +235,8 @@ def fit_spheres(
         extent = float((init.positions.amax(0) - init.positions.amin(0)).norm()) or 1.0
     if init.features.shape[1] != D:
         raise ValueError(f"init has {init.features.shape[1]} features but the images have D = {D}")
+    render_cams = resize(cameras, float(supersample)) if supersample > 1 else cameras
+    kw = dict(near=near, far=far, tile_size=tile_size, projection=projection, backend=backend)
 
     def logit(x: Tensor) -> Tensor:
         x = x.clamp(1e-4, 1 - 1e-4)
@@ -194,52 +248,78 @@ def fit_spheres(
         "features": logit(init.features.detach()),
         "opacities": logit(init.opacities.detach()),
     }
+    base_lrs = (position_lr * extent, lr)
 
     def make_optimizer() -> torch.optim.Adam:
         for p in params.values():
             p.requires_grad_(True)
         return torch.optim.Adam([
-            {"params": [params["positions"]], "lr": lr * extent * 0.1},
-            {"params": [params["log_radii"], params["features"], params["opacities"]], "lr": lr},
+            {"params": [params["positions"]], "lr": base_lrs[0]},
+            {"params": [params["log_radii"], params["features"], params["opacities"]], "lr": base_lrs[1]},
         ])
 
     def current() -> SphereCloud:
         return SphereCloud(params["positions"], params["log_radii"].exp(), torch.sigmoid(params["features"]),
                            torch.sigmoid(params["opacities"]))
 
-    def prune() -> int:
-        nonlocal optimizer
+    def replace(new: dict[str, Tensor]) -> None:
+        nonlocal optimizer, grad_sum
+        for name in params:
+            params[name] = new[name].detach().clone()
+        optimizer = make_optimizer()
+        grad_sum = params["positions"].new_zeros(len(params["positions"]))
+
+    def prune(gm: float) -> int:
         with torch.no_grad():
-            score = sphere_contributions(current(), cameras, near=near, far=far, gamma=gamma, projection=projection,
-                                         backend=backend)
+            score = sphere_contributions(current(), render_cams, gamma=gm, **kw)
             keep = score >= prune_below
             removed = int((~keep).sum())
             if removed:
-                for name in params:
-                    params[name] = params[name].detach()[keep].clone()
-                optimizer = make_optimizer()
+                replace({name: p[keep] for name, p in params.items()})
         return removed
 
+    def densify() -> None:
+        with torch.no_grad():
+            chosen = grad_sum.topk(int(densify_fraction * len(grad_sum))).indices
+            r = params["log_radii"][chosen].exp()
+            step = torch.randn(len(chosen), 3, generator=g, dtype=dtype).to(device)
+            step = step / step.norm(dim=1, keepdim=True).clamp(min=1e-12) * (0.5 * r)[:, None]
+            new = {name: torch.cat([p, p[chosen]]) for name, p in params.items()}
+            new["positions"][chosen] -= step
+            new["positions"][len(grad_sum):] += step
+            new["log_radii"][chosen] += math.log(0.7)
+            new["log_radii"][len(grad_sum):] += math.log(0.7)
+            replace(new)
+
     optimizer = make_optimizer()
+    grad_sum = params["positions"].new_zeros(len(params["positions"]))
     result = SphereFit(init)
+    gm = gamma
     for it in range(iters):
+        f = it / max(iters - 1, 1)
+        gm = gamma if gamma_start is None else math.exp((1 - f) * math.log(gamma_start) + f * math.log(gamma))
+        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = base * lr_final ** (it / iters)
         views = (torch.randperm(B, generator=g)[:views_per_step] if views_per_step else torch.arange(B)).tolist()
-        cams = cameras[views]
         s = current()
-        out = render_spheres(s.positions, s.radii, s.features, cams, near=near, far=far, opacities=s.opacities,
-                             gamma=gamma, background=background, n_ids=0, tile_size=tile_size, projection=projection,
-                             backend=backend)
-        loss = (out.features - images[views]).square().mean()
+        pred = render_cloud(s, cameras[views], supersample=supersample, gamma=gm, background=background, **kw)
+        loss = (pred - images[views]).square().mean()
+        result.losses.append(loss.item())
+        if opacity_entropy:
+            o = s.opacities.clamp(1e-6, 1 - 1e-6)
+            loss = loss - opacity_entropy * (o * o.log() + (1 - o) * (1 - o).log()).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grad_sum += params["positions"].grad.norm(dim=1)
         optimizer.step()
-        result.losses.append(loss.item())
         if callback is not None:
             callback(it, result.losses[-1], current())
+        if densify_every and (it + 1) % densify_every == 0 and it < densify_until * iters:
+            densify()
         if prune_every and (it + 1) % prune_every == 0 and it + 1 < iters:
-            result.pruned += prune()
+            result.pruned += prune(gm)
     if prune_every:
-        result.pruned += prune()
+        result.pruned += prune(gm)
     with torch.no_grad():
         s = current()
         result.spheres = SphereCloud(*(x.detach() for x in (s.positions, s.radii, s.features, s.opacities)))

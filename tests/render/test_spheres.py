@@ -417,26 +417,62 @@ def test_points_to_spheres_radii_from_neighbours():
 
 
 def test_fit_spheres_to_mesh_views(native, one_thread):
-    """Spheres fitted from a random initialisation to views of a textured torus rendered with the mesh
-    renderer reproduce held-out views. A small fast configuration (32 x 32 images, 13 training and 3
-    held-out views, 1500 spheres, 100 steps) with a threshold of 18 dB (it reaches 20.0); the issue
-    asks for 26 dB from 16 views, which this fitter does not reach yet (19.5-20 dB at 32 x 32 with
-    up to 800 steps, 5000 spheres or gamma from 0.01 to 0.2)."""
-    from scenegrad.datasets.synthetic import orbit_cameras, torus_mesh
-    from scenegrad.render.mesh import render_mesh
+    """The issue's fitting test: spheres fitted from a random initialisation to 16 views of a textured
+    torus rendered with the mesh renderer reproduce 8 held-out views (between the training ones) at
+    a PSNR above 26 dB. The images are 64 x 64, each pixel the mean of 4 x 4 mesh-renderer samples
+    (as a camera integrates over a pixel; for scale, the mesh renderer itself, one sample per
+    pixel, reaches 29.6 dB against them), and the fit renders at 2x and averages. It reaches 27.5 dB
+    (27.0-28.2 over seeds and thread counts) in about 40 s on one thread; without supersampling
+    the fit reaches 24 dB."""
+    import torch.nn.functional as F
 
-    res = 32
-    cams = orbit_cameras(16, 3.0, res, res, float(res), up=(0.0, 1.0, 0.0))
+    from scenegrad.datasets.synthetic import orbit_cameras, torus_mesh
+    from scenegrad.render.cameras import resize
+    from scenegrad.render.mesh import render_mesh
+    from scenegrad.render.spheres import render_cloud
+
+    res = 64
+    cams = orbit_cameras(32, 3.0, res, res, float(res), up=(0.0, 1.0, 0.0))
     with torch.no_grad():
-        images = render_mesh(torus_mesh(texture_size=64), cams, shading="none", background=0.0).color
-    held_out = [2, 7, 12]
-    train = [i for i in range(16) if i not in held_out]
-    kw = dict(near=1.0, far=5.0, gamma=0.2)
+        fine = render_mesh(torus_mesh(texture_size=64), resize(cams, 4.0), shading="none", background=0.0).color
+    images = F.avg_pool2d(fine.permute(0, 3, 1, 2), 4).permute(0, 2, 3, 1)
+    train, held_out = list(range(0, 32, 2)), list(range(1, 32, 4))
+    kw = dict(near=1.0, far=5.0, supersample=2, tile_size=8, backend="native")
     bounds = (torch.tensor([-1.5, -0.5, -1.5]), torch.tensor([1.5, 0.5, 1.5]))
-    fit = fit_spheres(images[train], cams[train], n_spheres=1500, bounds=bounds, iters=100, lr=0.05,
-                      prune_every=50, tile_size=8, backend="native", **kw)
-    assert fit.losses[-1] < 0.5 * fit.losses[0] and fit.pruned > 0
-    s = fit.spheres
+    fit = fit_spheres(images[train], cams[train], bounds=bounds, **kw)
+    assert fit.losses[-1] < 0.05 * fit.losses[0] and fit.pruned > 0
     with torch.no_grad():
-        out = render_spheres(s.positions, s.radii, s.features, cams[held_out], opacities=s.opacities, **kw)
-    assert psnr(out.features, images[held_out]) > 18.0
+        out = render_cloud(fit.spheres, cams[held_out], gamma=3e-3, **kw)
+    assert psnr(out, images[held_out]) > 26.0
+
+
+def test_fit_spheres_splits_and_render_cloud_supersamples(native):
+    """Splitting adds ``densify_fraction`` of the spheres each time (until ``densify_until``); a split
+    sphere's halves sit its radius apart with radii times 0.7. ``render_cloud`` with ``supersample=1``
+    is ``render_spheres``' features; with 2 it is the mean of the 2x render's 2 x 2 blocks."""
+    from scenegrad.render.cameras import resize
+    from scenegrad.render.spheres import render_cloud
+
+    cams = two_cameras(torch.float32)
+    images = torch.rand(2, int(cams.height[0]), int(cams.width[0]), 3)
+    bounds = (torch.tensor([-1.0, -1.0, 2.0]), torch.tensor([1.0, 1.0, 4.0]))
+    fit = fit_spheres(images, cams, near=0.5, far=8.0, bounds=bounds, n_spheres=20, iters=3, prune_every=0,
+                      densify_every=1, densify_fraction=0.5, densify_until=0.3, lr=0.0, position_lr=0.0)
+    s = fit.spheres
+    assert len(s) == 30  # 10 split at step 0; none after 0.3 * 3 steps
+    r0 = float(fit.spheres.radii.max())
+    halved = torch.isclose(s.radii, torch.tensor(0.7 * r0))
+    assert int(halved[:20].sum()) == 10 and bool(halved[20:].all())
+    gap = torch.cdist(s.positions[20:], s.positions[:20][halved[:20]])  # each clone is r0 from its original
+    assert float((gap - r0).abs().amin(1).max()) < 1e-5
+    kw = dict(near=0.5, far=8.0, gamma=0.05)
+    one = render_cloud(s, cams, **kw)
+    plain = render_spheres(s.positions, s.radii, s.features, cams, opacities=s.opacities, n_ids=0, **kw)
+    torch.testing.assert_close(one, plain.features)
+    two = render_cloud(s, cams, supersample=2, **kw)
+    big = render_spheres(s.positions, s.radii, s.features, resize(cams, 2.0), opacities=s.opacities, **kw).features
+    torch.testing.assert_close(two, big.unflatten(1, (-1, 2)).unflatten(3, (-1, 2)).mean((2, 4)))
+    with pytest.raises(ValueError, match="supersample"):
+        render_cloud(s, cams, supersample=0, **kw)
+    with pytest.raises(ValueError, match="densify_fraction"):
+        fit_spheres(images, cams, near=0.5, far=8.0, bounds=bounds, densify_fraction=2.0)
