@@ -167,8 +167,9 @@ def fit_spheres(
 
     Optimised: positions, radii (as ``log r``), features (as logits: features stay in ``(0, 1)``, so
     images must be in ``[0, 1]``) and opacities (as logits). The schedule, each part of which the
-    fitting test needs (on a textured torus, 16 views at 64 x 64, dropping any one of them costs 1.5
-    to 6 dB of held-out PSNR):
+    fitting test needs (textured torus, 16 views at 64 x 64, 27.5 dB held-out; without the
+    sharpening 17.4 dB, without splitting 25.4 dB, and about 5 dB less without the entropy or the
+    step-size decay):
 
     - ``gamma`` falls log-linearly from ``gamma_start`` to ``gamma``: soft blending first, so every
       sphere along a ray gets gradients, then hard occlusion, so the surfaces agree between views;
