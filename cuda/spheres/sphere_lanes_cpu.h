@@ -270,7 +270,7 @@ SG_LANES_TARGET void backward_lanes(const Common<T>& g, const BwdArgs<T>& b, con
             pg.inv_sw = inv_sw[l];
             pg.gA = gA[l];
             pg.gZ = gZ[l];
-            pg.dz_de = line.dz_de;
+            pg.de_dz = line.de_dz;
             pg.e_at0 = line.e_at0;
             pg.F = &F[0][l];
             pg.gF = &gF[0][l];

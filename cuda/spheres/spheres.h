@@ -68,10 +68,10 @@ SG_HD T depth_exponent(T z, T opacity, const Blend<T>& p) {
     return opacity * ((T(1) - (z - p.near) * p.inv_range) * p.inv_gamma);
 }
 
-// e / opacity as a line in z, e / opacity = e_at0 + z dz_de, for the backward's derivatives.
+// e / opacity as a line in z, e / opacity = e_at0 + z de_dz, for the backward's derivatives.
 template <typename T>
 struct ExponentLine {
-    T dz_de, e_at0;
+    T de_dz, e_at0;
 };
 
 template <typename T>
@@ -323,7 +323,7 @@ struct HitRowGrad {
 // the gradients to the sphere's row (X, Y, Z, r, opacity, features[D]) and to the ray (a, b).
 template <typename T>
 struct PixelGrad {
-    T M, inv_W, A, Z, inv_sw, gA, gZ, dz_de, e_at0;  // e / opacity = e_at0 + z dz_de
+    T M, inv_W, A, Z, inv_sw, gA, gZ, de_dz, e_at0;  // e / opacity = e_at0 + z de_dz
     const T *F, *gF;  // [D] the pixel's features and their upstream gradient, `stride` apart
     int D, stride;
 
@@ -345,7 +345,7 @@ struct PixelGrad {
         F = out_f + pix * D;
         gF = v_f + pix * D;
         const ExponentLine<T> line = exponent_line(p);
-        dz_de = line.dz_de;
+        de_dz = line.de_dz;
         e_at0 = line.e_at0;
     }
 
@@ -354,10 +354,10 @@ struct PixelGrad {
     SG_HD HitRowGrad<T> hit_grads(const Sphere<T>& s, const Ray<T>& ray, T h, T k, T z, T E, const T* f) const {
         const T w = s.opacity * h * E;  // E = exp(opacity e(z) - M)
         const T gw = weight_grad(f, F, gF, stride, D, gA, A, gZ, Z, z, inv_W, inv_sw);
-        const T gz = gw * w * s.opacity * dz_de + gZ * w * inv_sw;
+        const T gz = gw * w * s.opacity * de_dz + gZ * w * inv_sw;
         HitRowGrad<T> r;
         r.g = sphere_hit_backward(s, ray, h, k, gw * s.opacity * E, gz);
-        r.opacity = gw * (h * E + w * (e_at0 + z * dz_de));  // the opacity scales the weight and the exponent
+        r.opacity = gw * (h * E + w * (e_at0 + z * de_dz));  // the opacity scales the weight and the exponent
         r.wW = w * inv_W;
         return r;
     }
