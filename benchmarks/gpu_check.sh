@@ -28,16 +28,25 @@ else
     PY=.venv/bin/python
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
-$PY -m scenegrad.apps info --build | tee "$OUT_DIR/info.txt"
+# Most important first, each step with its own time limit (device time is short; what a cut-off run
+# wrote to $OUT still comes back): the build, the CUDA tests (every test marked `cuda`, which
+# tests/conftest.py's requires_cuda adds, including the whole pipeline on the GPU:
+# test_reconstruct_tiny_on_cuda), then the GPU benchmarks against their peers where installed.
 status=0
-$PY -m pytest -q -m cuda -k "cuda" tests 2>&1 | tee "$OUT_DIR/cuda_tests.txt" || status=1
-$PY -m pytest -q tests/render 2>&1 | tail -n 5 | tee -a "$OUT_DIR/cuda_tests.txt" || status=1
-# the whole pipeline on the GPU: scenegrad reconstruct, tiny preset, on the built-in sample clip (make demo's input)
-$PY -m scenegrad.apps reconstruct --out "$OUT_DIR/reconstruct_cuda" --overwrite --preset tiny --device cuda 2>&1 \
-    | tee "$OUT_DIR/reconstruct_cuda.txt" || status=1
-$PY benchmarks/bench_mesh.py --device cuda --json "$OUT_DIR/mesh_cuda.json" 2>&1 | tee "$OUT_DIR/bench_mesh.txt" || status=1
-$PY benchmarks/bench_gaussians.py --device cuda --json "$OUT_DIR/gaussians_cuda.json" 2>&1 \
-    | tee "$OUT_DIR/bench_gaussians.txt" || status=1
-$PY benchmarks/bench_spheres.py --device cuda --json "$OUT_DIR/spheres_cuda.json" 2>&1 \
-    | tee "$OUT_DIR/bench_spheres.txt" || status=1
+step() {
+    local name=$1 limit=$2
+    shift 2
+    echo "== gpu_check: $name (limit ${limit} s)"
+    timeout "$limit" "$@" 2>&1 | tee "$OUT_DIR/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    if [ "$rc" -ne 0 ]; then
+        if [ "$rc" -eq 124 ]; then echo "gpu_check: $name ran over its limit"; else echo "gpu_check: $name failed (exit $rc)"; fi
+        status=1
+    fi
+}
+step build 240 $PY -m scenegrad.apps info --build
+step cuda_tests 180 $PY -m pytest -q -rs -m cuda tests
+step bench_spheres 60 $PY benchmarks/bench_spheres.py --device cuda --json "$OUT_DIR/spheres_cuda.json"
+step bench_mesh 90 $PY benchmarks/bench_mesh.py --device cuda --max-seconds 5 --json "$OUT_DIR/mesh_cuda.json"
+step bench_gaussians 60 $PY benchmarks/bench_gaussians.py --device cuda --json "$OUT_DIR/gaussians_cuda.json"
 exit $status

@@ -36,11 +36,10 @@ def fake_module(monkeypatch: pytest.MonkeyPatch, name: str) -> types.ModuleType:
     return module
 
 
-def cuda_devices() -> list[str]:
-    return ["cuda"] if torch.cuda.is_available() else []
-
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def requires_cuda(test):
+    """Skips ``test`` without a CUDA device and marks it ``cuda`` (``benchmarks/gpu_check.sh`` runs
+    ``pytest -m cuda``)."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(test))
 
 
 @pytest.fixture(scope="module")

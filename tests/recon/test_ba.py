@@ -561,7 +561,6 @@ def test_implicit_gradients_agree_between_backends():
     assert torch.allclose(grads["native"], grads["reference"], rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.cuda
 @requires_cuda
 @pytest.mark.parametrize("C", [6, 8])
 def test_cuda_schur_terms_match_the_cpu(C):
@@ -573,7 +572,6 @@ def test_cuda_schur_terms_match_the_cpu(C):
     assert torch.allclose(cuda.cpu(), cpu, rtol=1e-11, atol=1e-9)
 
 
-@pytest.mark.cuda
 @requires_cuda
 @pytest.mark.parametrize(("refine", "dist"), [(("focal",), None), (("focal_xy", "principal_point", "k1", "p2"),
                                                                    (0.02, -0.01, 1e-3, -2e-3, 5e-3))])

@@ -177,7 +177,6 @@ def _finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
-@pytest.mark.cuda
 @requires_cuda
 def test_trainer_on_cuda_and_its_checkpoint_resumes_on_cpu(tmp_path):
     scene = synthetic_scene("torus", path="orbit", count=16, size=(64, 48))
@@ -199,7 +198,6 @@ def test_trainer_on_cuda_and_its_checkpoint_resumes_on_cpu(tmp_path):
     assert resumed.iterations == 300 and resumed.final_psnr is not None and resumed.final_psnr > 20.0
 
 
-@pytest.mark.cuda
 @requires_cuda
 def test_flowmap_on_cuda_agrees_with_cpu():
     frames = [f.image() for f in synthetic_scene("room", path="walk", count=8, size=(96, 72)).frames]
@@ -215,7 +213,6 @@ def test_flowmap_on_cuda_agrees_with_cpu():
     assert gpu.loss[-1] < 2 * cpu.loss[-1] + 0.05
 
 
-@pytest.mark.cuda
 @requires_cuda
 def test_reconstruct_tiny_on_cuda(tmp_path):
     from scenegrad.datasets.meshes import load_mesh

@@ -195,7 +195,6 @@ def test_validation(native):
 
 
 @requires_cuda
-@pytest.mark.cuda
 def test_cuda_matches_cpu(native):
     pos, tri, rast, color = icosphere_scene(B=2, size=96)
     res = []

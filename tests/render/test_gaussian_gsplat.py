@@ -74,6 +74,7 @@ def test_outputs_translate(mode):
     assert out.alphas is alphas and out.means2d is meta["means2d"]
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not (HAS_GSPLAT and torch.cuda.is_available()), reason="needs gsplat and a CUDA device")
 def test_gsplat_matches_native_on_gpu():
     scene = [x.requires_grad_() if x.is_floating_point() else x for x in _scene(device="cuda")]

@@ -111,7 +111,6 @@ def test_native_without_camera_gradients(native):
     assert radii.shape == (2, 0) and means2d.shape == (2, 0, 2)
 
 
-@pytest.mark.cuda
 @requires_cuda
 def test_cuda_matches_cpu(native):
     for name in CASES:

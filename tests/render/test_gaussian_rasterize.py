@@ -266,7 +266,6 @@ def test_input_checks():
         rasterize_to_pixels(**{**scene, "opacities": scene["opacities"] + 1.5}, width=8, height=8)
 
 
-@pytest.mark.cuda
 @requires_cuda
 def test_cuda_matches_cpu(native):
     for name in ("batch_bg_d4", "dense", "odd_tile"):

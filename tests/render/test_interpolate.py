@@ -115,7 +115,6 @@ def test_validation(native):
 
 
 @requires_cuda
-@pytest.mark.cuda
 def test_cuda_matches_cpu(native):
     pos, tri, rast, db = raster(B=2, T=40, H=64, W=64)
     attr = torch.randn(pos.shape[1], 4)

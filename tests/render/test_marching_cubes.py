@@ -191,7 +191,6 @@ def test_empty_and_bad_input(backend):
         marching_cubes(torch.zeros(3, 3, 3), spacing=(1.0, 0.0, 1.0), backend=backend)
 
 
-@pytest.mark.cuda
 @requires_cuda
 def test_cuda_matches_cpu(native):
     g = torch.Generator().manual_seed(3)

@@ -257,7 +257,6 @@ def test_mixed_devices_rejected():
 
 
 @requires_cuda
-@pytest.mark.cuda
 def test_to_cuda_and_back():
     mesh = icosphere(1).with_normals()
     gpu = mesh.to("cuda")

@@ -19,7 +19,7 @@ needs_nvdiffrast = pytest.mark.skipif(not HAS_NVDIFFRAST, reason="nvdiffrast is 
 
 def gpu_comparison(test):
     """A comparison with native CUDA: needs a GPU and nvdiffrast, marked ``cuda``."""
-    return requires_cuda(needs_nvdiffrast(pytest.mark.cuda(test)))
+    return requires_cuda(needs_nvdiffrast(test))
 
 
 @pytest.fixture

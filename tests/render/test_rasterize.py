@@ -210,7 +210,6 @@ def test_returns_named_tuple(native):
 
 
 @requires_cuda
-@pytest.mark.cuda
 @pytest.mark.parametrize("B,T,H,W", [(1, 50, 64, 64), (2, 300, 128, 160)])
 def test_cuda_matches_cpu(native, B, T, H, W):
     pos, tri = random_scene(B, T, seed=T)

@@ -214,7 +214,6 @@ def test_validation():
 
 
 @requires_cuda
-@pytest.mark.cuda
 @pytest.mark.parametrize("masked", [False, True])
 def test_cuda_matches_cpu(native, masked):
     tex, uv, uv_da = inputs(B=2, H=64, W=48, Ho=50, Wo=40)
