@@ -64,12 +64,11 @@ SG_HD int tex_wrap(int x, int n, int boundary) {
     return (x < 0 || x >= n) ? -1 : x;
 }
 
-// The four taps of a bilinear lookup: texel offsets (or -1) and weights, plus d weight / d (u, v).
+// The four taps of a bilinear lookup: texel offsets (or -1) and weights.
 template <typename T>
 struct BilinearTaps {
     int64_t idx[4];
     T w[4];
-    T dw_du[4], dw_dv[4];
 };
 
 template <typename T>
@@ -80,17 +79,46 @@ SG_HD void bilinear_taps(T u, T v, int h, int w, int64_t level_offset, int bound
     const int xs[2] = {tex_wrap(x0, w, boundary), tex_wrap(x0 + 1, w, boundary)};
     const int ys[2] = {tex_wrap(y0, h, boundary), tex_wrap(y0 + 1, h, boundary)};
     const T wx[2] = {T(1) - ax, ax}, wy[2] = {T(1) - ay, ay};
-    const T dwx[2] = {-T(w), T(w)}, dwy[2] = {-T(h), T(h)};
     for (int j = 0; j < 2; ++j) {
         for (int i = 0; i < 2; ++i) {
             const int k = 2 * j + i;
             const bool ok = xs[i] >= 0 && ys[j] >= 0;
             taps.idx[k] = ok ? level_offset + (int64_t)ys[j] * w + xs[i] : -1;
             taps.w[k] = wx[i] * wy[j];
-            taps.dw_du[k] = dwx[i] * wy[j];
-            taps.dw_dv[k] = wx[i] * dwy[j];
         }
     }
+}
+
+// Backward of one bilinear lookup, weighted lw, in a level of h x w texels (`texels`, C channels;
+// its first texel is number `first` in the whole pyramid's layout) for incoming gradient g[C]:
+// hands each tap's gradient, lw * weight * g, to add(texel, scale, g), adds d loss / d (u, v) to
+// gu and gv, and returns g . lookup (d loss / d lw). The four dot products stay in registers.
+template <typename T, int kC, typename Add>
+SG_HD T bilinear_backward(const T* texels, int h, int w, int64_t first, int boundary, T u, T v, T lw, const T* g,
+                          int C_, T& gu, T& gv, Add& add) {
+    const int C = kC > 0 ? kC : C_;
+    const T x = u * T(w) - T(0.5), y = v * T(h) - T(0.5);
+    const int x0 = sg_ifloor(x), y0 = sg_ifloor(y);
+    const T ax = x - T(x0), ay = y - T(y0);
+    const int xs[2] = {tex_wrap(x0, w, boundary), tex_wrap(x0 + 1, w, boundary)};
+    const int ys[2] = {tex_wrap(y0, h, boundary), tex_wrap(y0 + 1, h, boundary)};
+    const T wx[2] = {T(1) - ax, ax}, wy[2] = {T(1) - ay, ay};
+    T dots[4];  // g . texel of each tap (0 outside a "zero" border), row-major
+    for (int j = 0; j < 2; ++j) {
+        for (int i = 0; i < 2; ++i) {
+            T dot = T(0);
+            if (xs[i] >= 0 && ys[j] >= 0) {
+                const int64_t idx = (int64_t)ys[j] * w + xs[i];
+                const T* texel = texels + idx * C;
+                for (int c = 0; c < C; ++c) dot += g[c] * texel[c];
+                if (lw != T(0)) add(first + idx, lw * (wx[i] * wy[j]), g);
+            }
+            dots[2 * j + i] = dot;
+        }
+    }
+    gu += lw * T(w) * (wy[0] * (dots[1] - dots[0]) + wy[1] * (dots[3] - dots[2]));
+    gv += lw * T(h) * (wx[0] * (dots[2] - dots[0]) + wx[1] * (dots[3] - dots[1]));
+    return wy[0] * (wx[0] * dots[0] + wx[1] * dots[1]) + wy[1] * (wx[0] * dots[2] + wx[1] * dots[3]);
 }
 
 // Nearest lookup: the texel that contains (u, v), or -1.
@@ -242,37 +270,23 @@ template <typename T, int kC = 0, typename Add>
 SG_HD void texture_pixel_backward(const T* level0, const T* coarse, const TextureDims& d, T u, T v, T lod, const T* g,
                                   T& gu, T& gv, T& glod, Add add) {
     const int C = kC > 0 ? kC : d.C;
-    const int64_t* offsets = d.offsets;
-    const int32_t* sizes = d.sizes;
     gu = gv = glod = T(0);
     if (!has_gradient(g, C)) return;  // e.g. background pixels composited away: nothing to scatter
     if (d.filter == kNearest) {
-        const int64_t idx = nearest_tap(u, v, sizes[0], sizes[1], int64_t(0), d.boundary);
+        const int64_t idx = nearest_tap(u, v, d.sizes[0], d.sizes[1], int64_t(0), d.boundary);
         if (idx >= 0) add(idx, T(1), g);
         return;
     }
     int ls[2] = {0, 0};
     T t = T(0);
     const bool lod_free = d.filter == kLinearMipLinear && mip_pair(lod, d.levels, ls[0], ls[1], t);
-    const T lw[2] = {T(1) - t, t};
-    T level_dot[2] = {T(0), T(0)};  // g . (bilinear lookup of each level)
-    const int count = ls[0] == ls[1] ? 1 : 2;
-    for (int m = 0; m < count; ++m) {
-        const int L = ls[m];
-        const T* texels = level_texels(level0, coarse, d, L);
-        BilinearTaps<T> taps;
-        bilinear_taps(u, v, sizes[2 * L], sizes[2 * L + 1], int64_t(0), d.boundary, taps);
-        for (int k = 0; k < 4; ++k) {
-            if (taps.idx[k] < 0) continue;
-            T dot = T(0);
-            for (int c = 0; c < C; ++c) dot += g[c] * texels[taps.idx[k] * C + c];
-            if (lw[m] != T(0)) add(offsets[L] + taps.idx[k], lw[m] * taps.w[k], g);
-            level_dot[m] += taps.w[k] * dot;
-            gu += lw[m] * taps.dw_du[k] * dot;
-            gv += lw[m] * taps.dw_dv[k] * dot;
-        }
-    }
-    if (count == 2 && lod_free) glod = level_dot[1] - level_dot[0];
+    const int L0 = ls[0], L1 = ls[1];
+    const T dot0 = bilinear_backward<T, kC>(level_texels(level0, coarse, d, L0), d.sizes[2 * L0], d.sizes[2 * L0 + 1],
+                                            d.offsets[L0], d.boundary, u, v, T(1) - t, g, C, gu, gv, add);
+    if (L1 == L0 || (t == T(0) && !lod_free)) return;  // level L1 weighs 0 and lod has no gradient
+    const T dot1 = bilinear_backward<T, kC>(level_texels(level0, coarse, d, L1), d.sizes[2 * L1], d.sizes[2 * L1 + 1],
+                                            d.offsets[L1], d.boundary, u, v, t, g, C, gu, gv, add);
+    if (lod_free) glod = dot1 - dot0;
 }
 
 // Calls f(std::integral_constant<int, kC>()) with kC = C for 1 to 4 channels, else kC = 0 (the
