@@ -159,8 +159,12 @@ std::vector<torch::Tensor> rasterize_fwd_cpu(const torch::Tensor& pos, const tor
     auto rast = pooled_empty({B, height, width, 4}, pos.options());
     auto db = pooled_empty({B, height, width, 4}, pos.options());
     AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_fwd_cpu", [&] {
-        forward<scalar_t>(pos.data_ptr<scalar_t>(), B, V, tri.data_ptr<int32_t>(), NT, (int)height, (int)width,
-                          rast.data_ptr<scalar_t>(), db.data_ptr<scalar_t>());
+        // One view at a time: its set-ups (NT of them) stay in the pool and in cache for the next.
+        const int64_t image = height * width * 4;
+        for (int b = 0; b < B; ++b)
+            forward<scalar_t>(pos.data_ptr<scalar_t>() + (int64_t)b * V * 4, 1, V, tri.data_ptr<int32_t>(), NT,
+                              (int)height, (int)width, rast.data_ptr<scalar_t>() + b * image,
+                              db.data_ptr<scalar_t>() + b * image);
     });
     return {rast, db};
 }
