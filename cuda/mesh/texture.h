@@ -64,6 +64,31 @@ SG_HD int tex_wrap(int x, int n, int boundary) {
     return (x < 0 || x >= n) ? -1 : x;
 }
 
+// The 2x2 texels around (u, v) in a level of h x w texels: their columns and rows under the
+// boundary mode (-1: "zero") and the linear weights along each axis.
+template <typename T>
+struct BilinearFootprint {
+    int xs[2], ys[2];
+    T wx[2], wy[2];
+};
+
+template <typename T>
+SG_HD BilinearFootprint<T> bilinear_footprint(T u, T v, int h, int w, int boundary) {
+    const T x = u * T(w) - T(0.5), y = v * T(h) - T(0.5);
+    const int x0 = sg_ifloor(x), y0 = sg_ifloor(y);
+    const T ax = x - T(x0), ay = y - T(y0);
+    BilinearFootprint<T> f;
+    f.xs[0] = tex_wrap(x0, w, boundary);
+    f.xs[1] = tex_wrap(x0 + 1, w, boundary);
+    f.ys[0] = tex_wrap(y0, h, boundary);
+    f.ys[1] = tex_wrap(y0 + 1, h, boundary);
+    f.wx[0] = T(1) - ax;
+    f.wx[1] = ax;
+    f.wy[0] = T(1) - ay;
+    f.wy[1] = ay;
+    return f;
+}
+
 // The four taps of a bilinear lookup: texel offsets (or -1) and weights.
 template <typename T>
 struct BilinearTaps {
@@ -73,12 +98,9 @@ struct BilinearTaps {
 
 template <typename T>
 SG_HD void bilinear_taps(T u, T v, int h, int w, int64_t level_offset, int boundary, BilinearTaps<T>& taps) {
-    const T x = u * T(w) - T(0.5), y = v * T(h) - T(0.5);
-    const int x0 = sg_ifloor(x), y0 = sg_ifloor(y);
-    const T ax = x - T(x0), ay = y - T(y0);
-    const int xs[2] = {tex_wrap(x0, w, boundary), tex_wrap(x0 + 1, w, boundary)};
-    const int ys[2] = {tex_wrap(y0, h, boundary), tex_wrap(y0 + 1, h, boundary)};
-    const T wx[2] = {T(1) - ax, ax}, wy[2] = {T(1) - ay, ay};
+    const BilinearFootprint<T> f = bilinear_footprint(u, v, h, w, boundary);
+    const int *xs = f.xs, *ys = f.ys;
+    const T *wx = f.wx, *wy = f.wy;
     for (int j = 0; j < 2; ++j) {
         for (int i = 0; i < 2; ++i) {
             const int k = 2 * j + i;
@@ -97,12 +119,9 @@ template <typename T, int kC, typename Add>
 SG_HD T bilinear_backward(const T* texels, int h, int w, int64_t first, int boundary, T u, T v, T lw, const T* g,
                           int C_, T& gu, T& gv, Add& add) {
     const int C = kC > 0 ? kC : C_;
-    const T x = u * T(w) - T(0.5), y = v * T(h) - T(0.5);
-    const int x0 = sg_ifloor(x), y0 = sg_ifloor(y);
-    const T ax = x - T(x0), ay = y - T(y0);
-    const int xs[2] = {tex_wrap(x0, w, boundary), tex_wrap(x0 + 1, w, boundary)};
-    const int ys[2] = {tex_wrap(y0, h, boundary), tex_wrap(y0 + 1, h, boundary)};
-    const T wx[2] = {T(1) - ax, ax}, wy[2] = {T(1) - ay, ay};
+    const BilinearFootprint<T> f = bilinear_footprint(u, v, h, w, boundary);
+    const int *xs = f.xs, *ys = f.ys;
+    const T *wx = f.wx, *wy = f.wy;
     T dots[4];  // g . texel of each tap (0 outside a "zero" border), row-major
     for (int j = 0; j < 2; ++j) {
         for (int i = 0; i < 2; ++i) {
