@@ -1,5 +1,6 @@
-// CPU launcher of the rasterizer: triangles binned into 16x16 tiles, tiles shaded in parallel
-// (OpenMP), each tile keeping its own depth buffer. The per-pixel math is in rasterize.h.
+// CPU launcher of the rasterizer: one view at a time, triangles binned into 16x16 tiles, tiles
+// shaded in parallel (OpenMP), each tile keeping its own depth buffer. The per-pixel math is in
+// rasterize.h.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -17,40 +18,35 @@ namespace {
 
 constexpr int kTile = 16;
 
+// One view: pos [V, 4] to rast and db [H, W, 4].
 template <typename T>
-void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int W, T* rast, T* db) {
+void forward(const T* pos, const int32_t* tri, int NT, int H, int W, T* rast, T* db) {
     // Set-ups are plain data (76 bytes a triangle in float32: 114 MB for 1.5M triangles), in pooled
     // memory: freshly allocated, the kernel page-faults and clears all of it again on every call.
     const torch::Tensor setup_memory =
-        pooled_empty({std::max<int64_t>(1, (int64_t)B * NT * (int64_t)sizeof(TriSetup<T>))}, at::kByte);
+        pooled_empty({std::max<int64_t>(1, (int64_t)NT * (int64_t)sizeof(TriSetup<T>))}, at::kByte);
     TriSetup<T>* const setups = reinterpret_cast<TriSetup<T>*>(setup_memory.data_ptr<uint8_t>());
-    std::unique_ptr<uint8_t[]> valid(new uint8_t[(size_t)B * NT]);
+    std::unique_ptr<uint8_t[]> valid(new uint8_t[NT]);
     SG_OMP(parallel for schedule(static))
-    for (int64_t bt = 0; bt < (int64_t)B * NT; ++bt) {
-        const int64_t b = bt / NT, t = bt % NT;
-        const T* base = pos + b * V * 4;
-        valid[bt] = setup_triangle(base + 4 * tri[3 * t], base + 4 * tri[3 * t + 1], base + 4 * tri[3 * t + 2],
-                                   W, H, setups[bt]);
-    }
+    for (int t = 0; t < NT; ++t)
+        valid[t] = setup_triangle(pos + 4 * tri[3 * t], pos + 4 * tri[3 * t + 1], pos + 4 * tri[3 * t + 2], W, H,
+                                  setups[t]);
 
     const int tiles_x = (W + kTile - 1) / kTile, tiles_y = (H + kTile - 1) / kTile;
     const int tiles = tiles_x * tiles_y;
-    // Bins in one flat array (counting sort by tile): bin_start[b * tiles + tile] ..
-    // bin_start[.. + 1] list triangle ids in increasing order (the depth-tie rule).
-    // Calls f(bin, t) for every tile bin that valid triangle t of each batch entry overlaps, in
-    // increasing t: once to count, once to fill.
+    // Bins in one flat array (counting sort by tile): bin_start[tile] .. bin_start[tile + 1] list
+    // triangle ids in increasing order (the depth-tie rule).
+    // Calls f(bin, t) for every tile bin that valid triangle t overlaps, in increasing t: once to
+    // count, once to fill.
     auto for_each_bin = [&](auto&& f) {
-        for (int b = 0; b < B; ++b) {
-            for (int t = 0; t < NT; ++t) {
-                const int64_t bt = (int64_t)b * NT + t;
-                if (!valid[bt]) continue;
-                const TriSetup<T>& s = setups[bt];
-                for (int ty = s.y0 / kTile; ty <= s.y1 / kTile; ++ty)
-                    for (int tx = s.x0 / kTile; tx <= s.x1 / kTile; ++tx) f((size_t)b * tiles + ty * tiles_x + tx, t);
-            }
+        for (int t = 0; t < NT; ++t) {
+            if (!valid[t]) continue;
+            const TriSetup<T>& s = setups[t];
+            for (int ty = s.y0 / kTile; ty <= s.y1 / kTile; ++ty)
+                for (int tx = s.x0 / kTile; tx <= s.x1 / kTile; ++tx) f((size_t)ty * tiles_x + tx, t);
         }
     };
-    std::vector<int64_t> bin_start((size_t)B * tiles + 1, 0);
+    std::vector<int64_t> bin_start((size_t)tiles + 1, 0);
     for_each_bin([&](size_t bin, int32_t) { ++bin_start[bin + 1]; });
     for (size_t k = 1; k < bin_start.size(); ++k) bin_start[k] += bin_start[k - 1];
     std::unique_ptr<int32_t[]> bin_items(new int32_t[std::max<int64_t>(1, bin_start.back())]);
@@ -62,8 +58,7 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
     for (int i = 0; i < H; ++i) py[i] = ndc_y<T>(i, H);
 
     SG_OMP(parallel for schedule(dynamic, 1))
-    for (int64_t job = 0; job < (int64_t)B * tiles; ++job) {
-        const int b = (int)(job / tiles), tile = (int)(job % tiles);
+    for (int tile = 0; tile < tiles; ++tile) {
         const int ox = (tile % tiles_x) * kTile, oy = (tile / tiles_x) * kTile;
         const int ex = std::min(ox + kTile, W) - 1, ey = std::min(oy + kTile, H) - 1;
         // Nearest z/w per pixel so far (+inf: none) and its triangle (-1: none).
@@ -71,9 +66,9 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
         int32_t best_id[kTile * kTile];
         std::fill(best_z, best_z + kTile * kTile, T(INFINITY));
         std::fill(best_id, best_id + kTile * kTile, -1);
-        for (int64_t k = bin_start[job]; k < bin_start[job + 1]; ++k) {
+        for (int64_t k = bin_start[tile]; k < bin_start[tile + 1]; ++k) {
             const int32_t t = bin_items[k];
-            const TriSetup<T>& s = setups[(size_t)b * NT + t];
+            const TriSetup<T>& s = setups[t];
             const int x0 = std::max(s.x0, ox), x1 = std::min(s.x1, ex);
             const int y0 = std::max(s.y0, oy), y1 = std::min(s.y1, ey);
             for (int iy = y0; iy <= y1; ++iy) {
@@ -92,13 +87,13 @@ void forward(const T* pos, int B, int V, const int32_t* tri, int NT, int H, int 
         for (int iy = oy; iy <= ey; ++iy) {
             for (int ix = ox; ix <= ex; ++ix) {
                 const int32_t t = best_id[(iy - oy) * kTile + (ix - ox)];
-                const int64_t o = (((int64_t)b * H + iy) * W + ix) * 4;
+                const int64_t o = ((int64_t)iy * W + ix) * 4;
                 if (t < 0) {  // two whole-pixel stores (four interleaved scalar pairs did not merge: rast may alias db)
                     std::memset(rast + o, 0, 4 * sizeof(T));
                     std::memset(db + o, 0, 4 * sizeof(T));
                     continue;
                 }
-                pixel_outputs(setups[(size_t)b * NT + t], px[ix], py[iy], W, H, rast + o, db + o);
+                pixel_outputs(setups[t], px[ix], py[iy], W, H, rast + o, db + o);
                 rast[o + 3] = T(t + 1);
             }
         }
@@ -162,9 +157,8 @@ std::vector<torch::Tensor> rasterize_fwd_cpu(const torch::Tensor& pos, const tor
         // One view at a time: its set-ups (NT of them) stay in the pool and in cache for the next.
         const int64_t image = height * width * 4;
         for (int b = 0; b < B; ++b)
-            forward<scalar_t>(pos.data_ptr<scalar_t>() + (int64_t)b * V * 4, 1, V, tri.data_ptr<int32_t>(), NT,
-                              (int)height, (int)width, rast.data_ptr<scalar_t>() + b * image,
-                              db.data_ptr<scalar_t>() + b * image);
+            forward<scalar_t>(pos.data_ptr<scalar_t>() + (int64_t)b * V * 4, tri.data_ptr<int32_t>(), NT, (int)height,
+                              (int)width, rast.data_ptr<scalar_t>() + b * image, db.data_ptr<scalar_t>() + b * image);
     });
     return {rast, db};
 }
